@@ -1,0 +1,33 @@
+"""Shared test fixtures.
+
+The real datasets are never part of the project. Tests that need them look in
+``$SCRATCHVAE_SHARED_DATA`` or, by default, in ``../shared/data`` beside the
+checkout (where CI puts them), and skip with a reason when they are absent.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCRATCHVAE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _shared(name):
+    path = SHARED_DATA / name
+    if not (path / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real {name} data not found at {path} "
+                    "(set SCRATCHVAE_SHARED_DATA to a directory holding mnist/ and fashion-mnist/)")
+    return path
+
+
+@pytest.fixture
+def shared_mnist_dir():
+    """Directory holding the real MNIST test split (skips when absent)."""
+    return _shared("mnist")
+
+
+@pytest.fixture
+def shared_fashion_dir():
+    """Directory holding the full real Fashion-MNIST (skips when absent)."""
+    return _shared("fashion-mnist")
