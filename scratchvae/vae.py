@@ -1,0 +1,330 @@
+"""The Variational Autoencoder: encoder, reparameterisation, decoder, loss, and its backward.
+
+Read this file beside the lecture's summary slide (slide 15):
+
+    L(theta, phi) = sum_i ( -E_{z ~ q_theta(z|x_i)}[ log p_phi(x_i|z) ] + KL( q_theta(z|x_i) || p(z) ) )
+
+``VAE.loss_and_grads`` computes it one equation per line, then runs the same lines in
+reverse, each line the chain rule of its forward partner. ``VAE.elbo_probabilistic``
+computes the same number the other way, as slides 21-25 define it,
+E_q[ log p(x, z) - log q(z|x) ], with no closed-form KL ("They are equivalent!").
+
+Notation, fixed once for the whole package:
+
+    logvar = log sigma^2        the encoder outputs the log-variance of q(z|x)
+    sigma  = exp(0.5 * logvar)  the standard deviation
+    eps ~ N(0, I),  z = mu + sigma * eps     (slide 14, reparameterisation)
+
+Shapes: x (N, D) data, mu/logvar (N, K), eps and z (L, N, K) with L samples of z per
+datapoint (the paper's L), logits (L, N, D).
+"""
+import numpy as np
+
+from .layers import MLP, Dense, sigmoid, share_one_buffer
+from .losses import (bernoulli_log_likelihood, bernoulli_log_likelihood_grads,
+                     gaussian_log_density, gaussian_log_density_grads,
+                     kl_standard_normal, kl_standard_normal_grads)
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE:
+    """A VAE with MLP encoder q_theta(z|x) and MLP decoder p_phi(x|z) (slides 7-8).
+
+    Encoder:  h = MLP(x) ;  mu = h W_mu + b_mu ;  logvar = h W_logvar + b_logvar
+    Decoder:  h' = MLP(z) ; Bernoulli: logits = h' W + b
+                            Gaussian:  mean = h' W_m + b_m ; logvar_x = h' W_v + b_v
+    Prior:    p(z) = N(0, I)
+
+    Parameters
+    ----------
+    input_dim : int              D, e.g. 784 for 28x28 digits
+    hidden_dims : sequence[int]  hidden sizes of the encoder; the decoder mirrors them
+                                 (``[400]`` is the PyTorch example; ``[]`` gives linear maps)
+    latent_dim : int             K
+    activation : str             hidden activation: "relu" (default) or "tanh" (as in the paper)
+                                 ("sigmoid", "softplus" also work)
+    likelihood : str             "bernoulli" (logits) or "gaussian" (mean and log-variance)
+    n_samples : int              L, samples of z per datapoint when eps is drawn here
+    beta : float                 weight of the KL term; beta = 1 is the ELBO
+    dtype : numpy dtype          float32 for training, float64 for gradient checks
+    seed : int                   seeds the initial weights and the model's own Generator
+
+    Attributes
+    ----------
+    params, grads : dict[str, ndarray]
+        The same keys and shapes ("enc.fc1.W", "enc.mu.b", "dec.logits.W", ...). Every
+        array is a view into one flat vector, ``theta`` and ``dtheta`` respectively, so
+        an optimiser can update all parameters at once.
+    rng : numpy.random.Generator
+        Draws eps when ``loss_and_grads`` is not given one.
+    """
+
+    def __init__(self, input_dim, hidden_dims, latent_dim, activation="relu",
+                 likelihood="bernoulli", n_samples=1, beta=1.0, dtype=np.float32, seed=0):
+        hidden_dims = [int(h) for h in hidden_dims]
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim),
+                            ("n_samples", n_samples), *(("hidden size", h) for h in hidden_dims)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self.input_dim, self.hidden_dims, self.latent_dim = int(input_dim), hidden_dims, int(latent_dim)
+        self.activation, self.likelihood, self.dtype = activation, likelihood, dtype
+        self.n_samples, self.beta = int(n_samples), float(beta)
+        init_seed, eps_seed = np.random.SeedSequence(seed).spawn(2)
+        init_rng, self.rng = np.random.default_rng(init_seed), np.random.default_rng(eps_seed)
+
+        D, K = self.input_dim, self.latent_dim
+        self.encoder = MLP(D, hidden_dims, activation, init_rng, dtype, name="enc")
+        H = self.encoder.out_dim
+        self.enc_mu = Dense(H, K, init_rng, dtype, name="mu")
+        self.enc_logvar = Dense(H, K, init_rng, dtype, name="logvar")
+        self.decoder = MLP(K, hidden_dims[::-1], activation, init_rng, dtype, name="dec")
+        H = self.decoder.out_dim
+        if likelihood == "bernoulli":
+            self.dec_heads = [Dense(H, D, init_rng, dtype, name="logits")]
+        else:
+            self.dec_heads = [Dense(H, D, init_rng, dtype, name="mean"),
+                              Dense(H, D, init_rng, dtype, name="logvar")]
+        self._bind_flat_buffers()
+
+    # ------------------------------------------------------------------ parameters
+    def _named_dense_layers(self):
+        return ([(f"enc.{d.name}", d) for d in self.encoder.dense_layers]
+                + [("enc.mu", self.enc_mu), ("enc.logvar", self.enc_logvar)]
+                + [(f"dec.{d.name}", d) for d in self.decoder.dense_layers]
+                + [(f"dec.{d.name}", d) for d in self.dec_heads])
+
+    def _bind_flat_buffers(self):
+        """Move every weight and gradient into one flat vector (theta, dtheta) with named views."""
+        layers = self._named_dense_layers()
+        named = {f"{prefix}.{k}": d.params[k] for prefix, d in layers for k in ("W", "b")}
+        self.theta, self.params = share_one_buffer(named, self.dtype)
+        zeros = {name: np.zeros_like(a) for name, a in named.items()}
+        self.dtheta, self.grads = share_one_buffer(zeros, self.dtype)
+        for prefix, d in layers:
+            for k in ("W", "b"):
+                d.params[k], d.grads[k] = self.params[f"{prefix}.{k}"], self.grads[f"{prefix}.{k}"]
+
+    def config(self):
+        """The constructor arguments (without seed), enough to rebuild the architecture."""
+        return dict(input_dim=self.input_dim, hidden_dims=list(self.hidden_dims),
+                    latent_dim=self.latent_dim, activation=self.activation,
+                    likelihood=self.likelihood, n_samples=self.n_samples, beta=self.beta,
+                    dtype=self.dtype.name)
+
+    # ------------------------------------------------------------------ checks
+    def _check_x(self, x):
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"x must have shape (N, {self.input_dim}) (one flattened datapoint "
+                             f"per row), got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("x holds no datapoints (shape (0, D))")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
+        return x.astype(self.dtype, copy=False)
+
+    def _check_eps(self, eps, N):
+        K = self.latent_dim
+        if eps is None:
+            return self.rng.standard_normal((self.n_samples, N, K), dtype=self.dtype)
+        eps = np.asarray(eps)
+        if eps.ndim == 2:
+            eps = eps[None]                                        # L = 1
+        if eps.ndim != 3 or eps.shape[1:] != (N, K):
+            raise ValueError(f"eps must have shape (L, {N}, {K}) or ({N}, {K}) for a batch of "
+                             f"{N} with latent_dim {K}, got shape {np.shape(eps)}")
+        return eps.astype(self.dtype, copy=False)
+
+    # ------------------------------------------------------------------ pieces
+    def _decoder_forward(self, z):
+        """z (M, K) -> logits (M, D), or (mean, logvar_x) for the Gaussian decoder."""
+        h = self.decoder.forward(z)
+        outputs = [head.forward(h) for head in self.dec_heads]
+        return outputs[0] if self.likelihood == "bernoulli" else tuple(outputs)
+
+    def _decoder_backward(self, d_outputs):
+        """d(loss)/d(decoder outputs) -> d(loss)/dz (M, K); fills the decoder's grads."""
+        if self.likelihood == "bernoulli":
+            d_outputs = (d_outputs,)
+        dh = sum(head.backward(d) for head, d in zip(self.dec_heads, d_outputs))
+        return self.decoder.backward(dh)
+
+    def _log_likelihood(self, x, out):
+        """log p(x|z) per sample and datapoint: x (N, D), out (L, N, D) -> (L, N)."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(x, out)
+        mean, logvar_x = out
+        return gaussian_log_density(x, mean, logvar_x)
+
+    def _log_likelihood_grads(self, x, out):
+        """d log p(x|z) / d(decoder outputs), each (L, N, D)."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood_grads(x, out)
+        mean, logvar_x = out
+        return gaussian_log_density_grads(x, mean, logvar_x)
+
+    def _forget_caches(self):
+        layers = [*self.encoder.layers, self.enc_mu, self.enc_logvar, *self.decoder.layers, *self.dec_heads]
+        for layer in layers:
+            layer._cache = None
+
+    # ------------------------------------------------------------------ the loss
+    def loss_and_grads(self, x, eps=None):
+        """Batch-mean negative ELBO (with beta on the KL) and all its parameter gradients.
+
+        Implements (slide 15, per datapoint i, averaged over the batch):
+            loss = mean_i [ -1/L sum_l log p(x_i | z_il) + beta * KL(q(z|x_i) || N(0, I)) ]
+            z_il = mu_i + sigma_i * eps_il,   eps_il ~ N(0, I)
+        Gradients: written into ``self.grads`` (= ``self.dtheta``), d(loss)/d(param).
+
+        Parameters
+        ----------
+        x : (N, D) array        a batch of datapoints
+        eps : (L, N, K) or (N, K) array, optional
+            the noise of the reparameterisation; drawn from ``self.rng`` when omitted
+            (L = ``self.n_samples``). Tests pass it to freeze the randomness.
+
+        Returns
+        -------
+        loss : float            the batch mean of rec + beta * kl (the negative ELBO if beta = 1)
+        parts : dict            "rec" = mean -E_q[log p(x|z)], "kl" = mean KL, "nelbo" = rec + kl,
+                                "elbo" = -nelbo, all in nats per datapoint (Python floats)
+        """
+        x = self._check_x(x)
+        N, K = x.shape[0], self.latent_dim
+        eps = self._check_eps(eps, N)
+        L, beta = eps.shape[0], self.beta
+
+        # ---- forward: encoder, reparameterisation, decoder, the two loss terms -------------
+        h = self.encoder.forward(x)                              # (N, H)
+        mu = self.enc_mu.forward(h)                              # (N, K)   mean of q(z|x), slide 7
+        logvar = self.enc_logvar.forward(h)                      # (N, K)   log sigma^2
+        sigma = np.exp(0.5 * logvar)                             # (N, K)   sigma = exp(logvar / 2)
+        z = mu + sigma * eps                                     # (L, N, K)  z = mu + sigma . eps, slide 14
+        out = self._decoder_forward(z.reshape(L * N, K))         # logits (L*N, D), slide 8
+        out = _reshape(out, (L, N, -1))                          # (L, N, D)
+        log_px_z = self._log_likelihood(x, out)                  # (L, N)   log p(x|z_l), slide 9
+        rec = -np.mean(log_px_z, axis=0)                         # (N,)     -E_q[log p(x|z)] ~ L-sample mean, slide 11
+        kl = kl_standard_normal(mu, logvar)                      # (N,)     KL(q(z|x) || N(0, I)), slide 12
+        loss = np.mean(rec + beta * kl)                          # scalar   slide 15, as a batch mean
+
+        # ---- backward: the same lines in reverse ------------------------------------------
+        # d loss / d log p(x|z_l) = -1 / (L N): each sample's log-likelihood enters the mean once.
+        d_out = _scale(self._log_likelihood_grads(x, out), -1.0 / (L * N))   # Bernoulli: (sigmoid(l) - x) / (L N)
+        dz = self._decoder_backward(_reshape(d_out, (L * N, -1)))            # (L*N, K)
+        dz = dz.reshape(L, N, K)
+        dkl_dmu, dkl_dlogvar = kl_standard_normal_grads(mu, logvar)          # mu, (sigma^2 - 1) / 2
+        dmu = dz.sum(axis=0) + (beta / N) * dkl_dmu                          # dz/dmu = 1
+        dlogvar = (dz * eps).sum(axis=0) * 0.5 * sigma + (beta / N) * dkl_dlogvar  # dz/dlogvar = eps sigma / 2
+        dh = self.enc_mu.backward(dmu) + self.enc_logvar.backward(dlogvar)   # h feeds both heads: add
+        self.encoder.backward(dh, need_dx=False)                             # the data needs no gradient
+
+        rec_mean, kl_mean = float(np.mean(rec)), float(np.mean(kl))
+        parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
+        return float(loss), parts
+
+    def loss(self, x, eps=None):
+        """Like ``loss_and_grads`` but without the backward pass (gradients untouched)."""
+        x = self._check_x(x)
+        eps = self._check_eps(eps, x.shape[0])
+        mu, logvar = self.encode(x)
+        log_px_z, _ = self._log_px_z(x, mu, logvar, eps)         # (L, N)
+        rec, kl = -np.mean(log_px_z, axis=0), kl_standard_normal(mu, logvar)
+        rec_mean, kl_mean = float(np.mean(rec)), float(np.mean(kl))
+        parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
+        return float(np.mean(rec + self.beta * kl)), parts
+
+    # ------------------------------------------------------------------ the probabilistic view
+    def _log_px_z(self, x, mu, logvar, eps):
+        """z = mu + sigma * eps and log p(x|z) there: returns (log_px_z (L, N), z (L, N, K))."""
+        L, N, K = eps.shape
+        z = mu + np.exp(0.5 * logvar) * eps                      # (L, N, K)
+        out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -1))
+        return self._log_likelihood(x, out), z
+
+    def log_weights(self, x, eps=None):
+        """Importance log-weights  log w_l = log p(x, z_l) - log q(z_l|x),  z_l = mu + sigma * eps_l.
+
+        Implements:  log p(x, z) = log p(x|z) + log p(z)            (slide 17, joint = likelihood x prior)
+                     log q(z|x)  = log N(z; mu, diag sigma^2)
+        Their mean over l estimates the ELBO (slide 21); log-mean-exp over l gives the
+        importance-weighted bound on log p(x) (see evaluate.py).
+        Shapes:      x (N, D), eps (L, N, K) -> (L, N)
+        """
+        x = self._check_x(x)
+        eps = self._check_eps(eps, x.shape[0])
+        mu, logvar = self.encode(x)
+        log_px_z, z = self._log_px_z(x, mu, logvar, eps)                     # log p(x|z), z (L, N, K)
+        log_pz = gaussian_log_density(z, 0.0, 0.0)                           # log p(z), p = N(0, I)
+        log_qz_x = gaussian_log_density(z, mu, logvar)                       # log q(z|x)
+        return log_px_z + log_pz - log_qz_x
+
+    def elbo_probabilistic(self, x, n_samples, rng=None):
+        """The ELBO the probabilistic way (slides 21-22), by Monte Carlo, with no closed-form KL.
+
+        Implements:  ELBO_i = E_{z ~ q(z|x_i)}[ log p(x_i, z) - log q(z|x_i) ]
+                            ~ 1/S sum_s [ log p(x_i, z_s) - log q(z_s|x_i) ]
+        The deep-learning loss of ``loss_and_grads`` (with beta = 1) is minus the same
+        number, computed with the KL in closed form instead (slide 23 turns one into the other).
+
+        Returns
+        -------
+        elbo : (N,) array       the estimate per datapoint
+        stderr : (N,) array     its Monte Carlo standard error, std(log w) / sqrt(S)
+        """
+        rng = self.rng if rng is None else rng
+        x = self._check_x(x)
+        eps = rng.standard_normal((int(n_samples), x.shape[0], self.latent_dim), dtype=self.dtype)
+        log_w = self.log_weights(x, eps)                                     # (S, N)
+        return log_w.mean(axis=0), log_w.std(axis=0, ddof=1) / np.sqrt(log_w.shape[0])
+
+    # ------------------------------------------------------------------ using a trained model
+    def encode(self, x):
+        """q(z|x): x (N, D) -> (mu, logvar), each (N, K)."""
+        x = self._check_x(x)
+        h = self.encoder.forward(x)
+        mu, logvar = self.enc_mu.forward(h), self.enc_logvar.forward(h)
+        self._forget_caches()
+        return mu, logvar
+
+    def decode(self, z):
+        """p(x|z): z (M, K) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
+        z = np.asarray(z, dtype=self.dtype)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (M, {self.latent_dim}), got {z.shape}")
+        out = self._decoder_forward(z)
+        self._forget_caches()
+        return out
+
+    def decode_mean(self, z):
+        """The decoder's mean image E[x|z]: sigmoid(logits) (Bernoulli) or the Gaussian mean."""
+        out = self.decode(z)
+        return sigmoid(out) if self.likelihood == "bernoulli" else out[0]
+
+    def sample(self, n, rng=None):
+        """Generate: z ~ p(z) = N(0, I), then the decoder's mean image. Returns (n, D) in the data's units.
+
+        "Generates MNIST digits from random (Gaussian) noise" (slide 6).
+        """
+        rng = self.rng if rng is None else rng
+        return self.decode_mean(rng.standard_normal((int(n), self.latent_dim), dtype=self.dtype))
+
+    def reconstruct(self, x):
+        """Encode, take z = mu (the mode of q(z|x)), decode: the decoder's mean image (N, D)."""
+        mu, _ = self.encode(x)
+        return self.decode_mean(mu)
+
+
+def _reshape(out, shape):
+    """Reshape the decoder output: an array, or a (mean, logvar) pair for the Gaussian decoder."""
+    return out.reshape(shape) if isinstance(out, np.ndarray) else tuple(o.reshape(shape) for o in out)
+
+
+def _scale(d, factor):
+    return d * factor if isinstance(d, np.ndarray) else tuple(di * factor for di in d)

@@ -1,0 +1,49 @@
+"""The gradient checker itself: it must be right, and it must catch a wrong backward."""
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae.gradcheck import (check_model_gradients, numerical_gradient,
+                                  numerical_gradient_array, rel_error)
+
+
+def test_numerical_gradient_of_known_functions():
+    x = np.array([[0.3, -1.2], [2.0, 0.7]])
+    np.testing.assert_allclose(numerical_gradient(lambda v: np.sum(np.sin(v)), x), np.cos(x), rtol=1e-9)
+    dout = np.array([[1.0, -2.0], [0.5, 3.0]])
+    np.testing.assert_allclose(numerical_gradient_array(np.exp, x, dout), dout * np.exp(x), rtol=1e-9)
+
+
+def test_numerical_gradient_restores_x():
+    x = np.random.default_rng(0).standard_normal(5)
+    before = x.copy()
+    numerical_gradient(lambda v: np.sum(v ** 2), x)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_float32_is_refused_with_a_reason():
+    with pytest.raises(TypeError, match="float64"):
+        numerical_gradient(np.sum, np.ones(3, dtype=np.float32))
+
+
+def test_rel_error():
+    assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert rel_error([1.0, -1.0], [1.0, -1.1]) == pytest.approx(0.1 / 2.1)
+    assert rel_error([0.0], [0.0]) == 0.0
+    with pytest.raises(ValueError, match="shapes"):
+        rel_error(np.ones(2), np.ones(3))
+
+
+def test_the_checker_catches_a_wrong_backward(monkeypatch):
+    """A classic slip: dKL/dlogvar written as exp(logvar) - 1, the factor 1/2 forgotten.
+    The whole-model check must flag the parameters of the encoder's logvar head."""
+    import scratchvae.vae
+    model = VAE(6, [5], 2, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((4, 6)), rng.standard_normal((1, 4, 2))
+    assert max(check_model_gradients(model, x, eps).values()) < 1e-7
+    monkeypatch.setattr(scratchvae.vae, "kl_standard_normal_grads",
+                        lambda mu, logvar: (mu, np.expm1(logvar)))
+    errors = check_model_gradients(model, x, eps)
+    assert errors["enc.logvar.b"] > 1e-3 and errors["enc.logvar.W"] > 1e-3
+    assert errors["dec.logits.W"] < 1e-7                 # the decoder's gradients are still right

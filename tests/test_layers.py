@@ -1,0 +1,115 @@
+"""Every layer's backward against central finite differences (float64), and the layer contract."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scratchvae.gradcheck import numerical_gradient_array, rel_error
+from scratchvae.layers import ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, share_one_buffer
+
+SMOOTH_TOL = 1e-8          # float64 central differences on smooth pieces reach ~1e-10
+
+
+def away_from_zero(x, margin=0.1):
+    """Push values away from 0 so h = 1e-5 never crosses the kink of ReLU."""
+    return np.sign(x) * (np.abs(x) + margin)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 5), d_in=st.integers(1, 6), d_out=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_dense_backward_matches_finite_differences(n, d_in, d_out, seed):
+    rng = np.random.default_rng(seed)
+    layer = Dense(d_in, d_out, rng, dtype=np.float64)
+    x, dout = rng.standard_normal((n, d_in)), rng.standard_normal((n, d_out))
+    layer.forward(x)
+    dx = layer.backward(dout)
+    for name, param in [("x", x), ("W", layer.params["W"]), ("b", layer.params["b"])]:
+        num = numerical_gradient_array(layer.forward, x, dout) if name == "x" else \
+            numerical_gradient_array(lambda _: layer.forward(x), param, dout)
+        ana = dx if name == "x" else layer.grads[name]
+        assert rel_error(num, ana) < SMOOTH_TOL, f"Dense.{name} rel_error={rel_error(num, ana):.1e}"
+
+
+@pytest.mark.parametrize("cls", [ReLU, Tanh, Sigmoid, Softplus])
+def test_activation_backward_matches_finite_differences(cls):
+    rng = np.random.default_rng(0)
+    x = away_from_zero(rng.standard_normal((4, 7)) * 3)
+    dout = rng.standard_normal(x.shape)
+    layer = cls(name="act")
+    layer.forward(x)
+    dx = layer.backward(dout)
+    num = numerical_gradient_array(layer.forward, x.copy(), dout)
+    assert rel_error(num, dx) < SMOOTH_TOL, f"{cls.__name__} rel_error={rel_error(num, dx):.1e}"
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("hidden", [[5], [6, 4]])
+def test_mlp_backward_matches_finite_differences(activation, hidden):
+    rng = np.random.default_rng(1)
+    mlp = MLP(3, hidden, activation, rng, dtype=np.float64)
+    x, dout = rng.standard_normal((4, 3)), rng.standard_normal((4, hidden[-1]))
+    mlp.forward(x)
+    dx = mlp.backward(dout)
+    analytic = {name: g.copy() for name, g in mlp.grads.items()}
+    assert rel_error(numerical_gradient_array(mlp.forward, x.copy(), dout), dx) < 1e-7
+    for name, p in mlp.params.items():
+        num = numerical_gradient_array(lambda _: mlp.forward(x), p, dout)
+        assert rel_error(num, analytic[name]) < 1e-7, f"mlp.{name} rel_error={rel_error(num, analytic[name]):.1e}"
+
+
+def test_dense_skips_dx_for_the_data():
+    rng = np.random.default_rng(0)
+    layer = Dense(3, 2, rng, dtype=np.float64)
+    layer.forward(rng.standard_normal((4, 3)))
+    assert layer.backward(np.ones((4, 2)), need_dx=False) is None
+    np.testing.assert_array_equal(layer.grads["b"], [4.0, 4.0])
+
+
+@pytest.mark.parametrize("make", [lambda rng: Dense(3, 2, rng), lambda rng: ReLU(), lambda rng: Tanh(),
+                                  lambda rng: Sigmoid(), lambda rng: Softplus(),
+                                  lambda rng: MLP(3, [2], "relu", rng)])
+def test_backward_without_forward_is_an_error(make):
+    layer = make(np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="without a matching forward"):
+        layer.backward(np.ones((1, 2), dtype=np.float32))
+
+
+def test_backward_twice_after_one_forward_is_an_error():
+    layer = Dense(3, 2, np.random.default_rng(0))
+    layer.forward(np.ones((1, 3), dtype=np.float32))
+    layer.backward(np.ones((1, 2), dtype=np.float32))
+    with pytest.raises(RuntimeError, match="without a matching forward"):
+        layer.backward(np.ones((1, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_float32_stays_float32(activation):
+    rng = np.random.default_rng(0)
+    mlp = MLP(5, [4, 3], activation, rng, dtype=np.float32)
+    x = rng.standard_normal((6, 5)).astype(np.float32)
+    y = mlp.forward(x)
+    dx = mlp.backward(np.ones_like(y))
+    assert y.dtype == dx.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in mlp.grads.values())
+
+
+def test_softplus_and_sigmoid_are_stable_in_both_tails():
+    x = np.array([-1e4, -50.0, 0.0, 100.0, 1e4], dtype=np.float32)
+    y = Softplus().forward(x)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, [0.0, np.exp(-50.0), np.log(2), 100.0, 1e4], rtol=1e-6)
+    np.testing.assert_allclose(Sigmoid().forward(x), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-7)
+
+
+def test_unknown_activation_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        MLP(3, [2], "gelu", np.random.default_rng(0))
+
+
+def test_share_one_buffer_gives_views_into_one_vector():
+    a, b = np.arange(6.0).reshape(2, 3), np.array([7.0, 8.0])
+    flat, views = share_one_buffer({"a": a, "b": b}, np.float64)
+    np.testing.assert_array_equal(flat, [0, 1, 2, 3, 4, 5, 7, 8])
+    flat += 1
+    np.testing.assert_array_equal(views["a"], a + 1)
+    views["b"][0] = -1
+    assert flat[6] == -1

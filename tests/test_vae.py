@@ -1,0 +1,192 @@
+"""The whole model: every parameter gradient against finite differences, the reparameterised
+path, the two views of the objective, and the public contract."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scratchvae import VAE
+from scratchvae.gradcheck import check_model_gradients, numerical_gradient, rel_error
+from scratchvae.losses import kl_standard_normal
+
+WHOLE_MODEL_TOL = 1e-7     # the issue asks for 1e-6; float64 central differences give ~1e-9
+
+
+def tiny_problem(likelihood, L, N=5, D=6, K=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((N, D))                          # grayscale targets in [0, 1]
+    if likelihood == "bernoulli":
+        x[:, :2] = np.round(x[:, :2])               # and some binary pixels
+    return x, rng.standard_normal((L, N, K))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("hidden", [[7], [7, 5]])
+@pytest.mark.parametrize("L, beta", [(1, 1.0), (3, 0.5)])
+def test_whole_model_gradient_matches_finite_differences(likelihood, activation, hidden, L, beta):
+    model = VAE(6, hidden, 3, activation=activation, likelihood=likelihood, beta=beta,
+                dtype=np.float64, seed=1)
+    x, eps = tiny_problem(likelihood, L)
+    errors = check_model_gradients(model, x, eps)
+    assert set(errors) == set(model.params)                            # every tensor, biases included
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < WHOLE_MODEL_TOL, f"{worst} rel_error={errors[worst]:.1e}"
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 2.5])
+def test_reparameterised_path_with_frozen_eps(beta):
+    """With one datapoint, d loss / d b_mu = d loss / d mu and d loss / d b_logvar = d loss / d logvar:
+    the gradient that flows through z = mu + sigma * eps (beta = 0 isolates it from the KL)."""
+    model = VAE(6, [7], 3, activation="tanh", beta=beta, dtype=np.float64, seed=2)
+    x, eps = tiny_problem("bernoulli", L=4, N=1)
+    model.loss_and_grads(x, eps)
+    for name in ("enc.mu.b", "enc.logvar.b"):
+        num = numerical_gradient(lambda _: model.loss(x, eps)[0], model.params[name])
+        assert rel_error(num, model.grads[name]) < 1e-8, name
+
+
+def test_kl_gradient_reaches_the_encoder_alone():
+    """With the decoder cut off (zero weights into the logits), only the KL depends on mu and logvar:
+    then d loss / d mu = beta mu / N and d loss / d logvar = beta (sigma^2 - 1) / (2 N)."""
+    model = VAE(6, [7], 3, beta=0.7, dtype=np.float64, seed=3)
+    model.params["dec.logits.W"][...] = 0
+    x, eps = tiny_problem("bernoulli", L=1, N=1)
+    model.loss_and_grads(x, eps)
+    mu, logvar = model.encode(x)
+    np.testing.assert_allclose(model.grads["enc.mu.b"], 0.7 * mu[0], rtol=1e-12)
+    np.testing.assert_allclose(model.grads["enc.logvar.b"], 0.7 * 0.5 * np.expm1(logvar[0]), rtol=1e-12)
+
+
+def test_loss_parts_add_up_and_match_the_definitions():
+    model = VAE(6, [7], 3, beta=0.25, dtype=np.float64, seed=4)
+    x, eps = tiny_problem("bernoulli", L=2)
+    loss, parts = model.loss_and_grads(x, eps)
+    assert isinstance(loss, float) and all(isinstance(v, float) for v in parts.values())
+    assert parts["nelbo"] == pytest.approx(parts["rec"] + parts["kl"], rel=1e-15)
+    assert parts["elbo"] == -parts["nelbo"]
+    assert loss == pytest.approx(parts["rec"] + 0.25 * parts["kl"], rel=1e-14)
+    mu, logvar = model.encode(x)
+    assert parts["kl"] == pytest.approx(np.mean(kl_standard_normal(mu, logvar)), rel=1e-14)
+    assert model.loss(x, eps) == (loss, parts)                 # the forward-only path agrees
+
+
+def test_the_two_views_are_the_same_number():
+    """Slide 25, "They are equivalent!": the deep-learning loss (analytic KL) equals minus the
+    probabilistic ELBO E_q[log p(x, z) - log q(z|x)] (no closed-form KL), within Monte Carlo error."""
+    rng = np.random.default_rng(5)
+    model = VAE(6, [7], 3, dtype=np.float64, seed=5)
+    model.params["enc.logvar.b"][...] = 0.5     # make q wide, so the KL's Monte Carlo estimate is noisy
+    x, S = rng.random((8, 6)), 20_000
+
+    # independent estimates: the DL form with S samples of z, the probabilistic form with S others
+    elbo_prob, stderr_prob = model.elbo_probabilistic(x, S, rng)
+    eps = rng.standard_normal((S, 8, 3))
+    mu, logvar = model.encode(x)
+    log_px_z = model._log_px_z(x, mu, logvar, eps)[0]                    # (S, N)
+    elbo_dl = log_px_z.mean(axis=0) - kl_standard_normal(mu, logvar)   # E_q[log p(x|z)] - KL
+    stderr_dl = log_px_z.std(axis=0) / np.sqrt(S)
+    assert np.all(np.abs(elbo_prob - elbo_dl) < 4 * np.hypot(stderr_prob, stderr_dl))
+    assert np.all(stderr_prob < 0.05)                     # the comparison is not vacuous
+
+    # with the same samples, the difference is only (KL estimate - analytic KL), zero on average
+    log_pz_minus_log_q = model.log_weights(x, eps) - log_px_z
+    diff = log_pz_minus_log_q.mean(axis=0) + kl_standard_normal(mu, logvar)
+    assert np.all(np.abs(diff) < 4 * log_pz_minus_log_q.std(axis=0) / np.sqrt(S))
+
+
+def test_eps_of_shape_n_k_means_one_sample():
+    model = VAE(6, [7], 3, dtype=np.float64, seed=6)
+    x, eps = tiny_problem("bernoulli", L=1)
+    assert model.loss(x, eps[0]) == model.loss(x, eps)
+
+
+def test_eps_is_drawn_from_the_models_own_generator():
+    x, _ = tiny_problem("bernoulli", L=1)
+    a, b = VAE(6, [7], 3, seed=7, n_samples=2), VAE(6, [7], 3, seed=7, n_samples=2)
+    assert a.loss_and_grads(x) == b.loss_and_grads(x)                  # same seed, same draws
+    assert a.loss_and_grads(x) != a.loss_and_grads(x)                  # the generator moves on
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_loss_and_gradients_do_not_depend_on_batch_order(n, seed, likelihood):
+    rng = np.random.default_rng(seed)
+    model = VAE(5, [4], 2, likelihood=likelihood, dtype=np.float64, seed=seed % 1000)
+    x, eps = rng.random((n, 5)), rng.standard_normal((2, n, 2))
+    loss, parts = model.loss_and_grads(x, eps)
+    grads = model.dtheta.copy()
+    perm = rng.permutation(n)
+    loss_p, parts_p = model.loss_and_grads(x[perm], eps[:, perm])
+    assert loss_p == pytest.approx(loss, rel=1e-12)
+    assert parts_p["kl"] == pytest.approx(parts["kl"], rel=1e-12)
+    np.testing.assert_allclose(model.dtheta, grads, rtol=1e-10, atol=1e-13)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 7), d=st.integers(1, 9), k=st.integers(1, 4),
+       hidden=st.lists(st.integers(1, 6), max_size=2), L=st.integers(1, 3),
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]),
+       x_dtype=st.sampled_from([np.float32, np.float64, np.uint8]))
+def test_float32_model_keeps_float32_and_shapes(n, d, k, hidden, L, likelihood, x_dtype):
+    model = VAE(d, hidden, k, likelihood=likelihood, n_samples=L, seed=0)
+    x = np.random.default_rng(0).random((n, d)).round().astype(x_dtype)
+    loss, _ = model.loss_and_grads(x)
+    assert np.isfinite(loss)
+    assert model.theta.dtype == model.dtheta.dtype == np.float32
+    assert all(model.grads[name].shape == p.shape for name, p in model.params.items())
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (n, k) and mu.dtype == np.float32
+    assert model.sample(3, np.random.default_rng(1)).shape == (3, d)
+    recon = model.reconstruct(x)
+    assert recon.shape == (n, d) and recon.dtype == np.float32
+    out = model.decode(mu)
+    assert (out.shape if likelihood == "bernoulli" else out[0].shape) == (n, d)
+
+
+def test_params_and_grads_share_keys_shapes_and_the_flat_buffers():
+    model = VAE(784, [400], 20)
+    assert list(model.params) == list(model.grads)
+    assert list(model.params) == ["enc.fc1.W", "enc.fc1.b", "enc.mu.W", "enc.mu.b", "enc.logvar.W",
+                                  "enc.logvar.b", "dec.fc1.W", "dec.fc1.b", "dec.logits.W", "dec.logits.b"]
+    assert model.params["enc.fc1.W"].shape == (784, 400) and model.params["dec.logits.W"].shape == (400, 784)
+    assert model.theta.size == sum(p.size for p in model.params.values()) == 652_824
+    for name in model.params:
+        assert np.shares_memory(model.params[name], model.theta)
+        assert np.shares_memory(model.grads[name], model.dtheta)
+
+
+def test_gaussian_decoder_has_mean_and_logvar_heads():
+    model = VAE(10, [8, 6], 2, likelihood="gaussian")
+    assert {"dec.mean.W", "dec.logvar.W", "dec.fc2.W"} <= set(model.params)
+    assert model.params["dec.fc1.W"].shape == (2, 6) and model.params["dec.fc2.W"].shape == (6, 8)
+
+
+def test_same_seed_same_initial_weights():
+    a, b, c = VAE(20, [8], 3, seed=1), VAE(20, [8], 3, seed=1), VAE(20, [8], 3, seed=2)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert not np.array_equal(a.theta, c.theta)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(likelihood="poisson"), "unknown likelihood 'poisson'"),
+    (dict(activation="gelu"), "unknown activation 'gelu'"),
+    (dict(latent_dim=0), "latent_dim must be a positive integer"),
+    (dict(hidden_dims=[4, -1]), "hidden size must be a positive integer"),
+    (dict(dtype=np.int32), "dtype must be float32 or float64"),
+])
+def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
+    args = dict(input_dim=6, hidden_dims=[4], latent_dim=2) | kwargs
+    with pytest.raises(ValueError, match=message):
+        VAE(**args)
+
+
+@pytest.mark.parametrize("x, eps, message", [
+    (np.zeros((3, 5)), None, r"x must have shape \(N, 6\).*got shape \(3, 5\)"),
+    (np.zeros(6), None, r"x must have shape \(N, 6\)"),
+    (np.zeros((0, 6)), None, "no datapoints"),
+    (np.zeros((3, 6)), np.zeros((2, 4, 2)), r"eps must have shape \(L, 3, 2\)"),
+    (np.array([["a"] * 6]), None, "real numbers"),
+])
+def test_bad_inputs_are_clear_errors(x, eps, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(6, [4], 2).loss_and_grads(x, eps)
