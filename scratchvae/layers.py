@@ -48,6 +48,7 @@ class Dense(Layer):
     Shapes:      x (N, D_in), W (D_in, D_out), b (D_out,) -> y (N, D_out)
     Init:        W, b ~ U(-1/sqrt(D_in), 1/sqrt(D_in)), the default of PyTorch's nn.Linear,
                  so that scratchvae and the PyTorch example start from the same distribution.
+    Derivation:  docs/derivations.md, section 1
     """
 
     def __init__(self, in_dim, out_dim, rng, dtype=np.float32, name="dense"):
@@ -76,6 +77,7 @@ class ReLU(Layer):
 
     Implements:  y = max(x, 0)
     Gradient:    dx = dy * [y > 0]      (the kink at 0 gets derivative 0)
+    Derivation:  docs/derivations.md, section 2
     Shapes:      any -> same
     """
 
@@ -94,6 +96,7 @@ class Tanh(Layer):
 
     Implements:  y = tanh(x)
     Gradient:    dx = dy * (1 - y^2)
+    Derivation:  docs/derivations.md, section 2
     """
 
     def forward(self, x):
@@ -120,6 +123,7 @@ class Sigmoid(Layer):
 
     Implements:  y = 1 / (1 + exp(-x))
     Gradient:    dx = dy * y * (1 - y)
+    Derivation:  docs/derivations.md, section 2
     """
 
     def forward(self, x):
@@ -147,6 +151,7 @@ class Softplus(Layer):
 
     Implements:  y = log(1 + exp(x))
     Gradient:    dx = dy * sigmoid(x)
+    Derivation:  docs/derivations.md, section 2
     """
 
     def forward(self, x):

@@ -25,6 +25,7 @@ def bernoulli_log_likelihood(x, logits):
     Source:      Kingma & Welling 2014, Appendix C.1; lecture slide 8 "Decoder"
                  ("output parameters for 28 x 28 Bernoulli variables").
     Gradient:    d/dl_d = x_d - sigmoid(l_d)       (see bernoulli_log_likelihood_grads)
+    Derivation:  docs/derivations.md, section 3
     Targets:     binary x in {0, 1}, or grayscale x in [0, 1] as in the PyTorch example
                  (then it is minus the binary cross-entropy, not a normalised likelihood).
     Shapes:      x (..., D), logits (..., D), broadcastable -> (...)
@@ -45,6 +46,7 @@ def gaussian_log_density(x, mean, logvar):
     Used for:    the Gaussian decoder's log p(x|z); and in the probabilistic view for
                  log q(z|x) = log N(z; mu, diag sigma^2) and log p(z) = log N(z; 0, I).
     Gradients:   d/dm = (x - m) exp(-logvar) ;  d/dlogvar = -1/2 + 1/2 (x - m)^2 exp(-logvar)
+    Derivation:  docs/derivations.md, section 4
     Shapes:      x, mean, logvar (..., D), broadcastable -> (...)
     """
     return -0.5 * np.sum(LOG_2PI + logvar + (x - mean) ** 2 * np.exp(-logvar), axis=-1)
@@ -70,6 +72,7 @@ def kl_standard_normal(mu, logvar):
     Source:      Kingma & Welling 2014, Appendix B; lecture slide 12 "KL Divergence as regularizer"
                  (p(z) = N(0, I)).
     Gradients:   dKL/dmu = mu ;  dKL/dlogvar = 1/2 * (exp(logvar) - 1)
+    Derivation:  docs/derivations.md, section 5
     Shapes:      mu, logvar (..., K) -> (...)
     """
     return 0.5 * np.sum(mu * mu + (np.expm1(logvar) - logvar), axis=-1)

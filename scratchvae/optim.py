@@ -24,6 +24,7 @@ class Adam:
         v_hat_t = v_t / (1 - beta2^t)
         theta_t = theta_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
     Source:  D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1.
+    Derivation: docs/derivations.md, section 10 (why the bias correction; how step() computes it).
     Defaults are the paper's (and PyTorch's): lr 1e-3, betas (0.9, 0.999), eps 1e-8.
     """
 

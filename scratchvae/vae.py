@@ -182,6 +182,7 @@ class VAE:
             loss = mean_i [ -1/L sum_l log p(x_i | z_il) + beta * KL(q(z|x_i) || N(0, I)) ]
             z_il = mu_i + sigma_i * eps_il,   eps_il ~ N(0, I)
         Gradients: written into ``self.grads`` (= ``self.dtheta``), d(loss)/d(param).
+        Derivation: docs/derivations.md, sections 6-8 (each backward line is derived there).
 
         Parameters
         ----------
@@ -255,6 +256,7 @@ class VAE:
                      log q(z|x)  = log N(z; mu, diag sigma^2)
         Their mean over l estimates the ELBO (slide 21); log-mean-exp over l gives the
         importance-weighted bound on log p(x) (see evaluate.py).
+        Derivation:  docs/derivations.md, section 9
         Shapes:      x (N, D), eps (L, N, K) -> (L, N)
         """
         x = self._check_x(x)
