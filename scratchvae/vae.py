@@ -274,6 +274,7 @@ class VAE:
                             ~ 1/S sum_s [ log p(x_i, z_s) - log q(z_s|x_i) ]
         The deep-learning loss of ``loss_and_grads`` (with beta = 1) is minus the same
         number, computed with the KL in closed form instead (slide 23 turns one into the other).
+        Derivation:  docs/derivations.md, section 9
 
         Returns
         -------
