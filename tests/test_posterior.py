@@ -1,0 +1,163 @@
+"""Exact log p(x) by grid integration: a closed form to match, the identity of slides 20-21,
+convergence as the grid refines, and agreement with the model's own ELBO."""
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae.losses import bernoulli_log_likelihood, gaussian_log_density
+from scratchvae.posterior import (Grid, exact_gap, log_joint_on_grid, logsumexp, posterior_window,
+                                  square_grid, variational_gap)
+
+D = 5
+
+
+def linear_gaussian(seed=0, decoder_logvar=None):
+    """VAE(D, [], 2, gaussian) with the decoder's log-variance weights zeroed: the linear
+    Gaussian model  z ~ N(0, I),  x | z ~ N(A z + b, Psi),  A = W_mean^T (D, 2),  Psi = diag(exp(b_logvar)).
+
+    Closed forms (Bishop, PRML 2.3.3 and 12.2.1):
+        p(x)   = N(x; b, A A^T + Psi)
+        p(z|x) = N(m, S),  S = (I + A^T Psi^-1 A)^-1,  m = S A^T Psi^-1 (x - b)
+    """
+    model = VAE(D, [], 2, likelihood="gaussian", dtype=np.float64, seed=seed)
+    model.params["dec.logvar.W"][...] = 0
+    if decoder_logvar is not None:
+        model.params["dec.logvar.b"][...] = decoder_logvar
+    A = model.params["dec.mean.W"].T                                  # (D, 2): mean = z W + b = A z + b
+    b, psi = model.params["dec.mean.b"], np.exp(model.params["dec.logvar.b"])
+    evidence_cov = A @ A.T + np.diag(psi)
+    S = np.linalg.inv(np.eye(2) + A.T @ (A / psi[:, None]))
+    posterior_mean = lambda x: (x - b) / psi @ A @ S                  # rows: S A^T Psi^-1 (x_n - b)
+    return model, b, evidence_cov, posterior_mean, S
+
+
+def gaussian_log_pdf(x, mean, cov):
+    diff = x - mean
+    _, logdet = np.linalg.slogdet(cov)
+    return -0.5 * (len(mean) * np.log(2 * np.pi) + logdet
+                   + np.einsum("nd,de,ne->n", diff, np.linalg.inv(cov), diff))
+
+
+def gaussian_kl(mu_q, var_q, mean_p, cov_p):
+    """KL(N(mu_q, diag var_q) || N(mean_p, cov_p)) in closed form, for one datapoint."""
+    prec = np.linalg.inv(cov_p)
+    diff = mean_p - mu_q
+    return 0.5 * (np.trace(prec * var_q) + diff @ prec @ diff - len(mu_q)
+                  + np.linalg.slogdet(cov_p)[1] - np.sum(np.log(var_q)))
+
+
+def data(n=4, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, D))
+
+
+@pytest.mark.parametrize("decoder_logvar", [None, -3.0])       # a wide and a narrow posterior
+def test_log_px_matches_the_linear_gaussian_closed_form(decoder_logvar):
+    model, b, evidence_cov, posterior_mean, S = linear_gaussian(decoder_logvar=decoder_logvar)
+    x = data()
+    results = exact_gap(model, x)
+    log_px = np.array([r.log_px[0] for r in results])
+    np.testing.assert_allclose(log_px, gaussian_log_pdf(x, b, evidence_cov), rtol=0, atol=1e-11)
+    assert all(r.edge_mass[0] < 1e-12 for r in results)
+
+
+def test_posterior_and_kl_match_the_linear_gaussian_closed_form():
+    model, b, evidence_cov, posterior_mean, S = linear_gaussian(seed=2)
+    x = data(3)
+    mu, logvar = model.encode(x)
+    m = posterior_mean(x)
+    for i, r in enumerate(exact_gap(model, x)):
+        z = r.grid.points
+        density = np.exp(r.log_posterior[0])
+        mass = density * r.grid.cell_area
+        np.testing.assert_allclose(mass @ z, m[i], atol=1e-10)               # posterior mean
+        cov = (z - m[i]).T * mass @ (z - m[i])
+        np.testing.assert_allclose(cov, S, atol=1e-10)                        # posterior covariance
+        kl = gaussian_kl(mu[i], np.exp(logvar[i]), m[i], S)
+        assert r.kl[0] == pytest.approx(kl, abs=1e-11)
+        assert r.kl[0] > 0.05                                                # the gap is real here
+
+
+def test_gap_equals_kl_on_the_grid():
+    """Slide 21: log p(x) - ELBO = KL(q(z|x) || p(z|x)), every term by the same quadrature."""
+    model = VAE(D, [8], 2, likelihood="bernoulli", activation="tanh", dtype=np.float64, seed=3)
+    x = np.random.default_rng(4).random((5, D))
+    for r in exact_gap(model, x):
+        assert r.q_mass[0] == pytest.approx(1.0, abs=1e-12)
+        assert r.gap[0] == pytest.approx(r.kl[0], abs=1e-11)
+        assert r.kl[0] > 1e-3                                                # and it is not 0 = 0
+        assert r.log_px[0] >= r.elbo[0]                                      # the ELBO is a lower bound
+
+
+def test_grid_elbo_matches_the_models_monte_carlo_elbo():
+    """The grid ELBO is the same number as the model's own ELBO (slide 22), within Monte Carlo error."""
+    model = VAE(D, [8], 2, likelihood="bernoulli", dtype=np.float64, seed=5)
+    x = np.random.default_rng(6).random((3, D))
+    elbo_mc, stderr = model.elbo_probabilistic(x, 40_000, np.random.default_rng(7))
+    elbo_grid = np.array([r.elbo[0] for r in exact_gap(model, x)])
+    assert np.all(np.abs(elbo_grid - elbo_mc) < 4 * stderr)
+    assert np.all(stderr < 0.01)
+
+
+def test_log_px_converges_as_the_grid_refines():
+    model, b, evidence_cov, _, _ = linear_gaussian(seed=6)
+    x = data(2)
+    exact = gaussian_log_pdf(x, b, evidence_cov)
+    errors = [np.max(np.abs(variational_gap(model, x, square_grid((0, 0), 8.0, n)).log_px - exact))
+              for n in (6, 12, 24, 48)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[0] > 1e-3 and errors[-1] < 1e-10, errors
+
+
+def test_bernoulli_shortcut_equals_the_likelihood_function():
+    """x . l - sum softplus(l) is bernoulli_log_likelihood, and log p(z) is added."""
+    model = VAE(D, [8], 2, dtype=np.float64, seed=8)
+    x = np.random.default_rng(9).random((3, D))
+    grid = square_grid((0.5, -1.0), 2.0, 7)
+    logits = model.decode(grid.points)
+    expected = (bernoulli_log_likelihood(x[:, None], logits[None])
+                + gaussian_log_density(grid.points, 0.0, 0.0))
+    np.testing.assert_allclose(log_joint_on_grid(model, x, grid, chunk=10), expected, rtol=1e-13)
+
+
+def test_float32_model_and_chunking_give_the_same_grid_values():
+    model = VAE(D, [8], 2, dtype=np.float32, seed=10)
+    x = np.random.default_rng(11).random((2, D))
+    grid = square_grid((0, 0), 3.0, 9)
+    a, b = log_joint_on_grid(model, x, grid, chunk=5), log_joint_on_grid(model, x, grid)
+    assert a.dtype == np.float64 and a.shape == (2, 81)
+    np.testing.assert_allclose(a, b, rtol=1e-6)             # float32 decoder: BLAS rounding only
+
+
+def test_grid_is_the_midpoint_rule():
+    grid = square_grid((1.0, -2.0), 0.5, 4)
+    np.testing.assert_allclose(grid.z1, [0.625, 0.875, 1.125, 1.375])
+    np.testing.assert_allclose(grid.z2, [-2.375, -2.125, -1.875, -1.625])
+    assert grid.cell_area == pytest.approx(0.0625)
+    assert grid.points.shape == (16, 2) and grid.shape == (4, 4)
+    np.testing.assert_array_equal(grid.points[1], [0.875, -2.375])         # z1 varies fastest
+
+
+def test_window_holds_the_posterior_and_q():
+    model, _, _, posterior_mean, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    x = data(3) * 3
+    mu, logvar = model.encode(x)
+    centers, half = posterior_window(model, x)
+    m, sd = posterior_mean(x), np.sqrt(np.diag(S))
+    for i in range(len(x)):
+        for center_of_mass, spread in ((m[i], 6 * sd), (mu[i], 8 * np.exp(0.5 * logvar[i]))):
+            assert np.all(np.abs(center_of_mass - centers[i]) + spread <= half[i] + 1e-9)
+
+
+def test_logsumexp_does_not_overflow():
+    a = np.array([[1000.0, 1000.0], [-1000.0, -1000.0]])
+    np.testing.assert_allclose(logsumexp(a, axis=1), [1000 + np.log(2), -1000 + np.log(2)])
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="2-D latent"):
+        log_joint_on_grid(VAE(D, [4], 3), np.zeros((1, D)), square_grid((0, 0), 1.0, 3))
+    with pytest.raises(ValueError, match=r"shape \(N, 5\)"):
+        log_joint_on_grid(VAE(D, [4], 2), np.zeros((1, 4)), square_grid((0, 0), 1.0, 3))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        square_grid((0, 0), 1.0, 1)
+    assert isinstance(square_grid((0, 0), 1.0, 2), Grid)
