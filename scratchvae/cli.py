@@ -1,0 +1,332 @@
+"""The ``scratchvae`` command (also ``python -m scratchvae``): train, resume, evaluate, sample.
+
+    scratchvae train --dataset fashion-mnist --data-dir DIR --epochs 10 --out RUN_DIR
+    scratchvae resume RUN_DIR/checkpoint.npz --epochs 20
+    scratchvae evaluate RUN_DIR/checkpoint.npz --is-k 1000 --limit 1000 --json
+    scratchvae sample RUN_DIR/checkpoint.npz --n 64 --out samples.png
+
+Each flag maps onto a ``TrainConfig`` field (train.py) or an argument of evaluate.py.
+Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
+
+Exit codes: 0 done; 1 training diverged or an output could not be written; 2 a bad
+argument, data set or checkpoint (one line on stderr); 130 stopped by Ctrl-C (a
+checkpoint was saved first, when training).
+"""
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .data import DataError, add_data_arguments, load
+from .evaluate import evaluate, format_report
+from .layers import ACTIVATIONS
+from .train import (CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged,
+                    TrainingInterrupted, derive_streams, train)
+from .vae import LIKELIHOODS
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad value is ONE line on stderr (no usage block), exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Append '(default: ...)' to a flag's help unless it already says or has no real default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or any(action.default is v for v in (None, True, False, argparse.SUPPRESS))):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# ---------------------------------------------------------------------------------------
+# Argument types: each rejects a bad value with a message that says what is expected
+# ---------------------------------------------------------------------------------------
+
+def _number(text, kind, ok, what):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text):
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def nonnegative_int(text):
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text):
+    return _number(text, float, lambda v: v > 0, "a number > 0")
+
+
+def nonnegative_float(text):
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
+
+
+def image_count(text):
+    """--limit: a positive integer, or 'all'."""
+    return None if text.strip().lower() == "all" else _number(text, int, lambda v: v >= 1,
+                                                               "a positive integer or 'all'")
+
+
+# ---------------------------------------------------------------------------------------
+# The parser
+# ---------------------------------------------------------------------------------------
+
+def build_parser():
+    parser = _Parser(prog="scratchvae", formatter_class=_HelpFormatter, description="A Variational Autoencoder from scratch in "
+                     "NumPy: train it, resume it, evaluate it, sample from it.",
+                     epilog="Run 'scratchvae COMMAND --help' for the flags of each command.")
+    parser.add_argument("--version", action="version", version=f"scratchvae {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = TrainConfig()                                   # defaults shown in --help come from here
+
+    p = commands.add_parser("train", help="train a VAE and write RUN_DIR/checkpoint.npz",
+                            description="Train a VAE; write RUN_DIR/checkpoint.npz and "
+                            "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C saves and stops.",
+                            formatter_class=_HelpFormatter)
+    add_data_arguments(p)
+    model = p.add_argument_group("model")
+    model.add_argument("--hidden", type=positive_int, nargs="+", default=list(d.hidden), metavar="H",
+                       help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. "
+                            "--hidden 400 or --hidden 512 256")
+    model.add_argument("--latent", type=positive_int, default=d.latent, help="K, the dimension of z")
+    model.add_argument("--activation", choices=list(ACTIVATIONS), default=d.activation,
+                       help="hidden-layer nonlinearity")
+    model.add_argument("--likelihood", choices=list(LIKELIHOODS), default=d.likelihood,
+                       help="the decoder's p(x|z)")
+    opt = p.add_argument_group("training")
+    opt.add_argument("--samples", dest="n_samples", type=positive_int, default=d.n_samples,
+                     help="L, samples of z per image in each step")
+    opt.add_argument("--beta", type=nonnegative_float, default=d.beta, help="weight of the KL term")
+    opt.add_argument("--warmup-epochs", type=nonnegative_float, default=d.warmup_epochs,
+                     help="linear KL warm-up: beta ramps from 0 over this many epochs (0 = none)")
+    opt.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step")
+    opt.add_argument("--lr", type=positive_float, default=d.lr, help="Adam's learning rate")
+    opt.add_argument("--epochs", type=positive_int, default=d.epochs,
+                     help="passes over the training split")
+    opt.add_argument("--seed", type=nonnegative_int, default=d.seed,
+                     help="master seed of initialisation, noise, shuffling and evaluation")
+    opt.add_argument("--eval-batch", type=positive_int, default=d.eval_batch,
+                     help="images per forward pass when evaluating")
+    output = p.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("run"), metavar="RUN_DIR",
+                        help="run directory for checkpoint.npz and history.json/.csv")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace an existing RUN_DIR/checkpoint.npz instead of refusing")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("resume", help="continue training from a checkpoint",
+                            formatter_class=_HelpFormatter,
+                            description="Continue a run exactly where its checkpoint stopped (end "
+                            "of an epoch, or the step where Ctrl-C stopped it).")
+    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("--epochs", type=positive_int,
+                   help="total number of epochs to reach (default: the run's own --epochs)")
+    p.add_argument("--lr", type=positive_float,
+                   help="change the learning rate (the continuation then differs from the "
+                        "uninterrupted run)")
+    p.add_argument("--data-dir", type=Path, help="where the data is now (default: as in training)")
+    p.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="never download the data")
+    p.add_argument("--out", type=Path, metavar="RUN_DIR",
+                   help="where to write (default: the checkpoint's directory)")
+    p.add_argument("--eval-batch", type=positive_int, help="images per forward pass when evaluating")
+    p.set_defaults(run=_resume)
+
+    p = commands.add_parser("evaluate", help="test negative ELBO and importance-sampled -log p(x)",
+                            description="Evaluate a checkpoint: the negative ELBO on the whole "
+                            "test split, and -log p(x) on its first --limit images by importance "
+                            "sampling (the IWAE bound with k = --is-k samples; the literature "
+                            "uses k = 5000). The data flags default to the run's own.",
+                            formatter_class=_HelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    add_data_arguments(p, train_split=False)
+    p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
+    _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
+    p.add_argument("--is-k", type=nonnegative_int, default=1000,
+                   help="importance samples per image (0 skips the estimate)")
+    p.add_argument("--limit", type=image_count, default=1000, metavar="N",
+                   help="estimate -log p(x) on the first N test images ('all' for every one)")
+    p.add_argument("--seed", type=nonnegative_int, default=None,
+                   help="seed of the evaluation noise (default: the run's, so the negative "
+                        "ELBO matches the training log)")
+    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("sample", help="write a PNG grid of images decoded from z ~ N(0, I)",
+                            description="Generate: draw z ~ N(0, I), decode, and write the decoder "
+                            "means as a PNG grid (slide 6: digits from Gaussian noise).",
+                            formatter_class=_HelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("--n", type=positive_int, default=64, help="number of images")
+    p.add_argument("--cols", type=positive_int, default=None,
+                   help="images per row (default: ceil(sqrt(n)))")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
+    p.set_defaults(run=_sample)
+    return parser
+
+
+def _say_defaults_come_from_the_run(parser, dests):
+    for action in parser._actions:                       # argparse has no public API for this
+        if action.dest in dests:
+            text = (action.help or "").split(" (default")[0].split("; default")[0]
+            action.help = text + " (default: as in training)"
+
+
+# ---------------------------------------------------------------------------------------
+# The commands
+# ---------------------------------------------------------------------------------------
+
+def _train(args, parser):
+    try:
+        config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=args.train_split,
+                             test_split=args.test_split, binarize=args.binarize, download=args.download,
+                             hidden=args.hidden, latent=args.latent, activation=args.activation,
+                             likelihood=args.likelihood, n_samples=args.n_samples, beta=args.beta,
+                             warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
+                             epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch)
+    except ConfigError as e:
+        parser.error(str(e))
+    return _run_training(config, None, args.overwrite)
+
+
+def _resume(args, parser):
+    checkpoint = load_checkpoint(args.checkpoint)
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    changes = {"out": args.out or args.checkpoint.parent}
+    for field in ("epochs", "lr", "data_dir", "download", "eval_batch"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    return _run_training(dataclasses.replace(saved, **changes), args.checkpoint, False)
+
+
+def _run_training(config, resume, overwrite):
+    try:
+        model, history = train(config, resume=resume, overwrite=overwrite)
+    except TrainingDiverged as e:
+        print(f"scratchvae: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except TrainingInterrupted:
+        return EXIT_INTERRUPTED                          # train() has said where it saved
+    if history:
+        last = history[-1]
+        where = f"; wrote {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
+        print(f"epoch {last['epoch']}: test negative ELBO {last['test_nelbo']:.3f} nats "
+              f"(rec {last['test_rec']:.3f} + KL {last['test_kl']:.3f}){where}")
+    return 0
+
+
+def _evaluate(args, parser):
+    checkpoint = load_checkpoint(args.checkpoint)
+    run = TrainConfig.from_dict(checkpoint["config"])
+    model = load_model(checkpoint)
+    dataset = args.dataset or run.dataset
+    split = args.test_split or run.test_split
+    binarize = args.binarize or run.binarize
+    download = run.download if args.download is None else args.download
+    data_dir = args.data_dir if args.data_dir is not None else run.data_dir
+    images = load(dataset, split, data_dir, download).images
+    if images.shape[1] != model.input_dim:
+        raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
+                        f"{model.input_dim}")
+    seed = run.seed if args.seed is None else args.seed
+    report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
+                      binarize=binarize, batch_size=args.batch_size, progress=_progress_line("-log p(x)"))
+    report.update(dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
+                  epochs_trained=len(checkpoint["history"]))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.checkpoint} ({report['epochs_trained']} epochs) on {dataset} {split}, "
+              f"binarize={binarize}:")
+        print(format_report(report))
+    return 0
+
+
+def _sample(args, parser):
+    if args.out.suffix.lower() != ".png":
+        parser.error(f"--out must name a .png file, got {str(args.out)!r}")
+    model = load_model(args.checkpoint)
+    side = math.isqrt(model.input_dim)
+    if side * side != model.input_dim:
+        raise CheckpointError(f"{args.checkpoint}: the model's {model.input_dim} outputs are not a "
+                              f"square image")
+    images = model.sample(args.n, np.random.default_rng(args.seed))          # (n, D) decoder means
+    write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=args.cols)
+    print(f"wrote {args.out}: {args.n} images decoded from z ~ N(0, I) (seed {args.seed})")
+    return 0
+
+
+def write_grid_png(images, path, cols=None, pad=2):
+    """Tile images (n, h, w) in [0, 1] into a grid and write it as a grey PNG (dark ink on white).
+
+    One image pixel is one PNG pixel, with ``pad`` white pixels between tiles; no axes, no
+    figure: ``matplotlib.image.imsave`` writes the array headlessly (Agg).
+    """
+    from matplotlib.image import imsave
+    n, h, w = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad))   # 0 = paper (white below)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, grid, cmap="gray_r", vmin=0, vmax=1, format="png")
+    return path
+
+
+def _progress_line(what):
+    """A callback(done, total) drawing an in-place percentage on a terminal, else nothing."""
+    if not sys.stderr.isatty():
+        return None
+    state = {"shown": -1}
+
+    def show(done, total):
+        percent = 100 * done // total
+        if percent != state["shown"]:
+            state["shown"] = percent
+            end = "\n" if done == total else ""
+            print(f"\r{what}: {percent:3d}%", end=end, file=sys.stderr, flush=True)
+    return show
+
+
+# ---------------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Entry point of the ``scratchvae`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args, parser)
+    except (DataError, CheckpointError, ConfigError) as e:
+        print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"scratchvae {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

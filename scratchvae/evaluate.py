@@ -1,0 +1,159 @@
+"""How good is a trained VAE? Two numbers, both in nats per image (lower is better).
+
+1. The test negative ELBO, -ELBO = rec + KL (slides 21-23), the training loss evaluated on
+   images the model never saw. It is an upper bound on -log p(x), loose by
+   KL(q(z|x) || p(z|x)) (slide 21: log p(x) = ELBO + KL(q || p(z|x))).
+
+2. An importance-sampled estimate of -log p(x) itself (slide 18: the evidence p(x) is
+   intractable -- but it can be estimated). With k samples z_l ~ q(z|x):
+
+       p(x) = E_{z ~ q(z|x)}[ p(x, z) / q(z|x) ]  ~  1/k sum_l w_l,   w_l = p(x, z_l) / q(z_l|x)
+
+   so  log p(x) ~ log-mean-exp_l (log w_l). Its expectation is the importance weighted
+   autoencoder bound L_k (Burda, Grosse & Salakhutdinov 2016, "Importance Weighted
+   Autoencoders", Theorem 1):  ELBO = L_1 <= L_k <= L_{k+1} <= log p(x),  L_k -> log p(x).
+   The reported -log p(x) is therefore, in expectation, an upper bound that tightens as
+   k grows. k = 5000 is the literature's protocol (Burda et al. 2016, section 5).
+
+Memory stays bounded for any k: the k samples are processed ``chunk`` at a time with a
+running log-sum-exp, for ``batch_size`` datapoints at a time.
+"""
+import numpy as np
+
+from .data import iterate_batches
+
+ESTIMATOR = "importance-sampled (IWAE) bound"
+
+
+def substream(seed, i):
+    """Child ``i`` of ``seed``'s SeedSequence: an independent random stream, made statelessly.
+
+    ``SeedSequence.spawn`` is stateful (a second call gives new children), which would
+    make an evaluation repeated every epoch draw different noise each time; building the
+    child from (entropy, spawn_key + (i,)) gives the same stream as the i-th spawned child,
+    every time. ``seed`` is an int or a SeedSequence.
+    """
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, i), pool_size=ss.pool_size)
+
+
+def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none", n_samples=1):
+    """The negative ELBO of a data set, averaged over its images, with its two parts.
+
+    Implements:  -ELBO_i = -1/L sum_l log p(x_i | z_il) + KL(q(z|x_i) || N(0, I))   (slide 23)
+                 averaged over all N images (one sample of z each by default, as in the
+                 PyTorch example's test loss). beta is not applied: this is the bound itself.
+    Reproducible: the noise comes from ``seed`` (int or SeedSequence) only. Each image's
+    eps (and its dynamic binarisation) is drawn in image order from its own stream, so the
+    draws do not depend on ``batch_size``.
+    Shapes:      images_u8 (N, D) uint8
+    Returns:     dict(nelbo, rec, kl, n) in nats per image
+    """
+    binarize_rng = np.random.default_rng(substream(seed, 0))
+    eps_rng = np.random.default_rng(substream(seed, 1))
+    K, L = model.latent_dim, int(n_samples)
+    totals = {"rec": 0.0, "kl": 0.0}
+    batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False)
+    for x in batches:
+        B = len(x)
+        eps = eps_rng.standard_normal((B, L, K), dtype=model.dtype).transpose(1, 0, 2)   # (L, B, K)
+        _, parts = model.loss(x, eps)
+        totals["rec"] += parts["rec"] * B                          # batch means -> sums
+        totals["kl"] += parts["kl"] * B
+    n = len(images_u8)
+    rec, kl = totals["rec"] / n, totals["kl"] / n
+    return {"nelbo": rec + kl, "rec": rec, "kl": kl, "n": n}
+
+
+def importance_sampled_nll(model, x, k, *, rng, chunk=100, batch_size=100, progress=None):
+    """Per-datapoint estimate of -log p(x) from k importance samples (the IWAE bound).
+
+    Implements:  -log p(x_i) ~ -( logsumexp_l log w_il - log k ),
+                 log w_il = log p(x_i, z_il) - log q(z_il | x_i),  z_il ~ q(z|x_i)   (model.log_weights)
+    Computed as a running log-sum-exp over chunks of samples, so only
+    (chunk x batch_size) decoder outputs are in memory at once, whatever k is:
+                 m <- max(m, max_l log w_l) ;  s <- s exp(m_old - m) + sum_l exp(log w_l - m)
+                 logsumexp = m + log s
+    eps is drawn sample-major, ``rng.standard_normal((c, n, K))`` per chunk, so the chunk
+    size does not change the draws: the result depends on ``rng`` and ``batch_size`` only.
+
+    Parameters
+    ----------
+    model : VAE
+    x : (N, D) float array    datapoints as the model sees them (scaled / binarised)
+    k : int                   importance samples per datapoint (k = 1 gives a one-sample ELBO)
+    rng : numpy.random.Generator
+    chunk, batch_size : int   samples and datapoints per forward pass (memory, not result)
+    progress : callable(done, total), optional   called after each chunk (datapoint-samples)
+
+    Returns
+    -------
+    (N,) float64 array of -log p(x_i) estimates, in nats
+    """
+    k, chunk, batch_size = int(k), int(chunk), int(batch_size)
+    if k < 1 or chunk < 1 or batch_size < 1:
+        raise ValueError(f"k, chunk and batch_size must be positive, got {k}, {chunk}, {batch_size}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    x = np.asarray(x)
+    N, K = len(x), model.latent_dim
+    nll = np.empty(N, dtype=np.float64)
+    done = 0
+    for start in range(0, N, batch_size):
+        xb = x[start:start + batch_size]                                     # (n, D)
+        n = len(xb)
+        m = np.full(n, -np.inf)                                              # running max of log w
+        s = np.zeros(n)                                                      # running sum of exp(log w - m)
+        for c0 in range(0, k, chunk):
+            c = min(chunk, k - c0)
+            eps = rng.standard_normal((c, n, K), dtype=model.dtype)          # (c, n, K)
+            log_w = model.log_weights(xb, eps).astype(np.float64)            # (c, n)
+            m_new = np.maximum(m, log_w.max(axis=0))
+            s = s * np.exp(m - m_new) + np.exp(log_w - m_new).sum(axis=0)    # rescale old sum to new max
+            m = m_new
+            done += c * n
+            if progress is not None:
+                progress(done, N * k)
+        nll[start:start + n] = -(m + np.log(s) - np.log(k))                  # -(logsumexp - log k)
+    return nll
+
+
+def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="none",
+             batch_size=1000, is_chunk=100, is_batch=100, progress=None):
+    """The full report: test negative ELBO on all images, IS estimate of -log p(x) on the first ones.
+
+    ``is_limit`` images (None = all) get the importance-sampled estimate with ``is_k``
+    samples (``is_k = 0`` skips it). Everything is reproducible from ``seed`` (int or
+    SeedSequence); the negative ELBO is ``evaluate_nelbo(..., seed=seed)``, the number the
+    trainer logs each epoch when given the run's evaluation stream.
+    Returns a JSON-ready dict: test_nelbo, test_rec, test_kl, n, is_nll, is_nll_sem (its
+    standard error over images), is_k, is_n, estimator, binarize.
+    """
+    bound = evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize)
+    report = {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"],
+              "n": bound["n"], "is_nll": None, "is_nll_sem": None, "is_k": int(is_k), "is_n": 0,
+              "estimator": None, "binarize": binarize}
+    if is_k:
+        subset = images_u8 if is_limit is None else images_u8[:int(is_limit)]
+        binarize_rng = np.random.default_rng(substream(seed, 2))
+        eps_rng = np.random.default_rng(substream(seed, 3))
+        x = np.concatenate(list(iterate_batches(subset, batch_size, binarize_rng,
+                                                binarize=binarize, shuffle=False)))
+        nll = importance_sampled_nll(model, x, is_k, rng=eps_rng, chunk=is_chunk,
+                                     batch_size=is_batch, progress=progress)
+        report.update(is_nll=float(nll.mean()), is_n=len(nll),
+                      is_nll_sem=float(nll.std(ddof=1) / np.sqrt(len(nll))) if len(nll) > 1 else 0.0,
+                      estimator=f"{ESTIMATOR}, k={int(is_k)}")
+    return report
+
+
+def format_report(report, what="test"):
+    """The report as a few human-readable lines."""
+    lines = [f"{what} negative ELBO  {report['test_nelbo']:10.3f} nats  "
+             f"(rec {report['test_rec']:.3f} + KL {report['test_kl']:.3f}; {report['n']:,} images, "
+             f"one z sample each)"]
+    if report["is_nll"] is not None:
+        lines.append(f"{what} -log p(x)    {report['is_nll']:10.3f} nats  "
+                     f"(+/- {report['is_nll_sem']:.3f} s.e.; {report['estimator']}; "
+                     f"first {report['is_n']:,} images)")
+    return "\n".join(lines)

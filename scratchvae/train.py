@@ -1,0 +1,536 @@
+"""Training: the loop that turns the loss of vae.py into a trained model.
+
+Read top to bottom: ``TrainConfig`` (every knob, one comment each), then ``train``, whose
+inner loop is the lecture's recipe for stochastic gradient descent on the negative ELBO:
+
+    for each epoch:  for each batch x:
+        loss, parts = model.loss_and_grads(x)     # forward + backward, slide 15 (vae.py)
+        optimizer.step()                          # Adam (optim.py)
+        log(parts["rec"], parts["kl"])            # both terms: a KL near 0 = posterior collapse
+    evaluate the test negative ELBO (evaluate.py); save a checkpoint (checkpoint.py)
+
+Randomness: ONE master seed (``config.seed``) gives every random stream of a run, as
+children of ``numpy.random.SeedSequence(seed)``:
+    child 0  initial weights          (made inside VAE(seed=seed))
+    child 1  eps of the reparameterisation, model.rng  (also inside VAE)
+    child 2  the data: each epoch's shuffle and the dynamic binarisation draws
+             (``data.iterate_batches`` draws both from one generator)
+    child 3  evaluation: the noise of the test negative ELBO, the same every epoch
+So ``VAE(..., seed=s)`` starts from exactly the weights of ``train`` with ``seed=s``.
+
+Resuming is exact. A checkpoint is written at the end of every epoch and, on Ctrl-C, at
+the step boundary where training stopped. It holds the parameters, Adam's moments, the
+eps generator, the data generator's state *at the start of the epoch*, the step within
+the epoch and the running sums of the epoch's losses. Resuming mid-epoch replays the
+epoch's batches from that state without training on them (cheap: no forward pass), so the
+remaining batches, eps draws and updates are the very ones of the uninterrupted run:
+same losses, same parameters, bit for bit (tests/test_train.py checks this).
+"""
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
+from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
+from .evaluate import evaluate_nelbo, substream
+from .layers import ACTIVATIONS
+from .optim import Adam
+from .vae import LIKELIHOODS, VAE
+
+CHECKPOINT_NAME = "checkpoint.npz"
+HISTORY_NAMES = ("history.json", "history.csv")
+
+
+class ConfigError(ValueError):
+    """A training configuration value is invalid (the message names the field)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became inf or nan; the parameters were not updated with it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a step boundary; ``checkpoint`` is where the state was saved.
+
+    Attributes: checkpoint (Path or None when ``config.out`` is None), epoch, step (within
+    the epoch), model, history.
+    """
+
+    def __init__(self, message, *, checkpoint, epoch, step, model, history):
+        super().__init__(message)
+        self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
+        self.model, self.history = model, history
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. ``scratchvae train`` maps its flags onto it.
+
+    The defaults are the PyTorch example VAE's protocol (784-400-20-400-784, ReLU,
+    Bernoulli, Adam lr 1e-3, batch 128, one z per image, 10 epochs) on MNIST.
+    """
+    # --- data (see data.py)
+    dataset: str = "mnist"                # "mnist" or "fashion-mnist"
+    data_dir: Optional[str] = None        # directory with the IDX files; None: data.py's lookup order
+    train_split: str = "train"            # split trained on, e.g. "train", "test[:9000]"
+    test_split: str = "test"              # split evaluated after every epoch, e.g. "test[9000:]"
+    binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "static" 0/1
+    download: bool = True                 # may data.py download missing files
+    # --- model (see vae.py)
+    hidden: tuple = (400,)                # hidden sizes of the encoder; the decoder mirrors them
+    latent: int = 20                      # K, the dimension of z
+    activation: str = "relu"              # hidden activation: relu, tanh, sigmoid, softplus
+    likelihood: str = "bernoulli"         # p(x|z): "bernoulli" (logits) or "gaussian"
+    n_samples: int = 1                    # L, samples of z per image in each training step
+    # --- objective
+    beta: float = 1.0                     # weight of the KL term (1 = the ELBO)
+    warmup_epochs: float = 0.0            # linear KL warm-up: beta ramps 0 -> beta over this many epochs, per step
+    # --- optimisation
+    batch_size: int = 128                 # images per step
+    lr: float = 1e-3                      # Adam's learning rate
+    epochs: int = 10                      # passes over the training split (the total, also on resume)
+    seed: int = 1                         # master seed of every random stream (see the module docstring)
+    # --- output
+    out: Optional[str] = None             # run directory for checkpoint.npz and history.*; None: write nothing
+    eval_batch: int = 1000                # images per forward pass when evaluating (memory, not result)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Normalise types and check every field; raise ``ConfigError`` naming the first bad one."""
+        def need(ok, field, what):
+            if not ok:
+                raise ConfigError(f"{field} must be {what}, got {getattr(self, field)!r}")
+
+        def is_int(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def is_number(v):
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+        need(self.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}")
+        for field in ("train_split", "test_split"):
+            try:
+                parse_split(getattr(self, field))
+            except DataError as e:
+                raise ConfigError(f"{field}: {e}") from None
+        need(self.binarize in BINARIZE, "binarize", f"one of {', '.join(BINARIZE)}")
+        need(isinstance(self.download, bool), "download", "True or False")
+        if is_int(self.hidden):
+            self.hidden = (self.hidden,)
+        need(isinstance(self.hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in self.hidden),
+             "hidden", "a list of positive integers (e.g. [400] or [512, 256]; [] for linear maps)")
+        self.hidden = tuple(int(h) for h in self.hidden)
+        need(is_int(self.latent) and self.latent >= 1, "latent", "a positive integer")
+        need(self.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}")
+        need(self.likelihood in LIKELIHOODS, "likelihood", f"one of {', '.join(LIKELIHOODS)}")
+        need(is_int(self.n_samples) and self.n_samples >= 1, "n_samples", "a positive integer")
+        need(is_number(self.beta) and math.isfinite(self.beta) and self.beta >= 0, "beta",
+             "a finite number >= 0")
+        need(is_number(self.warmup_epochs) and math.isfinite(self.warmup_epochs)
+             and self.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0 (0 = no warm-up)")
+        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
+        need(is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(is_int(self.epochs) and self.epochs >= 1, "epochs", "a positive integer")
+        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
+        need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
+        self.data_dir = None if self.data_dir is None else str(self.data_dir)
+        self.out = None if self.out is None else str(self.out)
+        return self
+
+    def to_dict(self):
+        """A JSON-ready dict (``hidden`` as a list)."""
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of ``to_dict``; unknown fields are an error, not silently dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s) {', '.join(unknown)} "
+                              f"(written by a newer scratchvae?)")
+        return cls(**d)
+
+
+# Fields that may change when a run is resumed: none of them alters what is computed
+# (lr does, and resuming says so). All others must match the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch")
+
+
+def derive_streams(seed):
+    """The run's random streams from its master seed (see the module docstring).
+
+    Returns a dict of SeedSequences: "init" and "eps" (what VAE(seed=seed) uses
+    internally), "data", "eval".
+    """
+    return {name: substream(seed, i) for i, name in enumerate(("init", "eps", "data", "eval"))}
+
+
+def beta_at(step, config, steps_per_epoch):
+    """KL weight at global step ``step`` (0-based): linear warm-up from 0 to config.beta.
+
+    Implements:  beta_t = beta * min(1, t / (warmup_epochs * steps_per_epoch))
+    """
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    if warmup_steps <= 0:
+        return config.beta
+    return config.beta * min(1.0, step / warmup_steps)
+
+
+# ---------------------------------------------------------------------------------------
+# One step: the place a faster fused implementation can be swapped in
+# ---------------------------------------------------------------------------------------
+
+class _NonFinite(Exception):
+    def __init__(self, what):
+        super().__init__(what)
+        self.what = what
+
+
+def _train_step(model, optimizer, x):
+    """One step of gradient descent on the negative ELBO of batch x (B, D).
+
+    forward + backward (fills model.dtheta)  ->  divergence guard  ->  optimizer step.
+    The guard runs before the update, so parameters never take a non-finite value.
+    Returns (loss, parts) as ``VAE.loss_and_grads``.
+    """
+    loss, parts = model.loss_and_grads(x)                    # slide 15, and its gradient
+    _check_finite(model, loss, parts)
+    optimizer.step()                                         # theta <- theta - lr * Adam direction
+    return loss, parts
+
+
+def _check_finite(model, loss, parts):
+    """Raise _NonFinite describing the first non-finite quantity (loss, then gradient)."""
+    if not math.isfinite(loss):
+        raise _NonFinite(f"loss is {loss} (rec {parts['rec']}, KL {parts['kl']})")
+    if not np.isfinite(model.dtheta.sum()):                  # one cheap reduction: inf/nan propagate
+        bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), "?")
+        raise _NonFinite(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
+
+
+# ---------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------
+
+def train(config=None, *, resume=None, log=None, train_images=None, test_images=None, overwrite=False):
+    """Train a VAE as ``config`` says; return ``(model, history)``.
+
+    Parameters
+    ----------
+    config : TrainConfig, optional when resuming (the checkpoint's configuration is used;
+        if given, only the fields in RESUMABLE_CHANGES may differ from it).
+    resume : path of a checkpoint to continue from. ``config.epochs`` is the total to reach.
+    log : text stream for progress (default sys.stderr; False = silent). On a terminal an
+        in-place progress line is updated within each epoch; otherwise one line per epoch.
+    train_images, test_images : (N, D) uint8 arrays used instead of loading the splits
+        (tests and demos on small or synthetic data).
+    overwrite : allow a fresh run to replace an existing ``out/checkpoint.npz``.
+
+    Returns
+    -------
+    model : VAE              the trained model
+    history : list[dict]     one record per epoch: epoch, step, beta, train_loss, train_nelbo,
+                             train_rec, train_kl, test_nelbo, test_rec, test_kl, img_per_s,
+                             seconds (all losses in nats per image)
+    Writes (when ``config.out`` is set) out/checkpoint.npz, out/history.json, out/history.csv
+    after every epoch. Raises TrainingDiverged (last good checkpoint kept) and
+    TrainingInterrupted (on Ctrl-C, after saving).
+    """
+    checkpoint = None
+    if resume is not None:
+        checkpoint = load_checkpoint(resume)
+        saved = TrainConfig.from_dict(checkpoint["config"])
+        config = saved if config is None else config
+        _check_resumable(saved, config, checkpoint["path"])
+    if not isinstance(config, TrainConfig):
+        raise TypeError("train() needs a TrainConfig (or resume=<checkpoint path>)")
+    config.validate()
+    out = Path(config.out) if config.out is not None else None
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    if ckpt_path is not None and ckpt_path.exists() and not overwrite and (
+            checkpoint is None or ckpt_path.resolve() != checkpoint["path"].resolve()):
+        raise ConfigError(f"{ckpt_path} already exists: resume it (scratchvae resume {ckpt_path}), "
+                          f"choose another output directory, or overwrite it (--overwrite)")
+    log = _Log(log)
+
+    # ---- data, model, optimiser, random streams ----------------------------------------
+    train_x = _images(train_images, config, config.train_split, "train_images")   # (N, D) uint8
+    test_x = _images(test_images, config, config.test_split, "test_images")       # (M, D) uint8
+    N, D = train_x.shape
+    if test_x.shape[1] != D:
+        raise ValueError(f"train and test images differ in size: {D} vs {test_x.shape[1]} pixels")
+    model = VAE(D, config.hidden, config.latent, activation=config.activation,
+                likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
+                seed=config.seed)
+    optimizer = Adam(model.theta, model.dtheta, lr=config.lr)
+    streams = derive_streams(config.seed)
+    data_rng = np.random.default_rng(streams["data"])
+    steps_per_epoch = math.ceil(N / config.batch_size)
+    history, position = [], {"epochs_done": 0, "step_in_epoch": 0, "global_step": 0,
+                             "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
+    last_saved = None                                  # what the checkpoint on disk holds, for messages
+    if checkpoint is not None:
+        history, position = _restore(checkpoint, model, optimizer, data_rng, config, log)
+        last_saved = _where(position["epochs_done"], position["step_in_epoch"])
+    if position["epochs_done"] >= config.epochs:
+        if config.epochs < position["epochs_done"]:
+            raise ConfigError(f"epochs={config.epochs} but the checkpoint has already completed "
+                              f"{position['epochs_done']}; ask for more epochs to train further")
+        log.line(f"nothing to train: {position['epochs_done']} of {config.epochs} epochs done")
+        return model, history
+    log.line(_describe(model, config, N, len(test_x), steps_per_epoch, ckpt_path, position))
+
+    x_buffer = np.empty((config.batch_size, D), dtype=np.float32)   # every batch lands here
+    session_epoch_seconds = []
+    with _ctrl_c_sets_flag() as interrupt:
+        for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
+            data_state_at_epoch_start = data_rng.bit_generator.state
+            batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
+                                      shuffle=True, out=x_buffer)             # x (B, D) float32
+            for _ in range(position["step_in_epoch"]):       # resuming mid-epoch: replay, don't train
+                next(batches)
+            sums, first_step = position["sums"], position["step_in_epoch"] + 1
+            step, global_step = position["step_in_epoch"], position["global_step"]
+            t_start, seconds_before = time.perf_counter(), position["seconds"]
+            train_seconds_before = position["train_seconds"]
+            for step, x in enumerate(batches, start=first_step):
+                model.beta = beta_at(global_step, config, steps_per_epoch)
+                try:
+                    loss, parts = _train_step(model, optimizer, x)
+                except _NonFinite as e:
+                    raise TrainingDiverged(_diverged_message(e.what, epoch, step, steps_per_epoch,
+                                                             global_step + 1, config, ckpt_path, last_saved)) from None
+                global_step += 1
+                B = len(x)
+                sums["n"] += B
+                sums["loss"] += loss * B
+                sums["rec"] += parts["rec"] * B
+                sums["kl"] += parts["kl"] * B
+                elapsed = time.perf_counter() - t_start
+                log.progress(epoch, config.epochs, step, steps_per_epoch, sums, elapsed,
+                             train_seconds_before, step - first_step + 1)
+                if interrupt.requested and step < steps_per_epoch:
+                    position = {"epochs_done": epoch - 1, "step_in_epoch": step,
+                                "global_step": global_step, "sums": sums,
+                                "seconds": seconds_before + elapsed,
+                                "train_seconds": train_seconds_before + elapsed}
+                    rng_states = {"eps": model.rng.bit_generator.state, "data": data_state_at_epoch_start}
+                    _save(ckpt_path, model, optimizer, config, history, rng_states, position)
+                    raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log)
+            train_seconds = train_seconds_before + time.perf_counter() - t_start
+
+            # ---- end of epoch: evaluate, record, save --------------------------------------
+            test = evaluate_nelbo(model, test_x, batch_size=config.eval_batch, seed=streams["eval"],
+                                  binarize=config.binarize)
+            n = sums["n"]
+            record = {"epoch": epoch, "step": global_step, "beta": model.beta,
+                      "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
+                      "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
+                      "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
+                      "img_per_s": n / train_seconds if train_seconds > 0 else float("nan"),
+                      "seconds": seconds_before + time.perf_counter() - t_start}
+            history.append(record)
+            position = {"epochs_done": epoch, "step_in_epoch": 0, "global_step": global_step,
+                        "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
+            rng_states = {"eps": model.rng.bit_generator.state, "data": data_rng.bit_generator.state}
+            _save(ckpt_path, model, optimizer, config, history, rng_states, position)
+            last_saved = _where(epoch, 0)
+            session_epoch_seconds.append(time.perf_counter() - t_start)
+            left = (config.epochs - epoch) * float(np.mean(session_epoch_seconds))
+            log.epoch(record, config.epochs, left)
+            if interrupt.requested and epoch < config.epochs:
+                raise _interrupted(ckpt_path, epoch + 1, 0, steps_per_epoch, model, history, log)
+    return model, history
+
+
+def _zero_sums():
+    return {"n": 0, "loss": 0.0, "rec": 0.0, "kl": 0.0}
+
+
+def _images(given, config, split, name):
+    """The given uint8 images, or the split loaded from disk."""
+    if given is None:
+        return load(config.dataset, split, config.data_dir, config.download).images
+    given = np.asarray(given)
+    if given.dtype != np.uint8 or given.ndim != 2 or len(given) == 0:
+        raise ValueError(f"{name} must be a non-empty uint8 array (N, D) of pixels 0..255, "
+                         f"got {given.dtype} {given.shape}")
+    return given
+
+
+def _check_resumable(saved, config, path):
+    """A resumed run may change only RESUMABLE_CHANGES; name the first other difference."""
+    for f in fields(TrainConfig):
+        old, new = getattr(saved, f.name), getattr(config, f.name)
+        if f.name == "hidden":
+            old, new = tuple(old), tuple(new)
+        if f.name not in RESUMABLE_CHANGES and old != new:
+            raise ConfigError(f"{path}: checkpoint has {f.name}={old!r}, the configuration has "
+                              f"{f.name}={new!r}; a resumed run may change only "
+                              f"{', '.join(RESUMABLE_CHANGES)}")
+
+
+def _restore(checkpoint, model, optimizer, data_rng, config, log):
+    """Put the saved state back: parameters, Adam, generators; return (history, position)."""
+    load_parameters(model, checkpoint)
+    state = checkpoint["optimizer"]
+    if state.get("name", "adam") != "adam":
+        raise ConfigError(f"{checkpoint['path']}: optimiser {state['name']!r} is not Adam")
+    optimizer.load_state_dict(state)
+    if optimizer.lr != config.lr:
+        log.line(f"note: lr changed from {optimizer.lr:g} to {config.lr:g}; the continuation "
+                 f"differs from the uninterrupted run")
+        optimizer.lr = config.lr
+    model.rng.bit_generator.state = checkpoint["rng"]["eps"]
+    data_rng.bit_generator.state = checkpoint["rng"]["data"]
+    history, position = checkpoint["history"], checkpoint["progress"]
+    if len(history) != position["epochs_done"]:
+        raise ConfigError(f"{checkpoint['path']}: inconsistent checkpoint: {len(history)} history "
+                          f"records for {position['epochs_done']} completed epochs")
+    return history, position
+
+
+def _save(ckpt_path, model, optimizer, config, history, rng_states, position):
+    """Checkpoint plus history.json / history.csv next to it (nothing when out is None)."""
+    if ckpt_path is None:
+        return
+    save_checkpoint(ckpt_path, model, optimizer, config.to_dict(), history, rng_states, position)
+    write_text_atomic(ckpt_path.parent / HISTORY_NAMES[0], json.dumps(history, indent=1) + "\n")
+    if history:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text_atomic(ckpt_path.parent / HISTORY_NAMES[1], text.getvalue())
+
+
+def _where(epochs_done, step_in_epoch):
+    """'end of epoch 3' or 'epoch 4, step 100': where a checkpoint stands."""
+    return f"epoch {epochs_done + 1}, step {step_in_epoch}" if step_in_epoch else f"end of epoch {epochs_done}"
+
+
+def _diverged_message(what, epoch, step, steps_per_epoch, global_step, config, ckpt_path, last_saved):
+    kept = ("no checkpoint is written (no output directory)" if ckpt_path is None else
+            f"the last good checkpoint {ckpt_path} ({last_saved}) is kept" if last_saved else
+            "no epoch had finished, so no checkpoint was written")
+    return (f"training diverged at epoch {epoch}, step {step}/{steps_per_epoch} (global step "
+            f"{global_step}): the {what}. The parameters were not updated with it; {kept}. "
+            f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up.")
+
+
+def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
+    where = f"epoch {epoch}, after step {step}/{steps_per_epoch}" if step else f"the start of epoch {epoch}"
+    saved = (f"saved {ckpt_path}; continue with: scratchvae resume {ckpt_path}"
+             if ckpt_path is not None else "nothing saved (no output directory)")
+    message = f"interrupted at {where}: {saved}"
+    log.line(message)
+    return TrainingInterrupted(message, checkpoint=ckpt_path, epoch=epoch, step=step,
+                               model=model, history=history)
+
+
+@contextmanager
+def _ctrl_c_sets_flag():
+    """While training, the first Ctrl-C only sets ``flag.requested`` (the loop then saves at
+    the next step boundary and stops); a second Ctrl-C raises KeyboardInterrupt at once.
+    Only in the main thread and when nobody else has installed a SIGINT handler."""
+    flag = SimpleNamespace(requested=False)
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress lines
+# ---------------------------------------------------------------------------------------
+
+def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, position):
+    arch = "-".join(map(str, [model.input_dim, *model.hidden_dims, model.latent_dim,
+                              *model.hidden_dims[::-1], model.input_dim]))
+    text = (f"VAE {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
+            f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
+            f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
+            f"seed {config.seed}")
+    if position["epochs_done"] or position["step_in_epoch"]:
+        text += (f"\nresuming after epoch {position['epochs_done']}"
+                 + (f", step {position['step_in_epoch']}" if position["step_in_epoch"] else ""))
+    return text + (f"\ncheckpoints: {ckpt_path}" if ckpt_path is not None else "")
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class _Log:
+    """Progress output: an in-place line within the epoch on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream):
+        self.stream = None if stream is False else (sys.stderr if stream is None else stream)
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        self._shown, self._last = False, 0.0
+
+    def line(self, text):
+        if self.stream is None:
+            return
+        if self._shown:
+            self.stream.write("\r\033[K")                     # clear the in-place line
+            self._shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def progress(self, epoch, epochs, step, steps, sums, elapsed, seconds_before, steps_now):
+        now = time.perf_counter()
+        if not self.tty or self.stream is None or (now - self._last < 0.2 and step < steps):
+            return
+        self._last = now
+        rate = sums["n"] / (seconds_before + elapsed) if seconds_before + elapsed > 0 else 0.0
+        eta = (steps - step) * elapsed / steps_now
+        self.stream.write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% "
+                          f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} "
+                          f"(KL {sums['kl'] / sums['n']:.2f})  {rate:,.0f} img/s  "
+                          f"epoch ETA {_duration(eta)}\033[K")
+        self.stream.flush()
+        self._shown = True
+
+    def epoch(self, r, epochs, time_left):
+        beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
+        self.line(f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  "
+                  f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
+                  f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f})"
+                  f"{beta}  {r['img_per_s']:,.0f} img/s  {r['seconds']:.1f} s  "
+                  f"time left {_duration(time_left)}")
