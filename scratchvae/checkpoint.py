@@ -133,15 +133,20 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x80"):                                  # pickle protocol 2 and later
+        raise CheckpointError(f"{path}: the file is a Python pickle (pickled objects); refusing to load it ({SAFETY})")
+    if magic.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"{path}: a single .npy array, not a scratchvae checkpoint (.npz)")
+    if not magic.startswith(b"PK"):                                 # .npz files are zip archives
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (not a zip archive; "
+                              f"it starts with {magic!r})")
     try:
         npz = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        if "pickle" in str(e):
-            raise CheckpointError(f"{path}: the file holds pickled Python objects; refusing to "
-                                  f"load it ({SAFETY})") from None
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({e})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise CheckpointError(f"{path}: a single .npy array, not a scratchvae checkpoint (.npz)")
+
     try:
         with npz:
             entries = {key: _read_entry(npz, key, path) for key in npz.files}

@@ -214,8 +214,9 @@ def _train_step(model, optimizer, x):
     The guard runs before the update, so parameters never take a non-finite value.
     Returns (loss, parts) as ``VAE.loss_and_grads``.
     """
-    loss, parts = model.loss_and_grads(x)                    # slide 15, and its gradient
-    _check_finite(model, loss, parts)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # the guard reports these
+        loss, parts = model.loss_and_grads(x)                # slide 15, and its gradient
+        _check_finite(model, loss, parts)
     optimizer.step()                                         # theta <- theta - lr * Adam direction
     return loss, parts
 

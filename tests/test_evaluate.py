@@ -1,0 +1,176 @@
+"""Evaluation: the test negative ELBO, and the importance-sampled estimate of -log p(x).
+
+The estimate is checked against a model whose log p(x) is known in closed form: a linear
+decoder with Gaussian noise, p(x) = N(b, W^T W + diag(psi)) (probabilistic PCA / factor
+analysis), with an encoder that outputs the true posterior mean and a wider, isotropic
+variance -- so the ELBO's gap KL(q || p(z|x)) is known exactly too.
+"""
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae.evaluate import (ESTIMATOR, evaluate, evaluate_nelbo, format_report,
+                                 importance_sampled_nll, substream)
+
+
+def linear_gaussian(N=200, inflate=1.5, D=5, K=2, seed=0):
+    """(model, x, log p(x) per datapoint, exact ELBO per datapoint) for a linear-Gaussian VAE.
+
+    Decoder:  x | z ~ N(z W + b, diag(psi))   -> p(x) = N(b, W^T W + diag(psi))
+    Posterior p(z|x) = N((x - b) A, Sigma),  Sigma = (I + W diag(1/psi) W^T)^-1,  A = diag(1/psi) W^T Sigma
+    Encoder:  q(z|x) = N((x - b) A, s^2 I),   s^2 = inflate * largest eigenvalue of Sigma
+    """
+    rng = np.random.default_rng(seed)
+    model = VAE(D, [], K, likelihood="gaussian", dtype=np.float64, seed=seed)
+    p = model.params
+    W, b, psi = rng.standard_normal((K, D)), rng.standard_normal(D), rng.uniform(0.3, 1.0, D)
+    Sigma = np.linalg.inv(np.eye(K) + W @ np.diag(1 / psi) @ W.T)
+    A = np.diag(1 / psi) @ W.T @ Sigma
+    s2 = inflate * np.linalg.eigvalsh(Sigma).max()
+    p["dec.mean.W"][...], p["dec.mean.b"][...] = W, b
+    p["dec.logvar.W"][...], p["dec.logvar.b"][...] = 0.0, np.log(psi)    # zeroed: logvar_x = log psi
+    p["enc.mu.W"][...], p["enc.mu.b"][...] = A, -b @ A
+    p["enc.logvar.W"][...], p["enc.logvar.b"][...] = 0.0, np.log(s2)
+
+    C = W.T @ W + np.diag(psi)
+    x = b + rng.standard_normal((N, K)) @ W + rng.standard_normal((N, D)) * np.sqrt(psi)
+    d = x - b
+    log_px = -0.5 * (D * np.log(2 * np.pi) + np.linalg.slogdet(C)[1]
+                     + np.einsum("nd,de,ne->n", d, np.linalg.inv(C), d))
+    # KL(N(m, s2 I) || N(m, Sigma)) = 1/2 (tr(Sigma^-1) s2 - K + log det Sigma - K log s2)
+    gap = 0.5 * (np.trace(np.linalg.inv(Sigma)) * s2 - K + np.linalg.slogdet(Sigma)[1] - K * np.log(s2))
+    return model, x, log_px, log_px - gap
+
+
+def small_bernoulli_model(seed=0):
+    return VAE(16, [8], 2, seed=seed)
+
+
+def binary_images(n, D=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return ((rng.random((n, D)) < 0.3) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------ importance sampling
+def test_estimate_approaches_the_exact_log_px():
+    model, x, log_px, _ = linear_gaussian(N=8)
+    nll = importance_sampled_nll(model, x, 50_000, rng=np.random.default_rng(1), chunk=5000)
+    error = nll - (-log_px)
+    assert np.all(np.abs(error) < 0.05), error
+    assert abs(error.mean()) < 0.02, error
+
+
+def test_k1_is_the_elbo_and_larger_k_tightens_towards_log_px():
+    model, x, log_px, elbo = linear_gaussian(N=2000)
+    nll = {k: importance_sampled_nll(model, x, k, rng=np.random.default_rng(k)) for k in (1, 10, 100)}
+    # k = 1: log w averaged is an unbiased estimate of the ELBO (slide 21)
+    sem = (nll[1] + elbo).std() / np.sqrt(len(x))
+    assert abs(nll[1].mean() - (-elbo.mean())) < 4 * sem
+    # the gap of this model is 2.4 nats; IWAE: ELBO <= L_10 <= L_100 <= log p(x), in expectation
+    assert (-elbo - (-log_px)).mean() > 2.0
+    assert nll[1].mean() > nll[10].mean() + 1.5
+    assert nll[10].mean() > nll[100].mean()
+    assert nll[100].mean() >= -log_px.mean() - 0.01          # never (noticeably) below -log p(x)
+    assert nll[100].mean() - (-log_px.mean()) < 0.05
+
+
+def test_importance_sampled_nll_is_below_the_nelbo_of_a_vae():
+    """For any VAE: on average over datapoints, IS-NLL (k = 100) <= the negative ELBO."""
+    model = small_bernoulli_model()
+    images = binary_images(300)
+    report = evaluate(model, images, is_k=100, is_limit=None, seed=3, batch_size=64)
+    assert report["is_n"] == report["n"] == 300
+    assert report["is_nll"] < report["test_nelbo"]
+
+
+def test_chunking_does_not_change_the_result():
+    model, x, _, _ = linear_gaussian(N=10)
+    whole = importance_sampled_nll(model, x, 60, rng=np.random.default_rng(5), chunk=60)
+    for chunk in (1, 7, 59):
+        chunked = importance_sampled_nll(model, x, 60, rng=np.random.default_rng(5), chunk=chunk)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=0)
+
+
+def test_chunked_estimate_equals_the_one_shot_log_mean_exp():
+    """Running log-sum-exp == log-mean-exp of all k log weights at once, for the same eps."""
+    model, x, _, _ = linear_gaussian(N=6)
+    k = 40
+    eps = np.random.default_rng(9).standard_normal((k, 6, 2))            # what the estimator draws
+    log_w = model.log_weights(x, eps)                                    # (k, N)
+    m = log_w.max(axis=0)
+    direct = -(m + np.log(np.mean(np.exp(log_w - m), axis=0)))
+    chunked = importance_sampled_nll(model, x, k, rng=np.random.default_rng(9), chunk=6, batch_size=6)
+    np.testing.assert_allclose(chunked, direct, rtol=1e-12)
+
+
+def test_memory_is_bounded_by_chunk_times_batch(monkeypatch):
+    model = small_bernoulli_model()
+    x = binary_images(50).astype(np.float32) / 255
+    shapes = []
+    original = model.log_weights
+
+    def recording(xb, eps):
+        shapes.append(eps.shape)
+        return original(xb, eps)
+
+    monkeypatch.setattr(model, "log_weights", recording)
+    importance_sampled_nll(model, x, 1000, rng=np.random.default_rng(0), chunk=64, batch_size=20)
+    assert max(c * n for c, n, _ in shapes) <= 64 * 20
+    assert sum(c for c, n, _ in shapes if n == 20) == 2 * 1000                 # all k, for each batch
+
+
+def test_log_sum_exp_is_stable_for_tiny_weights(monkeypatch):
+    """log w around -1e5: exp underflows to 0 in any float, the running log-sum-exp does not."""
+    model = small_bernoulli_model()
+    x = binary_images(5).astype(np.float32) / 255
+    reference = importance_sampled_nll(model, x, 50, rng=np.random.default_rng(0), chunk=8)
+    original = model.log_weights
+    monkeypatch.setattr(model, "log_weights", lambda xb, eps: original(xb, eps).astype(np.float64) - 1e5)
+    shifted = importance_sampled_nll(model, x, 50, rng=np.random.default_rng(0), chunk=8)
+    assert np.all(np.isfinite(shifted))
+    np.testing.assert_allclose(shifted - 1e5, reference, rtol=0, atol=1e-6)
+
+
+def test_bad_arguments_are_refused():
+    model = small_bernoulli_model()
+    x = np.zeros((2, 16), np.float32)
+    with pytest.raises(ValueError, match="positive"):
+        importance_sampled_nll(model, x, 0, rng=np.random.default_rng(0))
+    with pytest.raises(TypeError, match="Generator"):
+        importance_sampled_nll(model, x, 5, rng=0)
+
+
+# ------------------------------------------------------------------ negative ELBO
+def test_nelbo_is_the_mean_over_images_of_the_loss_with_the_seeded_noise():
+    model = small_bernoulli_model()
+    images = binary_images(37)
+    result = evaluate_nelbo(model, images, batch_size=10, seed=4)
+    eps = np.random.default_rng(substream(4, 1)).standard_normal((37, 1, 2), dtype=np.float32)
+    _, parts = model.loss(images.astype(np.float32) / 255, eps.transpose(1, 0, 2))
+    assert result["n"] == 37
+    np.testing.assert_allclose([result["rec"], result["kl"]], [parts["rec"], parts["kl"]], rtol=1e-5)
+    np.testing.assert_allclose(result["nelbo"], result["rec"] + result["kl"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic", "static"])
+def test_nelbo_is_reproducible_for_a_seed_and_independent_of_batch_size(binarize):
+    model = small_bernoulli_model()
+    images = ((np.random.default_rng(0).random((50, 16))) * 255).astype(np.uint8)
+    a = evaluate_nelbo(model, images, batch_size=7, seed=1, binarize=binarize)
+    b = evaluate_nelbo(model, images, batch_size=7, seed=1, binarize=binarize)
+    c = evaluate_nelbo(model, images, batch_size=50, seed=1, binarize=binarize)
+    d = evaluate_nelbo(model, images, batch_size=7, seed=2, binarize=binarize)
+    assert a == b
+    np.testing.assert_allclose(c["nelbo"], a["nelbo"], rtol=1e-5)
+    assert d["nelbo"] != a["nelbo"]
+
+
+def test_report_states_the_estimator_and_k():
+    model = small_bernoulli_model()
+    report = evaluate(model, binary_images(30), is_k=20, is_limit=10, seed=0)
+    assert report["estimator"] == f"{ESTIMATOR}, k=20" and report["is_k"] == 20
+    assert report["n"] == 30 and report["is_n"] == 10
+    text = format_report(report)
+    assert "importance-sampled (IWAE) bound, k=20" in text and "first 10 images" in text
+    skipped = evaluate(model, binary_images(30), is_k=0, seed=0)
+    assert skipped["is_nll"] is None and "log p(x)" not in format_report(skipped)

@@ -1,0 +1,245 @@
+"""The trainer: configuration checks, learning, exact resume, Ctrl-C, the divergence guard, logs."""
+import dataclasses
+import io
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae import train as train_module
+from scratchvae.checkpoint import load_checkpoint, load_model
+from scratchvae.train import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
+                              beta_at, derive_streams, train)
+
+TIMING = ("img_per_s", "seconds")          # the only history fields allowed to differ between runs
+
+
+def synthetic_images(n, D=36, seed=0):
+    """Four binary prototypes with 5% of pixels flipped: structure a small VAE can learn."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((4, D)) < 0.3
+    noise = rng.random((n, D)) < 0.05
+    return ((prototypes[rng.integers(0, 4, n)] ^ noise) * 255).astype(np.uint8)
+
+
+IMAGES = synthetic_images(190)
+TRAIN, TEST = IMAGES[:150], IMAGES[150:]
+
+
+def small_config(**changes):
+    """10 steps per epoch (the last batch smaller), dynamic binarisation, L = 2 and a KL
+    warm-up: every random stream and schedule that resuming must reproduce is in use."""
+    base = dict(hidden=[12], latent=3, batch_size=16, epochs=3, lr=3e-3, binarize="dynamic",
+                n_samples=2, warmup_epochs=1.5, eval_batch=25, seed=7)
+    return TrainConfig(**{**base, **changes})
+
+
+def run(config, **kwargs):
+    return train(config, train_images=TRAIN, test_images=TEST, log=False, **kwargs)
+
+
+def without_timing(history):
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+# ------------------------------------------------------------------ configuration
+@pytest.mark.parametrize("field, value", [
+    ("dataset", "cifar"), ("train_split", "validation"), ("test_split", "test[::2]"),
+    ("binarize", "yes"), ("hidden", [400, 0]), ("hidden", "400"), ("latent", 0), ("latent", 2.5),
+    ("activation", "gelu"), ("likelihood", "poisson"), ("n_samples", 0), ("beta", -1.0),
+    ("beta", float("nan")), ("warmup_epochs", -2), ("batch_size", 0), ("lr", 0.0),
+    ("lr", float("inf")), ("epochs", 0), ("seed", -1), ("eval_batch", 0), ("download", "no"),
+])
+def test_each_bad_field_is_named(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_config_normalises_and_round_trips():
+    config = TrainConfig(hidden=256, out=os.path.join("a", "b"))
+    assert config.hidden == (256,) and isinstance(config.out, str)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown configuration field"):
+        TrainConfig.from_dict({**config.to_dict(), "momentum": 0.9})
+
+
+def test_kl_warmup_ramps_linearly_per_step():
+    config = TrainConfig(beta=2.0, warmup_epochs=1.5)
+    assert [beta_at(t, config, steps_per_epoch=10) for t in (0, 3, 15, 40)] == [0.0, 0.4, 2.0, 2.0]
+    assert beta_at(0, TrainConfig(beta=0.5), 10) == 0.5
+
+
+def test_one_master_seed_gives_the_model_its_initial_weights():
+    """VAE(seed=s) and a run with seed=s start from the same weights (child 0 of the seed)."""
+    streams = derive_streams(7)
+    init = VAE(36, [12], 3, seed=7)
+    rng = np.random.default_rng(streams["init"])
+    bound = 1 / np.sqrt(36)
+    assert np.array_equal(init.params["enc.fc1.W"],
+                          rng.uniform(-bound, bound, size=(36, 12)).astype(np.float32))
+    assert len({s.generate_state(1)[0] for s in streams.values()}) == 4      # four distinct streams
+
+
+# ------------------------------------------------------------------ learning
+def test_training_lowers_the_test_nelbo_and_logs_both_terms():
+    model, history = run(small_config(epochs=4, binarize="none", warmup_epochs=0))
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["test_nelbo"] < history[0]["test_nelbo"] - 2.0
+    for r in history:
+        assert r["train_nelbo"] == pytest.approx(r["train_rec"] + r["train_kl"], rel=1e-12)
+        assert r["test_nelbo"] == pytest.approx(r["test_rec"] + r["test_kl"], rel=1e-12)
+        assert r["train_kl"] > 0 and r["img_per_s"] > 0
+    assert isinstance(model, VAE) and model.latent_dim == 3
+
+
+def test_same_seed_same_run_other_seed_other_run():
+    a_model, a = run(small_config(epochs=1))
+    b_model, b = run(small_config(epochs=1))
+    c_model, c = run(small_config(epochs=1, seed=8))
+    assert np.array_equal(a_model.theta, b_model.theta) and without_timing(a) == without_timing(b)
+    assert not np.array_equal(a_model.theta, c_model.theta)
+
+
+def test_history_files_are_written_next_to_the_checkpoint(tmp_path):
+    _, history = run(small_config(epochs=2, out=tmp_path))
+    assert json.loads((tmp_path / "history.json").read_text()) == history
+    lines = (tmp_path / "history.csv").read_text().splitlines()
+    assert lines[0].split(",") == list(history[0]) and len(lines) == 3
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["history"] == history
+
+
+def test_a_fresh_run_does_not_overwrite_a_checkpoint_unless_asked(tmp_path):
+    run(small_config(epochs=1, out=tmp_path))
+    with pytest.raises(ConfigError, match="already exists.*resume"):
+        run(small_config(epochs=1, out=tmp_path))
+    run(small_config(epochs=1, out=tmp_path, seed=3), overwrite=True)
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["config"]["seed"] == 3
+
+
+# ------------------------------------------------------------------ exact resume
+def test_resume_from_an_epoch_end_is_bit_for_bit(tmp_path):
+    full_model, full = run(small_config(epochs=3))
+    run(small_config(epochs=1, out=tmp_path))
+    resumed_model, resumed = run(small_config(epochs=3, out=tmp_path), resume=tmp_path / "checkpoint.npz")
+    assert without_timing(resumed) == without_timing(full)
+    assert np.array_equal(resumed_model.theta, full_model.theta)
+    assert resumed_model.rng.bit_generator.state == full_model.rng.bit_generator.state
+
+
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch):
+    """A real SIGINT during step 4 of epoch 2: the step completes, the state is saved, and
+    resuming gives the uninterrupted run exactly."""
+    full_model, full = run(small_config(epochs=3))
+
+    calls = {"n": 0}
+    real_step = train_module._train_step
+
+    def step_then_ctrl_c(model, optimizer, x):
+        calls["n"] += 1
+        if calls["n"] == 10 + 4:                              # epoch 2, step 4 (10 steps per epoch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(model, optimizer, x)
+
+    monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run(small_config(epochs=3, out=tmp_path))
+    monkeypatch.undo()
+    assert (stopped.value.epoch, stopped.value.step) == (2, 4)
+    assert stopped.value.checkpoint == tmp_path / "checkpoint.npz"
+    saved = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert saved["progress"]["epochs_done"] == 1 and saved["progress"]["step_in_epoch"] == 4
+    assert len(saved["history"]) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+
+    resumed_model, resumed = run(None, resume=tmp_path / "checkpoint.npz")
+    assert without_timing(resumed) == without_timing(full)
+    assert np.array_equal(resumed_model.theta, full_model.theta)
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    run(small_config(epochs=2, out=tmp_path))
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(ConfigError, match="checkpoint has latent=3, the configuration has latent=2"):
+        run(small_config(epochs=3, latent=2, out=tmp_path), resume=path)
+    with pytest.raises(ConfigError, match="checkpoint has seed=7"):
+        run(small_config(epochs=3, seed=1, out=tmp_path), resume=path)
+    with pytest.raises(ConfigError, match="epochs=1 but the checkpoint has already completed 2"):
+        run(small_config(epochs=1, out=tmp_path), resume=path)
+    _, history = run(small_config(epochs=2, out=tmp_path), resume=path)    # nothing to do: fine
+    assert len(history) == 2
+
+
+# ------------------------------------------------------------------ divergence guard
+def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpoint(tmp_path):
+    run(small_config(epochs=1, out=tmp_path))
+    path = tmp_path / "checkpoint.npz"
+    before = path.read_bytes()
+    with pytest.raises(TrainingDiverged) as diverged:
+        run(small_config(epochs=3, lr=1e4, out=tmp_path), resume=path)
+    message = str(diverged.value)
+    assert "diverged at epoch 2, step" in message and "global step 1" in message
+    assert "loss is" in message or "gradient" in message
+    assert f"last good checkpoint {path} (end of epoch 1) is kept" in message
+    assert path.read_bytes() == before
+    assert np.all(np.isfinite(load_model(path).theta))
+
+
+def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
+    model = VAE(36, [12], 3, seed=0)
+    real = VAE.loss_and_grads
+
+    def poisoned(self, x, eps=None):
+        loss, parts = real(self, x, eps)
+        self.grads["dec.logits.b"][3] = np.inf
+        return loss, parts
+
+    monkeypatch.setattr(VAE, "loss_and_grads", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1/10 .*gradient is not finite "
+                                               r"\(first in parameter dec.logits.b\)"):
+        run(small_config(epochs=1))
+    optimizer_model = VAE(36, [12], 3, seed=0)
+    from scratchvae import Adam
+    adam = Adam(optimizer_model.theta, optimizer_model.dtheta)
+    theta = optimizer_model.theta.copy()
+    with pytest.raises(train_module._NonFinite):
+        train_module._train_step(optimizer_model, adam, TRAIN[:16].astype(np.float32) / 255)
+    assert np.array_equal(optimizer_model.theta, theta) and adam.t == 0
+
+
+# ------------------------------------------------------------------ progress output
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_in_place_on_a_terminal_and_plain_otherwise():
+    plain, tty = io.StringIO(), FakeTerminal()
+    train(small_config(epochs=2), train_images=TRAIN, test_images=TEST, log=plain)
+    train(small_config(epochs=2), train_images=TRAIN, test_images=TEST, log=tty)
+    lines = plain.getvalue().splitlines()
+    assert "\r" not in plain.getvalue()
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    for line in epoch_lines:
+        for part in ("train -ELBO", "rec", "KL", "test -ELBO", "img/s", "time left"):
+            assert part in line
+    assert "\r" in tty.getvalue() and "epoch ETA" in tty.getvalue()
+    assert [line for line in tty.getvalue().split("\n") if "epoch 2/2  train" in line]
+
+
+# ------------------------------------------------------------------ real data, short
+def test_one_short_epoch_on_real_fashion_mnist(shared_fashion_dir):
+    config = TrainConfig(dataset="fashion-mnist", data_dir=shared_fashion_dir, train_split="test[:2000]",
+                         test_split="test[2000:2500]", hidden=[32], latent=4, epochs=1, batch_size=64,
+                         lr=3e-3, download=False)
+    before = VAE(784, [32], 4, seed=config.seed)
+    from scratchvae.data import load
+    from scratchvae.evaluate import evaluate_nelbo
+    test_images = load("fashion-mnist", "test[2000:2500]", shared_fashion_dir, download=False).images
+    initial = evaluate_nelbo(before, test_images, seed=derive_streams(config.seed)["eval"])
+    model, history = train(config, log=False)
+    assert np.isfinite(history[0]["test_nelbo"])
+    assert history[0]["test_nelbo"] < initial["nelbo"] - 100        # about 550 -> 400 nats
