@@ -132,7 +132,7 @@ def build_parser():
                         help="run directory for checkpoint.npz and history.json/.csv")
     output.add_argument("--overwrite", action="store_true",
                         help="replace an existing RUN_DIR/checkpoint.npz instead of refusing")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=_train, command_parser=p)
 
     p = commands.add_parser("resume", help="continue training from a checkpoint",
                             formatter_class=_HelpFormatter,
@@ -150,7 +150,7 @@ def build_parser():
     p.add_argument("--out", type=Path, metavar="RUN_DIR",
                    help="where to write (default: the checkpoint's directory)")
     p.add_argument("--eval-batch", type=positive_int, help="images per forward pass when evaluating")
-    p.set_defaults(run=_resume)
+    p.set_defaults(run=_resume, command_parser=p)
 
     p = commands.add_parser("evaluate", help="test negative ELBO and importance-sampled -log p(x)",
                             description="Evaluate a checkpoint: the negative ELBO on the whole "
@@ -171,7 +171,7 @@ def build_parser():
                         "ELBO matches the training log)")
     p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.set_defaults(run=_evaluate)
+    p.set_defaults(run=_evaluate, command_parser=p)
 
     p = commands.add_parser("sample", help="write a PNG grid of images decoded from z ~ N(0, I)",
                             description="Generate: draw z ~ N(0, I), decode, and write the decoder "
@@ -183,7 +183,7 @@ def build_parser():
                    help="images per row (default: ceil(sqrt(n)))")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
-    p.set_defaults(run=_sample)
+    p.set_defaults(run=_sample, command_parser=p)
     return parser
 
 
@@ -208,7 +208,7 @@ def _train(args, parser):
                              epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch)
     except ConfigError as e:
         parser.error(str(e))
-    return _run_training(config, None, args.overwrite)
+    return _run_training("train", config, None, args.overwrite)
 
 
 def _resume(args, parser):
@@ -218,14 +218,14 @@ def _resume(args, parser):
     for field in ("epochs", "lr", "data_dir", "download", "eval_batch"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
-    return _run_training(dataclasses.replace(saved, **changes), args.checkpoint, False)
+    return _run_training("resume", dataclasses.replace(saved, **changes), args.checkpoint, False)
 
 
-def _run_training(config, resume, overwrite):
+def _run_training(command, config, resume, overwrite):
     try:
         model, history = train(config, resume=resume, overwrite=overwrite)
     except TrainingDiverged as e:
-        print(f"scratchvae: error: {e}", file=sys.stderr)
+        print(f"scratchvae {command}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except TrainingInterrupted:
         return EXIT_INTERRUPTED                          # train() has said where it saved
@@ -320,7 +320,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args, parser)
+        return args.run(args, args.command_parser)
     except (DataError, CheckpointError, ConfigError) as e:
         print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,225 @@
+"""The scratchvae command: each command's happy path and its bad arguments (one line, exit 2).
+
+The commands run in-process through ``cli.main`` on a tiny synthetic dataset written as
+real IDX files, so they exercise the same loading code as real data, in well under a second.
+"""
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from scratchvae.checkpoint import load_checkpoint
+from scratchvae.cli import main
+from scratchvae.data import FILES
+
+TINY_MODEL = ["--hidden", "16", "--latent", "2", "--batch-size", "32", "--eval-batch", "50"]
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A directory with train (96 images) and test (40) splits of 28x28 'digits': bars."""
+    directory = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 96), ("test", 40)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 4 + 2 * label:6 + 2 * label, 4:24] = 255          # a bar whose row is the label
+        images |= (rng.random(images.shape) < 0.02).astype(np.uint8) * 200
+        images_file, labels_file = FILES[split]
+        write_idx(directory / f"{images_file}.gz", images)
+        write_idx(directory / f"{labels_file}.gz", labels)
+    return directory
+
+
+def train_args(data_dir, out, *extra):
+    return ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--no-download",
+            *TINY_MODEL, "--epochs", "2", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A run directory trained once for the tests that only read it."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(train_args(data_dir, out)) == 0
+    return out / "checkpoint.npz"
+
+
+def one_error_line(capsys, command):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    prog = f"scratchvae {command}" if command else "scratchvae"
+    assert err.startswith(f"{prog}: error: "), err
+    return err
+
+
+# ------------------------------------------------------------------ train
+def test_train_writes_checkpoint_and_history(data_dir, tmp_path, capsys):
+    assert main(train_args(data_dir, tmp_path, "--binarize", "dynamic", "--seed", "3")) == 0
+    out, err = capsys.readouterr()
+    assert "epoch 2: test negative ELBO" in out and "epoch 2/2" in err
+    assert {"checkpoint.npz", "history.json", "history.csv"} <= set(os.listdir(tmp_path))
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert checkpoint["config"]["binarize"] == "dynamic" and checkpoint["config"]["seed"] == 3
+    assert checkpoint["config"]["hidden"] == [16] and len(checkpoint["history"]) == 2
+
+
+def test_train_accepts_several_hidden_layers(data_dir, tmp_path):
+    args = train_args(data_dir, tmp_path, "--epochs", "1")
+    args[args.index("--hidden") + 1:args.index("--hidden") + 2] = ["12", "8"]
+    assert main(args) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["model"]["hidden_dims"] == [12, 8]
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--lr", "-1"), ("--lr", "abc"), ("--lr", "nan"), ("--epochs", "0"), ("--epochs", "1.5"),
+    ("--hidden", "0"), ("--hidden", "-3"), ("--latent", "0"), ("--batch-size", "0"),
+    ("--activation", "gelu"), ("--likelihood", "poisson"), ("--dataset", "cifar"),
+    ("--test-split", "test[::2]"), ("--train-split", "valid"), ("--beta", "-0.5"),
+    ("--warmup-epochs", "-1"), ("--seed", "-1"), ("--binarize", "maybe"), ("--samples", "0"),
+])
+def test_train_rejects_a_bad_value_in_one_line(data_dir, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(data_dir, tmp_path, flag, value))
+    assert exit_.value.code == 2
+    err = one_error_line(capsys, "train")
+    assert flag in err or value in err
+    assert not os.listdir(tmp_path)
+
+
+def test_train_reports_missing_data_in_one_line(tmp_path, capsys):
+    code = main(["train", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(tmp_path)])
+    assert code == 2
+    assert "does not exist" in one_error_line(capsys, "train")
+
+
+def test_train_refuses_to_overwrite_a_run(trained, data_dir, capsys):
+    assert main(train_args(data_dir, trained.parent)) == 2
+    assert "already exists" in one_error_line(capsys, "train")
+
+
+# ------------------------------------------------------------------ resume
+def test_resume_continues_to_the_requested_epochs(data_dir, tmp_path, capsys):
+    assert main(train_args(data_dir, tmp_path, "--epochs", "1")) == 0
+    assert main(["resume", str(tmp_path / "checkpoint.npz"), "--epochs", "2"]) == 0
+    resumed = load_checkpoint(tmp_path / "checkpoint.npz")["history"]
+    other = tmp_path / "straight"
+    assert main(train_args(data_dir, other, "--epochs", "2")) == 0
+    straight = load_checkpoint(other / "checkpoint.npz")["history"]
+    assert [r["test_nelbo"] for r in resumed] == [r["test_nelbo"] for r in straight]
+
+
+def test_resume_bad_arguments(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["resume", str(trained), "--epochs", "0"])
+    assert exit_.value.code == 2
+    one_error_line(capsys, "resume")
+    assert main(["resume", str(tmp_path / "missing.npz")]) == 2
+    assert "no such checkpoint" in one_error_line(capsys, "resume")
+    assert main(["resume", str(trained), "--epochs", "1"]) == 2
+    assert "already completed 2" in one_error_line(capsys, "resume")
+    bogus = tmp_path / "bogus.npz"
+    bogus.write_bytes(b"\x80\x04K\x01.")                               # a pickle of the int 1
+    assert main(["resume", str(bogus)]) == 2
+    assert "pickle" in one_error_line(capsys, "resume")
+
+
+def test_resume_with_an_absurd_learning_rate_stops_with_exit_code_1(data_dir, tmp_path, capsys):
+    assert main(train_args(data_dir, tmp_path, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(["resume", str(tmp_path / "checkpoint.npz"), "--epochs", "4", "--lr", "1e4"]) == 1
+    err = capsys.readouterr().err
+    match = re.search(r"scratchvae resume: error: training diverged at epoch (\d+), step", err)
+    assert match and "RuntimeWarning" not in err, err
+    epoch = int(match[1])
+    assert f"checkpoint.npz (end of epoch {epoch - 1}) is kept" in err
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert len(checkpoint["history"]) == epoch - 1
+    assert all(np.all(np.isfinite(p)) for p in checkpoint["params"].values())
+
+
+# ------------------------------------------------------------------ evaluate
+def test_evaluate_json_is_one_object_on_stdout(trained, data_dir, capsys):
+    code = main(["evaluate", str(trained), "--dataset", "mnist", "--data-dir", str(data_dir),
+                 "--test-split", "test", "--is-k", "50", "--limit", "10", "--json"])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads(out)                                     # the whole of stdout is one object
+    assert {"test_nelbo", "test_rec", "test_kl", "is_nll", "is_k", "n"} <= set(report)
+    assert report["is_k"] == 50 and report["n"] == 40 and report["is_n"] == 10
+    assert report["estimator"] == "importance-sampled (IWAE) bound, k=50"
+    # with the run's seed, the negative ELBO is the one the training log ended with
+    last = load_checkpoint(trained)["history"][-1]
+    assert report["test_nelbo"] == pytest.approx(last["test_nelbo"], rel=1e-12)
+
+
+def test_evaluate_defaults_to_the_runs_data_and_prints_a_report(trained, capsys):
+    assert main(["evaluate", str(trained), "--is-k", "10", "--limit", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "negative ELBO" in out and "k=10" in out and "first 40 images" in out
+
+
+@pytest.mark.parametrize("extra", [["--is-k", "-1"], ["--limit", "0"], ["--limit", "some"],
+                                   ["--batch-size", "0"], ["--test-split", "dev"]])
+def test_evaluate_bad_arguments(trained, capsys, extra):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(trained), *extra])
+    assert exit_.value.code == 2
+    one_error_line(capsys, "evaluate")
+
+
+def test_evaluate_missing_checkpoint(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope.npz")]) == 2
+    assert "no such checkpoint" in one_error_line(capsys, "evaluate")
+
+
+# ------------------------------------------------------------------ sample
+def test_sample_writes_a_png_grid(trained, tmp_path, capsys):
+    path = tmp_path / "grid" / "samples.png"
+    assert main(["sample", str(trained), "--n", "10", "--cols", "5", "--out", str(path)]) == 0
+    image = imread(path)
+    assert image.shape[:2] == (2 * 30 + 2, 5 * 30 + 2)            # 28-pixel tiles, 2-pixel gaps
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra", [["--n", "0"], ["--out", "samples.jpg"], ["--seed", "x"]])
+def test_sample_bad_arguments(trained, tmp_path, capsys, extra):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(trained), *extra])
+    assert exit_.value.code == 2
+    one_error_line(capsys, "sample")
+
+
+# ------------------------------------------------------------------ the entry points
+def test_every_command_has_help(capsys):
+    for command in ("train", "resume", "evaluate", "sample"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0
+        assert f"usage: scratchvae {command}" in capsys.readouterr().out
+
+
+def test_no_command_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([])
+    assert exit_.value.code == 2
+    assert "required: COMMAND" in one_error_line(capsys, "")
+
+
+def test_python_dash_m_runs_the_command():
+    result = subprocess.run([sys.executable, "-m", "scratchvae", "train", "--lr", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("scratchvae train: error: argument --lr") and result.stdout == ""
