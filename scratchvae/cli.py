@@ -181,6 +181,7 @@ def build_parser():
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
     p.add_argument("--cols", type=positive_int, default=None,
                    help="images per row (default: ceil(sqrt(n)))")
+    p.add_argument("--scale", type=positive_int, default=2, help="PNG pixels per image pixel")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
     p.set_defaults(run=_sample, command_parser=p)
@@ -231,7 +232,7 @@ def _run_training(command, config, resume, overwrite):
         return EXIT_INTERRUPTED                          # train() has said where it saved
     if history:
         last = history[-1]
-        where = f"; wrote {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
+        where = f"; checkpoint {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
         print(f"epoch {last['epoch']}: test negative ELBO {last['test_nelbo']:.3f} nats "
               f"(rec {last['test_rec']:.3f} + KL {last['test_kl']:.3f}){where}")
     return 0
@@ -273,16 +274,18 @@ def _sample(args, parser):
         raise CheckpointError(f"{args.checkpoint}: the model's {model.input_dim} outputs are not a "
                               f"square image")
     images = model.sample(args.n, np.random.default_rng(args.seed))          # (n, D) decoder means
-    write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=args.cols)
+    write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=args.cols,
+                   scale=args.scale)
     print(f"wrote {args.out}: {args.n} images decoded from z ~ N(0, I) (seed {args.seed})")
     return 0
 
 
-def write_grid_png(images, path, cols=None, pad=2):
+def write_grid_png(images, path, cols=None, pad=2, scale=1):
     """Tile images (n, h, w) in [0, 1] into a grid and write it as a grey PNG (dark ink on white).
 
-    One image pixel is one PNG pixel, with ``pad`` white pixels between tiles; no axes, no
-    figure: ``matplotlib.image.imsave`` writes the array headlessly (Agg).
+    ``pad`` white pixels between tiles, then every pixel drawn as a scale x scale block; no
+    axes, no figure: ``matplotlib.image.imsave`` writes the array headlessly (Agg).
+    Shapes:  (n, h, w) -> PNG of (rows (h + pad) + pad) scale x (cols (w + pad) + pad) scale pixels
     """
     from matplotlib.image import imsave
     n, h, w = images.shape
@@ -292,6 +295,7 @@ def write_grid_png(images, path, cols=None, pad=2):
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = image
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     imsave(path, grid, cmap="gray_r", vmin=0, vmax=1, format="png")

@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -188,13 +189,14 @@ def test_evaluate_missing_checkpoint(tmp_path, capsys):
 # ------------------------------------------------------------------ sample
 def test_sample_writes_a_png_grid(trained, tmp_path, capsys):
     path = tmp_path / "grid" / "samples.png"
-    assert main(["sample", str(trained), "--n", "10", "--cols", "5", "--out", str(path)]) == 0
+    assert main(["sample", str(trained), "--n", "10", "--cols", "5", "--scale", "3", "--out", str(path)]) == 0
     image = imread(path)
-    assert image.shape[:2] == (2 * 30 + 2, 5 * 30 + 2)            # 28-pixel tiles, 2-pixel gaps
+    assert image.shape[:2] == (3 * (2 * 30 + 2), 3 * (5 * 30 + 2))   # 28-pixel tiles, 2-pixel gaps, x3
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra", [["--n", "0"], ["--out", "samples.jpg"], ["--seed", "x"]])
+@pytest.mark.parametrize("extra", [["--n", "0"], ["--out", "samples.jpg"], ["--seed", "x"],
+                                   ["--scale", "0"]])
 def test_sample_bad_arguments(trained, tmp_path, capsys, extra):
     with pytest.raises(SystemExit) as exit_:
         main(["sample", str(trained), *extra])
@@ -223,3 +225,25 @@ def test_python_dash_m_runs_the_command():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("scratchvae train: error: argument --lr") and result.stdout == ""
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_with_130(data_dir, tmp_path):
+    """The real thing: SIGINT to a running `python -m scratchvae train`, then resume it."""
+    command = [sys.executable, "-m", "scratchvae", *train_args(data_dir, tmp_path)]
+    command[command.index("--epochs") + 1] = "100000"                 # still running when stopped
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:                                   # wait until an epoch has ended
+            if line.startswith("epoch"):
+                break
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted at" in err and "scratchvae resume" in err and "Traceback" not in err
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
+    done = len(checkpoint["history"])
+    assert done >= 1
+    assert main(["resume", str(tmp_path / "checkpoint.npz"), "--epochs", str(done + 1)]) == 0
+    assert len(load_checkpoint(tmp_path / "checkpoint.npz")["history"]) == done + 1
