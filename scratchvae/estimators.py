@@ -117,15 +117,28 @@ class EstimatorComparison:
 
     ``reparam_mu`` etc. are (R, N, K): R independent S-sample estimates each (the
     same noise for both estimators in each repeat). ``reference_mu``/``reference_sigma``
-    (N, K) are one independent reparameterisation estimate with many more samples.
+    (N, K) are one independent reparameterisation estimate with ``n_reference`` samples.
     """
     n_samples: int
+    n_reference: int
     reparam_mu: np.ndarray
     reparam_sigma: np.ndarray
     score_mu: np.ndarray
     score_sigma: np.ndarray
     reference_mu: np.ndarray
     reference_sigma: np.ndarray
+
+    def difference_stderr(self, estimator, param):
+        """Standard error of (average of the R estimates - reference), per coordinate.
+
+        Implements:  sqrt( Var_r / R + Var_reparam,single / n_reference ),
+                     Var_reparam,single = S * Var_r(reparam estimates)   (an S-sample mean has 1/S of it)
+        estimator: "reparam" or "score"; param: "mu" or "sigma".   Shapes: -> (N, K)
+        """
+        estimates = getattr(self, f"{estimator}_{param}")
+        R = len(estimates)
+        reference_var = self.n_samples * getattr(self, f"reparam_{param}").var(axis=0, ddof=1) / self.n_reference
+        return np.sqrt(estimates.var(axis=0, ddof=1) / R + reference_var)
 
     def variance_ratio(self):
         """Var(score function) / Var(reparameterisation) per coordinate, for mu and for sigma.
@@ -136,36 +149,39 @@ class EstimatorComparison:
                 self.score_sigma.var(axis=0) / self.reparam_sigma.var(axis=0))
 
 
-def compare_estimators(f, grad_f, mu, sigma, n_samples, n_repeats, rng, n_reference=20_000):
+def compare_estimators(f, grad_f, mu, sigma, n_samples, n_repeats, rng, n_reference=20_000,
+                       chunk=10_000):
     """Run both estimators ``n_repeats`` times with ``n_samples`` samples each.
 
-    Each repeat draws eps (S, N, K) once and gives it to both estimators, so they differ
-    only in how they turn the same samples into a gradient. The reference is an
-    independent reparameterisation estimate with ``n_reference`` samples (drawn in
-    chunks of S).
+    Each repeat r has its own noise eps_r (S, N, K), and both estimators get the same eps_r,
+    so they differ only in how they turn the same samples into a gradient. The reference
+    is an independent reparameterisation estimate with ``n_reference`` samples. f and
+    grad_f are called on about ``chunk`` samples at a time (big matrix products are fast).
     Shapes:  mu, sigma (N, K) -> EstimatorComparison with (R, N, K) estimates
     """
     mu, sigma = np.asarray(mu), np.asarray(sigma)
     S, R = int(n_samples), int(n_repeats)
     if S < 1 or R < 2:
         raise ValueError(f"need n_samples >= 1 and n_repeats >= 2, got {S} and {R}")
-    shape = (R, *mu.shape)
-    estimates = {k: np.empty(shape) for k in ("reparam_mu", "reparam_sigma", "score_mu", "score_sigma")}
-    for r in range(R):
-        eps = rng.standard_normal((S, *mu.shape))
-        for name, terms in (("reparam", reparameterisation_terms(grad_f, mu, sigma, eps)),
-                            ("score", score_function_terms(f, mu, sigma, eps))):
-            estimates[f"{name}_mu"][r] = terms[0].mean(axis=0)
-            estimates[f"{name}_sigma"][r] = terms[1].mean(axis=0)
-    ref_mu, ref_sigma, done = np.zeros(mu.shape), np.zeros(mu.shape), 0
+    eps = rng.standard_normal((R, S, *mu.shape))                      # (R, S, N, K)
+    estimates = {k: np.empty((R, *mu.shape)) for k in
+                 ("reparam_mu", "reparam_sigma", "score_mu", "score_sigma")}
+    step = max(1, chunk // S)                                         # repeats per call
+    for r in range(0, R, step):
+        e = eps[r:r + step]                                           # (r', S, N, K)
+        flat = e.reshape(-1, *mu.shape)                               # (r' S, N, K)
+        for name, terms in (("reparam", reparameterisation_terms(grad_f, mu, sigma, flat)),
+                            ("score", score_function_terms(f, mu, sigma, flat))):
+            estimates[f"{name}_mu"][r:r + step] = terms[0].reshape(e.shape).mean(axis=1)
+            estimates[f"{name}_sigma"][r:r + step] = terms[1].reshape(e.shape).mean(axis=1)
+    sums, done = [np.zeros(mu.shape), np.zeros(mu.shape)], 0
     while done < n_reference:
-        eps = rng.standard_normal((min(S * 50, n_reference - done), *mu.shape))
-        terms_mu, terms_sigma = reparameterisation_terms(grad_f, mu, sigma, eps)
-        ref_mu += terms_mu.sum(axis=0)
-        ref_sigma += terms_sigma.sum(axis=0)
-        done += len(eps)
-    return EstimatorComparison(n_samples=S, reference_mu=ref_mu / done,
-                               reference_sigma=ref_sigma / done, **estimates)
+        e = rng.standard_normal((min(chunk, n_reference - done), *mu.shape))
+        for total, terms in zip(sums, reparameterisation_terms(grad_f, mu, sigma, e)):
+            total += terms.sum(axis=0)
+        done += len(e)
+    return EstimatorComparison(n_samples=S, n_reference=done, reference_mu=sums[0] / done,
+                               reference_sigma=sums[1] / done, **estimates)
 
 
 def _reshape(out, shape):

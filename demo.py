@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""python demo.py -- train a VAE on MNIST and draw the lecture's pictures (1-2 minutes on a CPU).
+
+    python demo.py                                   # MNIST, downloaded on first use
+    python demo.py --dataset fashion-mnist           # clothes instead of digits
+    python demo.py --data-dir ../shared/data/mnist --train-split 'test[:9000]' --test-split 'test[9000:]'
+    python demo.py --quick                           # a smoke test, well under a minute
+
+What it does, each step one call into the package:
+  1. load the train and test splits                        (scratchvae/data.py)
+  2. train the main VAE, 784-400-20 (ReLU, Bernoulli)      (scratchvae/train.py)
+  3. train a VAE with a 2-D latent space, 784-400-2, whose p(x) can be integrated exactly
+  4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/evaluate.py)
+  5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
+Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main and
+OUT/latent2d; Ctrl-C stops training cleanly after saving one (resume it with
+``scratchvae resume OUT/main/checkpoint.npz``). No display is needed.
+"""
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
+from scratchvae.evaluate import evaluate, format_report
+from scratchvae.figures import make_figures
+from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted, derive_streams, train
+
+IMAGE_BUDGET = 600_000        # default epochs: about this many training images (10 epochs of 60,000)
+MAX_EPOCHS = 40               # ... but no more passes than this over a small training split
+QUICK = dict(epochs=2, train_images=10_000, test_images=1_000, is_k=20, is_images=200,
+             figure_sizes=dict(n_latent=1000, gap_points=101, grad_repeats=100, grad_reference=2000))
+FULL = dict(is_k=100, is_images=1_000, figure_sizes={})
+TINY_FIGURES = dict(n_latent=100, n_gap=2, gap_points=41, grad_repeats=20, grad_reference=200)   # --limit (tests)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Train a VAE and write the lecture's figures (reconstructions, samples, the 2-D "
+                    "manifold and latent space, interpolation, training curves, the variational gap, "
+                    "reparameterisation vs score-function gradients).")
+    add_data_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
+                        help="where the figures (and OUT/main, OUT/latent2d checkpoints) go (default: out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: 2 epochs on at most 10,000 images, smaller figures")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs for each model (default: about {IMAGE_BUDGET:,} training images, "
+                             f"at most {MAX_EPOCHS} epochs; 2 with --quick)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of everything (default: 1)")
+    parser.add_argument("--limit", type=int, default=None,      # tests: N images per split, least figure work
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def default_epochs(n_train):
+    """Enough passes to see about IMAGE_BUDGET images: 10 on MNIST's 60,000, more on less data."""
+    return max(1, min(MAX_EPOCHS, math.ceil(IMAGE_BUDGET / n_train)))
+
+
+def as_model_input(images_u8, binarize, seed):
+    """uint8 images (N, D) -> float32 in [0, 1] as the models were trained on (binarised likewise)."""
+    rng = np.random.default_rng(seed)
+    return next(iterate_batches(images_u8, len(images_u8), rng, binarize=binarize, shuffle=False))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.epochs is not None and args.epochs < 1 or args.limit is not None and args.limit < 1:
+        return fail("--epochs and --limit must be positive integers")
+    start = time.perf_counter()
+    try:
+        train_split = load(args.dataset, args.train_split, args.data_dir, args.download)
+        test_split = load(args.dataset, args.test_split, args.data_dir, args.download)
+    except DataError as e:
+        return fail(str(e))
+    n_train = min(filter(None, (len(train_split), args.limit, settings.get("train_images"))))
+    n_test = min(filter(None, (len(test_split), args.limit, settings.get("test_images"))))
+    train_images = train_split.images[:n_train]
+    test_images, test_labels = test_split.images[:n_test], test_split.labels[:n_test]
+    epochs = args.epochs or settings.get("epochs") or default_epochs(n_train)
+
+    try:
+        config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=args.train_split,
+                             test_split=args.test_split, binarize=args.binarize, download=args.download,
+                             hidden=(400,), latent=20, epochs=epochs, seed=args.seed,
+                             out=str(args.out / "main"))
+        config2d = dataclasses.replace(config, latent=2, out=str(args.out / "latent2d"))
+        runs = {}
+        for name, c in (("main", config), ("latent2d", config2d)):
+            say(f"== training the {'main VAE' if name == 'main' else 'VAE with a 2-D latent space'} "
+                f"({c.epochs} epochs) ==")
+            runs[name] = train(c, train_images=train_images, test_images=test_images, overwrite=True)
+    except (ConfigError, ValueError) as e:
+        return fail(str(e))
+    except TrainingDiverged as e:
+        return fail(str(e), code=1)
+    except (TrainingInterrupted, KeyboardInterrupt):
+        say("demo stopped by Ctrl-C (training state saved where the line above says)")
+        return 130
+    (model, history), (model2d, _) = runs["main"], runs["latent2d"]
+
+    try:
+        say(f"== evaluating: importance-sampled -log p(x) with k = {settings['is_k']} ==")
+        report = evaluate(model, test_images, is_k=settings["is_k"], is_limit=settings["is_images"],
+                          seed=derive_streams(args.seed)["eval"], binarize=args.binarize)
+        say(f"== drawing the figures into {args.out} ==")
+        x_test = as_model_input(test_images, args.binarize, args.seed)
+        paths = make_figures(args.out, model=model, model2d=model2d, images=x_test, labels=test_labels,
+                             history=history, seed=args.seed, dataset=args.dataset,
+                             sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
+    except KeyboardInterrupt:
+        say(f"demo stopped by Ctrl-C; the trained models are in {args.out / 'main'} and {args.out / 'latent2d'}")
+        return 130
+
+    print(f"\nscratchvae demo: {args.dataset}, trained on {n_train:,} images ({args.train_split}), "
+          f"tested on {n_test:,} ({args.test_split}), {epochs} epochs per model, seed {args.seed}")
+    print(format_report(report))
+    print(f"wall time {time.perf_counter() - start:.0f} s")
+    print(f"figures in {args.out}/:")
+    for path in paths.values():
+        print(f"  {path}")
+    return 0
+
+
+def say(text):
+    print(text, file=sys.stderr, flush=True)
+
+
+def fail(message, code=2):
+    print(f"demo.py: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""The demo's figures: one function per figure, each taking arrays and a path, returning the path.
+
+Read with the lecture: reconstructions (slides 9-11), samples from Gaussian noise (slide 6),
+the learned manifold and the latent space (slide 13, after Kingma & Welling 2014, Fig. 4),
+interpolation, training curves (slide 15's two terms, logged separately), the variational
+gap (slides 17-21) and why we reparameterise (slide 14).
+
+Drawing uses matplotlib's object interface with the Agg canvas (``Figure`` +
+``FigureCanvasAgg``): no pyplot, no global state, no display needed. Every figure has a
+fixed size in inches (stated in its docstring; width x height at ``dpi`` pixels per inch,
+default 100), never cropped, so its PNG is exactly that many pixels. PNGs are written with
+a 256-colour palette to keep them small (see ``_save``).
+
+Images are rows of D = side^2 values in [0, 1] (side = 28 for MNIST), drawn dark on light.
+"""
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from PIL import Image                         # matplotlib's own dependency
+
+DPI = 100
+IMAGE_CMAP = "gray_r"                         # ink dark on white paper
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+
+# ------------------------------------------------------------------------------- helpers
+def _figure(width, height):
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)                      # attach the Agg canvas: savefig needs no pyplot
+    return fig
+
+
+def _save(fig, path, dpi):
+    """Render at ``dpi`` (never cropped) and write a PNG with an adaptive 256-colour palette.
+
+    A palette PNG is 2-4 times smaller than matplotlib's RGBA one, and exact for figures
+    of at most 256 colours (the grey image grids); plots with more colours lose only
+    imperceptible shades. No dithering, so the same figure gives the same bytes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.set_dpi(dpi)
+    buffer, (width, height) = fig.canvas.print_to_buffer()            # RGBA bytes
+    rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+    image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(256, dither=Image.Dither.NONE)
+    image.save(path, format="PNG", optimize=True)
+    return path
+
+
+def _side(D):
+    side = int(round(np.sqrt(D)))
+    if side * side != D:
+        raise ValueError(f"images must be flattened squares (D = side^2), got D = {D}")
+    return side
+
+
+def mosaic(images, pad=1):
+    """Tile images (R, C, D) into one 2-D array, with ``pad`` blank pixels between tiles.
+
+    Shapes:  (R, C, D) with D = s^2 -> (R (s + pad) - pad, C (s + pad) - pad)
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (rows, columns, D), got {images.shape}")
+    R, C, D = images.shape
+    s = _side(D)
+    out = np.zeros((R * (s + pad) - pad, C * (s + pad) - pad))
+    for r in range(R):
+        for c in range(C):
+            out[r * (s + pad):r * (s + pad) + s, c * (s + pad):c * (s + pad) + s] = images[r, c].reshape(s, s)
+    return out
+
+
+def _show_mosaic(ax, tiles):
+    ax.imshow(tiles, cmap=IMAGE_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _as_images(name, images, D=None):
+    images = np.asarray(images)
+    if images.ndim != 2 or (D is not None and images.shape[1] != D):
+        raise ValueError(f"{name} must have shape (N, {D or 'D'}), got {images.shape}")
+    return images
+
+
+# ------------------------------------------------------------------------------- 1
+def plot_reconstructions(originals, reconstructions, path, title=None, dpi=DPI):
+    """Figure 1: test images (top row) above their reconstructions (bottom row).
+
+    Size: 8 x 2.4 inches.   Shapes: originals, reconstructions (N, D).
+    """
+    originals = _as_images("originals", originals)
+    reconstructions = _as_images("reconstructions", reconstructions, originals.shape[1])
+    if len(reconstructions) != len(originals):
+        raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
+    fig = _figure(8, 2.4)
+    ax = fig.add_axes([0.16, 0.03, 0.82, 0.78])
+    _show_mosaic(ax, mosaic(np.stack([originals, reconstructions])))
+    s = _side(originals.shape[1])
+    ax.set_yticks([s / 2, s * 1.5 + 1], ["test image x", "reconstruction"])
+    fig.suptitle(title or "Reconstructions: x -> encoder -> z = mu -> decoder mean", y=0.97)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 2
+def plot_samples(images, path, title=None, dpi=DPI):
+    """Figure 2: images decoded from z ~ N(0, I), in a square grid (N must be a square).
+
+    Size: 6 x 6.4 inches.   Shapes: images (N, D), N = n^2.
+    """
+    images = _as_images("images", images)
+    n = int(round(np.sqrt(len(images))))
+    if n * n != len(images):
+        raise ValueError(f"the number of samples must be a square (n x n grid), got {len(images)}")
+    fig = _figure(6, 6.4)
+    ax = fig.add_axes([0.03, 0.02, 0.94, 0.88])
+    _show_mosaic(ax, mosaic(images.reshape(n, n, -1)))
+    fig.suptitle(title or "Generated from Gaussian noise: z ~ N(0, I), x = decoder mean(z)", y=0.97)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 3
+def plot_manifold(images, z_values, path, title=None, dpi=DPI):
+    """Figure 3: the learned 2-D manifold, decoder means on a grid of z (Kingma & Welling, Fig. 4).
+
+    ``images[i, j]`` is decoded at z = (z_values[j], z_values[n - 1 - i]): z_1 grows to the
+    right and z_2 upwards, as on the axes. ``z_values`` are the grid's coordinates, e.g.
+    the inverse Gaussian CDF of evenly spaced probabilities.
+    Size: 5.6 x 5.8 inches; the images fill a 4.48-inch square: one screen pixel per image
+    pixel at 100 dpi for a 16 x 16 grid of 28 x 28 images (crisp, and a small PNG).
+    Shapes: images (n, n, D) or (n^2, D), z_values (n,).
+    """
+    z_values = np.asarray(z_values, dtype=np.float64)
+    n = len(z_values)
+    images = np.asarray(images)
+    if images.ndim == 2 and len(images) == n * n:
+        images = images.reshape(n, n, -1)
+    if images.ndim != 3 or images.shape[:2] != (n, n):
+        raise ValueError(f"images must have shape ({n}, {n}, D) or ({n * n}, D) for {n} z_values, "
+                         f"got {images.shape}")
+    fig = _figure(5.6, 5.8)
+    ax = fig.add_axes([0.8 / 5.6, 0.6 / 5.8, 4.48 / 5.6, 4.48 / 5.8])
+    tiles = mosaic(images, pad=0)
+    s = _side(images.shape[2])
+    ax.imshow(tiles, cmap=IMAGE_CMAP, vmin=0, vmax=1, interpolation="nearest")
+    step = max(1, n // 7)
+    ticks = np.arange(0, n, step)
+    ax.set_xticks(ticks * s + s / 2, [f"{z_values[j]:.2f}" for j in ticks])
+    ax.set_yticks(ticks * s + s / 2, [f"{z_values[n - 1 - i]:.2f}" for i in ticks])
+    ax.set_xlabel("z_1")
+    ax.set_ylabel("z_2")
+    fig.suptitle(title or "The learned manifold: decoder mean at z = Phi^-1(p), p evenly spaced",
+                 y=0.975)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 4
+def plot_latent_space(z, labels, path, class_names=None, axis_labels=("z_1", "z_2"), title=None,
+                      dpi=DPI):
+    """Figure 4: encoded test set (the means mu of q(z|x)) in the plane, coloured by label.
+
+    For a latent space of more than 2 dimensions, pass the 2-D projection as ``z`` and say
+    which one in ``axis_labels`` (e.g. ("PC 1 of mu", "PC 2 of mu")).
+    Size: 7 x 6 inches.   Shapes: z (N, 2), labels (N,) integers 0..9.
+    """
+    z, labels = np.asarray(z), np.asarray(labels)
+    if z.ndim != 2 or z.shape[1] != 2 or labels.shape != (len(z),):
+        raise ValueError(f"z must be (N, 2) and labels (N,), got {z.shape} and {labels.shape}")
+    names = list(class_names or DIGIT_NAMES)
+    fig = _figure(7, 6)
+    ax = fig.add_axes([0.1, 0.09, 0.66, 0.82])
+    colours = colormaps["tab10"].colors
+    for k in np.unique(labels):
+        pick = labels == k
+        ax.scatter(z[pick, 0], z[pick, 1], s=4, alpha=0.6, color=colours[int(k) % 10],
+                   linewidths=0, rasterized=True)
+    handles = [Line2D([], [], marker="o", ls="", color=colours[k % 10], label=names[k])
+               for k in range(len(names)) if np.any(labels == k)]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+              title="label")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"Latent space: mean of q(z|x) for {len(z):,} test images")
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 5
+def plot_interpolation(images, path, title=None, dpi=DPI):
+    """Figure 5: rows of decoded images along straight lines in latent space.
+
+    Row r runs from the reconstruction of one test image (left, t = 0) to another's
+    (right, t = 1): x = decoder mean((1 - t) mu_a + t mu_b).
+    Size: 8 x 3.2 inches.   Shapes: images (rows, steps, D).
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must have shape (rows, steps, D), got {images.shape}")
+    rows, steps, D = images.shape
+    fig = _figure(8, 3.2)
+    ax = fig.add_axes([0.03, 0.12, 0.94, 0.72])
+    _show_mosaic(ax, mosaic(images))
+    s = _side(D)
+    ticks = np.linspace(0, 1, steps)
+    ax.set_xticks(np.arange(steps) * (s + 1) + s / 2, [f"{t:.2g}" for t in ticks], fontsize=8)
+    ax.set_xlabel("t   in   z = (1 - t) mu_a + t mu_b")
+    fig.suptitle(title or "Interpolation in latent space between two test images", y=0.96)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 6
+def plot_training_curves(history, path, title=None, dpi=DPI):
+    """Figure 6: negative ELBO, reconstruction term and KL per epoch, train and test.
+
+    ``history`` is a list of per-epoch dicts with keys train_nelbo, train_rec, train_kl and
+    (optionally) test_nelbo, test_rec, test_kl, in nats per datapoint (as ``train`` returns).
+    Size: 11 x 3.6 inches.
+    """
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    epochs = np.arange(1, len(history) + 1)
+    fig = _figure(11, 3.6)
+    panels = [("nelbo", "negative ELBO = rec + KL"), ("rec", "reconstruction  -E_q[log p(x|z)]"),
+              ("kl", "KL(q(z|x) || p(z))")]
+    for i, (key, label) in enumerate(panels):
+        ax = fig.add_axes([0.06 + i * 0.33, 0.16, 0.26, 0.68])
+        for split, style in (("train", "-o"), ("test", "--s")):
+            values = [h.get(f"{split}_{key}") for h in history]
+            if all(v is not None for v in values):
+                ax.plot(epochs, values, style, ms=3, label=split)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("nats per datapoint")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Training curves (slide 15: the loss is reconstruction + KL)", y=0.98)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 7
+def mass_levels(density, cell_area, masses=(0.99, 0.9, 0.5)):
+    """Density thresholds whose super-level sets hold the given probability masses, increasing.
+
+    The contour at the returned level for mass m encloses the smallest region holding m of
+    the distribution (a highest-density region). Shapes: density (any) -> (len(masses),)
+    """
+    d = np.sort(np.ravel(density))[::-1]
+    cumulative = np.cumsum(d) * cell_area
+    index = np.minimum(np.searchsorted(cumulative, masses), len(d) - 1)
+    return np.sort(d[index])
+
+
+def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
+    """Figure 7: the true posterior p(z|x) beside the encoder's q(z|x), and the gap between them.
+
+    One panel per datapoint: filled contours of p(z|x) (computed exactly on a grid), red
+    contour lines of q(z|x) = N(mu, diag sigma^2), both at the levels holding 50/90/99 %
+    of their mass; the image in the corner; and the numbers of slides 20-21:
+    log p(x), ELBO, and gap = log p(x) - ELBO next to KL(q || p(z|x)).
+    ``gaps`` is a list of ``posterior.GapOnGrid``, one datapoint each (``exact_gap``).
+    Size: 3.4 n x 4.4 inches for n panels.   Shapes: images (n, D).
+    """
+    images = _as_images("images", images)
+    if len(gaps) != len(images) or not gaps:
+        raise ValueError(f"need one image per posterior, got {len(gaps)} posteriors and {len(images)} images")
+    n = len(gaps)
+    fig = _figure(3.4 * n, 4.4)
+    width = 0.8 / n
+    for i, (g, image) in enumerate(zip(gaps, images)):
+        ax = fig.add_axes([(i + 0.15) / n, 0.3, width, 0.56])
+        z1, z2, area = g.grid.z1, g.grid.z2, g.grid.cell_area
+        p = np.exp(g.log_posterior[0]).reshape(g.grid.shape)
+        q = np.exp(g.log_q[0]).reshape(g.grid.shape)
+        ax.contourf(z1, z2, p, levels=[*mass_levels(p, area), p.max()], cmap="Blues", extend="neither")
+        ax.contour(z1, z2, q, levels=mass_levels(q, area), colors="tab:red", linewidths=1.0)
+        ax.plot(*g.mu[0], "+", color="tab:red", ms=8)
+        ax.set_aspect("equal")
+        _zoom(ax, g.grid, [(p, mass_levels(p, area, [0.999])[0]), (q, mass_levels(q, area, [0.999])[0])])
+        ax.set_xlabel("z_1", fontsize=9)
+        ax.set_ylabel("z_2", fontsize=9, labelpad=1)
+        ax.tick_params(labelsize=7)
+        inset = ax.inset_axes([0.0, 0.74, 0.26, 0.26])
+        _show_mosaic(inset, mosaic(image[None, None]))
+        text = (f"log p(x)        = {g.log_px[0]:8.2f}\n"
+                f"ELBO            = {g.elbo[0]:8.2f}\n"
+                f"log p(x) - ELBO = {g.gap[0]:8.3f}\n"
+                f"KL(q || p(z|x)) = {g.kl[0]:8.3f}")
+        fig.text((i + 0.5) / n, 0.03, text, ha="center", va="bottom", ma="left", fontsize=9,
+                 family="monospace")
+    handles = [Patch(color="tab:blue", alpha=0.6, label="true posterior p(z|x), exact on a grid"),
+               Line2D([], [], color="tab:red", label="encoder q(z|x)"),
+               Line2D([], [], color="none", label="(regions of 50, 90, 99 % mass)")]
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.99), fontsize=8,
+               frameon=False, ncol=3)
+    fig.suptitle(title or "The variational gap: log p(x) - ELBO = KL(q(z|x) || p(z|x))",
+                 x=0.02, ha="left", y=0.985, fontsize=11)
+    return _save(fig, path, dpi)
+
+
+def _zoom(ax, grid, densities_and_levels, margin=0.25):
+    """Limit ``ax`` to a square around the cells where any density exceeds its level."""
+    Z1, Z2 = np.meshgrid(grid.z1, grid.z2)
+    inside = np.zeros(Z1.shape, dtype=bool)
+    for density, level in densities_and_levels:
+        inside |= density >= level
+    lo = np.array([Z1[inside].min(), Z2[inside].min()])
+    hi = np.array([Z1[inside].max(), Z2[inside].max()])
+    center, half = (lo + hi) / 2, (1 + margin) * np.max(hi - lo) / 2
+    ax.set_xlim(center[0] - half, center[0] + half)
+    ax.set_ylim(center[1] - half, center[1] + half)
+
+
+# ------------------------------------------------------------------------------- 8
+def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=None, dpi=DPI):
+    """Figure 8: reparameterisation vs score-function gradients of E_q[log p(x|z)] (slide 14).
+
+    Left: the spread of R repeated S-sample estimates of dF/dmu_j for one coordinate, both
+    estimators, with the high-sample reference. Middle: each estimator's average over the R
+    repeats against the reference, every coordinate, with +-2 standard errors of their
+    difference (unbiased: points on the diagonal, about 95 % within 2 s.e.). Right: the
+    variance ratio Var(score) / Var(reparam) per coordinate.
+    ``comparison`` is an ``estimators.EstimatorComparison``.
+    Size: 13 x 4 inches.
+    """
+    c = comparison
+    R = len(c.reparam_mu)
+    fig = _figure(13, 4)
+    colours = {"reparam": "tab:blue", "score": "tab:orange"}
+    names = {"reparam": "reparameterisation", "score": "score function"}
+
+    ax = fig.add_axes([0.05, 0.14, 0.26, 0.7])
+    values = {k: getattr(c, f"{k}_mu")[:, datapoint, coordinate] for k in names}
+    bins = np.linspace(*np.percentile(np.concatenate(list(values.values())), [0.5, 99.5]), 41)
+    for k in names:
+        ax.hist(np.clip(values[k], bins[0], bins[-1]), bins=bins, alpha=0.6, color=colours[k], label=names[k])
+    ax.axvline(c.reference_mu[datapoint, coordinate], color="k", lw=1, label="reference")
+    ax.set_xlabel(f"estimate of dF/dmu_{coordinate + 1}")
+    ax.set_ylabel(f"count (of {R} repeats)")
+    ax.set_title(f"spread of {c.n_samples}-sample estimates", fontsize=10)
+    ax.legend(fontsize=8)
+
+    ax = fig.add_axes([0.39, 0.14, 0.26, 0.7])
+    within = {k: [] for k in names}
+    for param, marker in (("mu", "o"), ("sigma", "s")):
+        reference = getattr(c, f"reference_{param}")
+        for k in names:
+            average = getattr(c, f"{k}_{param}").mean(axis=0)
+            stderr = c.difference_stderr(k, param)
+            within[k].append(np.abs(average - reference) <= 2 * stderr)
+            ax.errorbar(reference.ravel(), average.ravel(), yerr=2 * stderr.ravel(), fmt=marker, ms=3,
+                        color=colours[k], alpha=0.8, lw=0.8, label=f"{names[k]}, d/d{param}")
+    lo, hi = ax.get_xlim()
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
+    for row, k in enumerate(names):                      # expect about 95 % for an unbiased estimator
+        ax.text(0.03, 0.93 - 0.07 * row, f"{names[k]}: {np.mean(within[k]):.0%} within 2 s.e.",
+                transform=ax.transAxes, fontsize=8, color=colours[k])
+    ax.set_xlabel(f"reference gradient ({c.n_reference:,} samples)")
+    ax.set_ylabel(f"average of {R} estimates (+-2 s.e.)")
+    ax.set_title("both are unbiased: averages on the diagonal", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+
+    ax = fig.add_axes([0.72, 0.14, 0.26, 0.7])
+    ratios = c.variance_ratio()
+    for param, ratio, offset in (("mu", ratios[0], -0.2), ("sigma", ratios[1], 0.2)):
+        r = ratio.ravel()
+        ax.bar(np.arange(len(r)) + offset, r, width=0.4, label=f"d/d{param}: median {np.median(r):.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("coordinate (datapoint x latent dimension)")
+    ax.set_ylabel("Var(score function) / Var(reparam.)")
+    ax.set_title("variance ratio", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.suptitle(title or "Why reparameterise: two unbiased gradients of E_q[log p(x|z)], "
+                          "very different variances", y=0.98)
+    return _save(fig, path, dpi)

@@ -1,0 +1,74 @@
+"""demo.py end to end: --quick on tiny data writes every figure and a summary; errors are one line."""
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratchvae.figures import FIGURES
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import demo  # noqa: E402  (the top-level script)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_idx(path, array):
+    """A gzip IDX file: 0 0 0x08 ndim, big-endian uint32 sizes, uint8 payload."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """A synthetic dataset with both splits: blurry bars, one class per orientation and width."""
+    rng = np.random.default_rng(0)
+    directory = tmp_path / "data"
+    directory.mkdir()
+    for split, n in (("train", 120), ("t10k", 60)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, k in enumerate(labels):
+            images[i, 4:24, 2 * k + 4:2 * k + 8] = 255 if k % 2 else 180
+        write_idx(directory / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{split}-labels-idx1-ubyte.gz", labels)
+    return directory
+
+
+def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--epochs", "1",
+                      "--limit", "100", "--no-download"])
+    assert code == 0
+    captured = capsys.readouterr()
+    for i, name in enumerate(FIGURES, start=1):
+        path = out / f"{i}_{name}.png"
+        assert path.read_bytes()[:8] == PNG_MAGIC, name
+        assert str(path) in captured.out
+    assert "trained on 100 images" in captured.out and "tested on 60" in captured.out
+    assert "negative ELBO" in captured.out and "-log p(x)" in captured.out and "k=20" in captured.out
+    assert "wall time" in captured.out
+    assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
+    assert "epoch 1/1" in captured.err                                   # progress went to stderr
+
+
+def test_default_epochs_follow_the_image_budget():
+    assert demo.default_epochs(60_000) == 10
+    assert demo.default_epochs(9_000) == demo.MAX_EPOCHS
+    assert demo.default_epochs(30_000) == 20
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    env = {**os.environ, "MPLBACKEND": "", "DISPLAY": ""}                # headless, no backend preset
+    result = subprocess.run([sys.executable, str(REPO / "demo.py"), "--quick", "--no-download",
+                             "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("demo.py: error: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()

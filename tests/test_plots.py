@@ -1,0 +1,158 @@
+"""Every figure function writes a valid PNG of its stated size from small arrays; the figure
+pipeline is reproducible for a given seed."""
+import struct
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from scratchvae import VAE, plots
+from scratchvae.estimators import compare_estimators
+from scratchvae.figures import (FIGURES, latent_projection, make_figures, manifold_grid,
+                                one_per_class)
+from scratchvae.posterior import exact_gap
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+D = 16                                  # 4 x 4 images keep the tests fast
+
+
+def png_size(path):
+    """(width, height) from the PNG's IHDR chunk, after checking the signature."""
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def assert_png(path, size, dpi=plots.DPI):
+    expected = (round(size[0] * dpi), round(size[1] * dpi))
+    assert png_size(path) == expected
+    pixels = imread(path)                              # decodes: a valid image, not only a header
+    assert pixels.shape[:2] == expected[::-1]
+    assert pixels.std() > 0.01                         # something was drawn
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_reconstructions(tmp_path, rng):
+    path = plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "a.png")
+    assert path == tmp_path / "a.png"
+    assert_png(path, (8, 2.4))
+
+
+def test_samples_and_dpi(tmp_path, rng):
+    assert_png(plots.plot_samples(rng.random((9, D)), tmp_path / "s.png"), (6, 6.4))
+    assert_png(plots.plot_samples(rng.random((4, D)), tmp_path / "s50.png", dpi=50), (6, 6.4), dpi=50)
+
+
+def test_manifold(tmp_path, rng):
+    z_values, points = manifold_grid(3)
+    assert_png(plots.plot_manifold(rng.random((9, D)), z_values, tmp_path / "m.png"), (5.6, 5.8))
+
+
+def test_latent_space(tmp_path, rng):
+    z, labels = rng.standard_normal((50, 2)), rng.integers(0, 10, 50)
+    assert_png(plots.plot_latent_space(z, labels, tmp_path / "l.png"), (7, 6))
+
+
+def test_interpolation(tmp_path, rng):
+    assert_png(plots.plot_interpolation(rng.random((2, 5, D)), tmp_path / "i.png"), (8, 3.2))
+
+
+def test_training_curves(tmp_path, rng):
+    history = [{f"{s}_{k}": float(v) for s in ("train", "test") for k, v in
+                zip(("nelbo", "rec", "kl"), rng.random(3))} for _ in range(3)]
+    assert_png(plots.plot_training_curves(history, tmp_path / "t.png"), (11, 3.6))
+
+
+def test_variational_gap(tmp_path, rng):
+    model = VAE(D, [8], 2, seed=1)
+    x = rng.random((2, D))
+    gaps = exact_gap(model, x, points=41, coarse_points=21)
+    assert_png(plots.plot_variational_gap(gaps, x, tmp_path / "g.png"), (3.4 * 2, 4.4))
+
+
+def test_gradient_estimators(tmp_path, rng):
+    mu, sigma = rng.standard_normal((2, 3)), np.full((2, 3), 0.5)
+    f = lambda z: -0.5 * np.sum(z ** 2, axis=-1)
+    comparison = compare_estimators(f, lambda z: -z, mu, sigma, 5, 20, rng, n_reference=200)
+    assert_png(plots.plot_gradient_estimators(comparison, tmp_path / "e.png"), (13, 4))
+
+
+def test_mosaic_places_tiles_with_padding():
+    images = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)        # 2 x 2 tiles
+    tiles = plots.mosaic(images, pad=1)
+    assert tiles.shape == (2 * 3 - 1, 3 * 3 - 1)
+    np.testing.assert_array_equal(tiles[3:5, 6:8], images[1, 2].reshape(2, 2))
+    assert np.all(tiles[2] == 0) and np.all(tiles[:, 2] == 0)           # the gaps are blank
+
+
+def test_mass_levels_enclose_the_asked_mass():
+    z = np.linspace(-6, 6, 241)
+    h = z[1] - z[0]
+    density = np.exp(-0.5 * (z[:, None] ** 2 + z[None] ** 2)) / (2 * np.pi)
+    levels = plots.mass_levels(density, h * h, masses=(0.9, 0.5))
+    assert np.all(np.diff(levels) > 0)
+    for level, mass in zip(levels, (0.9, 0.5)):
+        # for N(0, I) in 2-D the region {p >= level} is a disc; its mass is 1 - 2 pi level
+        assert 1 - 2 * np.pi * level == pytest.approx(mass, abs=0.01)
+
+
+def test_manifold_grid_is_the_inverse_gaussian_cdf():
+    z_values, points = manifold_grid(4)
+    np.testing.assert_allclose(z_values, [-1.1503494, -0.3186394, 0.3186394, 1.1503494], rtol=1e-6)
+    np.testing.assert_array_equal(points[0], [z_values[0], z_values[-1]])   # top-left: small z_1, large z_2
+    np.testing.assert_array_equal(points[1], [z_values[1], z_values[-1]])   # z_1 grows along a row
+
+
+def test_latent_projection_says_what_it_shows():
+    rng = np.random.default_rng(1)
+    mu2 = rng.standard_normal((30, 2))
+    z, labels = latent_projection(mu2)
+    np.testing.assert_array_equal(z, mu2)
+    assert labels == ("z_1", "z_2")
+    mu5 = rng.standard_normal((30, 5)) * [5, 3, 0.1, 0.1, 0.1]
+    z, labels = latent_projection(mu5)
+    assert z.shape == (30, 2) and "principal component 1" in labels[0]
+    np.testing.assert_allclose(np.var(z, axis=0).sum(), np.var(mu5, axis=0).sum(), rtol=0.02)
+
+
+def test_one_per_class_cycles_through_the_labels():
+    labels = np.array([3, 1, 1, 0, 3, 0, 2])
+    pick = one_per_class(labels, 6, np.random.default_rng(0))
+    np.testing.assert_array_equal(labels[pick], [0, 1, 2, 3, 0, 1])
+
+
+def tiny_figures(out, seed):
+    rng = np.random.default_rng(2)
+    images, labels = rng.random((40, D)).astype(np.float32), np.arange(40) % 10
+    history = [{"train_nelbo": 3.0, "train_rec": 2.0, "train_kl": 1.0},
+               {"train_nelbo": 2.0, "train_rec": 1.5, "train_kl": 0.5}]
+    sizes = dict(n_latent=30, gap_points=31, n_gap=2, grad_repeats=5, grad_reference=50, n_manifold=4)
+    return make_figures(out, model=VAE(D, [8], 3, seed=3), model2d=VAE(D, [8], 2, seed=4),
+                        images=images, labels=labels, history=history, seed=seed, sizes=sizes,
+                        log=lambda _: None)
+
+
+def test_figures_are_reproducible_for_a_seed(tmp_path):
+    first, again, other = (tiny_figures(tmp_path / name, seed) for name, seed in
+                           (("a", 5), ("b", 5), ("c", 6)))
+    assert list(first) == list(FIGURES)
+    for name in FIGURES:
+        assert first[name].read_bytes() == again[name].read_bytes(), name
+    # a different seed draws other images and noise
+    assert first["samples"].read_bytes() != other["samples"].read_bytes()
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="must be a square"):
+        plots.plot_samples(np.zeros((5, D)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="D = side"):
+        plots.plot_samples(np.zeros((4, 15)), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="history is empty"):
+        plots.plot_training_curves([], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="2 originals but 3"):
+        plots.plot_reconstructions(np.zeros((2, D)), np.zeros((3, D)), tmp_path / "x.png")
