@@ -104,24 +104,25 @@ def log_joint_on_grid(model, x, grid, chunk=CHUNK):
                  Bernoulli: log p(x|z) = sum_d [ x_d l_d - softplus(l_d) ],  l = logits(z)
                             = x . l - sum_d softplus(l_d): the second part does not depend on
                             x, so all datapoints share it and the first is one matrix product.
-    The decoder runs on ``chunk`` grid points at a time, in the model's dtype; the
-    likelihood is summed in float64 (the quadrature adds up 10^4-10^5 such numbers).
+    The decoder and the per-pixel terms run in the model's dtype, on ``chunk`` grid points
+    at a time; the sums over pixels are accumulated in float64, and so is all that follows.
     Shapes:      x (N, D), grid of G points -> (N, G) float64
     """
     _check_model(model)
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != model.input_dim:
         raise ValueError(f"x must have shape (N, {model.input_dim}), got {x.shape}")
+    x = x.astype(model.dtype)
     z = grid.points                                                    # (G, 2)
     log_px_z = np.empty((x.shape[0], len(z)))                          # (N, G)
     for start in range(0, len(z), chunk):
         part = slice(start, start + chunk)
         out = model.decode(z[part])                                    # logits (C, D), or (mean, logvar)
         if model.likelihood == "bernoulli":
-            logits = out.astype(np.float64)
-            log_px_z[:, part] = x @ logits.T - softplus(logits).sum(axis=1)   # (N, C)
+            log_px_z[:, part] = x @ out.T                              # x . l            (N, C)
+            log_px_z[:, part] -= softplus(out).sum(axis=1, dtype=np.float64)   # - sum softplus(l)
         else:
-            mean, logvar_x = (o.astype(np.float64)[None] for o in out)       # (1, C, D)
+            mean, logvar_x = (o[None] for o in out)                    # (1, C, D)
             log_px_z[:, part] = gaussian_log_density(x[:, None, :], mean, logvar_x)
     log_pz = gaussian_log_density(z, 0.0, 0.0)                         # (G,)  log N(z; 0, I)
     return log_px_z + log_pz
