@@ -93,14 +93,14 @@ def _as_images(name, images, D=None):
 def plot_reconstructions(originals, reconstructions, path, title=None, dpi=DPI):
     """Figure 1: test images (top row) above their reconstructions (bottom row).
 
-    Size: 8 x 2.4 inches.   Shapes: originals, reconstructions (N, D).
+    Size: 8 x 2.1 inches.   Shapes: originals, reconstructions (N, D).
     """
     originals = _as_images("originals", originals)
     reconstructions = _as_images("reconstructions", reconstructions, originals.shape[1])
     if len(reconstructions) != len(originals):
         raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
-    fig = _figure(8, 2.4)
-    ax = fig.add_axes([0.16, 0.03, 0.82, 0.78])
+    fig = _figure(8, 2.1)
+    ax = fig.add_axes([0.16, 0.03, 0.82, 0.8])
     _show_mosaic(ax, mosaic(np.stack([originals, reconstructions])))
     s = _side(originals.shape[1])
     ax.set_yticks([s / 2, s * 1.5 + 1], ["test image x", "reconstruction"])

@@ -1,6 +1,7 @@
 """demo.py end to end: --quick on tiny data writes every figure and a summary; errors are one line."""
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -72,3 +73,22 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("demo.py: error: ") and "Traceback" not in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path):
+    """SIGINT during training: the trainer saves a checkpoint, the demo says so and exits 130."""
+    out = tmp_path / "o"
+    process = subprocess.Popen([sys.executable, "-u", str(REPO / "demo.py"), "--quick", "--no-download",
+                                "--data-dir", str(tiny_data), "--limit", "100", "--epochs", "100000",
+                                "--out", str(out)], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:                                       # wait until training runs
+            if line.split()[:2] == ["epoch", "1/100000"]:
+                break
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert "demo stopped by Ctrl-C" in err and "Traceback" not in err
+    assert (out / "main" / "checkpoint.npz").is_file()

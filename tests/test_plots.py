@@ -40,7 +40,7 @@ def rng():
 def test_reconstructions(tmp_path, rng):
     path = plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "a.png")
     assert path == tmp_path / "a.png"
-    assert_png(path, (8, 2.4))
+    assert_png(path, (8, 2.1))
 
 
 def test_samples_and_dpi(tmp_path, rng):
