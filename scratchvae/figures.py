@@ -104,6 +104,9 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
         raise ValueError(f"model2d must have a 2-D latent space, got latent_dim={model2d.latent_dim}")
     s = dict(n_recon=10, n_grid=10, n_manifold=16, n_latent=5000, n_pairs=4, n_steps=10, n_gap=4,
              gap_points=201, n_grad=2, grad_samples=10, grad_repeats=500, grad_reference=10_000)
+    unknown = set(sizes or {}) - set(s)
+    if unknown:
+        raise ValueError(f"unknown figure size key(s) {sorted(unknown)}; known: {sorted(s)}")
     s.update(sizes or {})
     images = np.asarray(images, dtype=model.dtype)
     labels = np.asarray(labels)
@@ -127,8 +130,9 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
                                             title="The learned 2-D manifold\n(as Kingma & Welling, Fig. 4)")
 
     subset = rng["latent_space"].permutation(len(images))[:s["n_latent"]]
-    mu, _ = model2d.encode(images[subset])
-    paths["latent_space"] = plots.plot_latent_space(mu, labels[subset], out("latent_space"), class_names=names)
+    z, axis_labels = latent_projection(model2d.encode(images[subset])[0])     # K = 2: z itself
+    paths["latent_space"] = plots.plot_latent_space(z, labels[subset], out("latent_space"),
+                                                    class_names=names, axis_labels=axis_labels)
 
     ends = one_per_class(labels, 2 * s["n_pairs"], rng["interpolation"]).reshape(2, -1)
     paths["interpolation"] = plots.plot_interpolation(

@@ -30,6 +30,11 @@ log p(x) * (1 - q_mass) and rounding:
     ELBO     = h1 h2 sum_g q(z_g|x) [ log p(x, z_g) - log q(z_g|x) ]
     KL       = h1 h2 sum_g q(z_g|x) [ log q(z_g|x) - log p(z_g|x) ]
 
+With grey-level targets (the demo's default, as in the PyTorch example) "p(x|z)" is the
+Bernoulli formula applied to grey values, not a normalised density over grey images: every
+identity here still holds (it holds for any positive p(x|z)), but log p(x) is then not the
+number papers report for binarised MNIST.
+
 Choosing the window (``exact_gap``): a coarse grid over [-R, R]^2, R = max(5, |mu| + 8 sigma)
 (5 prior standard deviations: p(z) there is e^-12.5 of its peak; 8 sigma of q), doubled
 until the posterior has no mass on its edge, finds where p(z|x) lives; the fine grid is
