@@ -136,7 +136,8 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
 
     ends = one_per_class(labels, 2 * s["n_pairs"], rng["interpolation"]).reshape(2, -1)
     paths["interpolation"] = plots.plot_interpolation(
-        interpolation_arrays(model, images[ends[0]], images[ends[1]], s["n_steps"]), out("interpolation"))
+        interpolation_arrays(model, images[ends[0]], images[ends[1]], s["n_steps"]), out("interpolation"),
+        ends=np.stack([images[ends[0]], images[ends[1]]], axis=1))
 
     paths["training_curves"] = plots.plot_training_curves(history, out("training_curves"))
 

@@ -193,23 +193,32 @@ def plot_latent_space(z, labels, path, class_names=None, axis_labels=("z_1", "z_
 
 
 # ------------------------------------------------------------------------------- 5
-def plot_interpolation(images, path, title=None, dpi=DPI):
+def plot_interpolation(images, path, ends=None, title=None, dpi=DPI):
     """Figure 5: rows of decoded images along straight lines in latent space.
 
-    Row r runs from the reconstruction of one test image (left, t = 0) to another's
-    (right, t = 1): x = decoder mean((1 - t) mu_a + t mu_b).
-    Size: 8 x 3.2 inches.   Shapes: images (rows, steps, D).
+    Row r runs from the encoding of one test image x_a (t = 0) to another's x_b (t = 1):
+    x = decoder mean((1 - t) mu_a + t mu_b). If ``ends`` is given, x_a and x_b themselves
+    are drawn at the left and right ends of each row.
+    Size: 8 x 3.2 inches.   Shapes: images (rows, steps, D), ends (rows, 2, D).
     """
     images = np.asarray(images)
     if images.ndim != 3:
         raise ValueError(f"images must have shape (rows, steps, D), got {images.shape}")
     rows, steps, D = images.shape
+    labels = [f"{t:.2g}" for t in np.linspace(0, 1, steps)]
+    if ends is not None:
+        ends = np.asarray(ends)
+        if ends.shape != (rows, 2, D):
+            raise ValueError(f"ends must have shape ({rows}, 2, {D}), got {ends.shape}")
+        blank = np.zeros((rows, 1, D))
+        images = np.concatenate([ends[:, :1], blank, images, blank, ends[:, 1:]], axis=1)
+        labels = ["x_a", "", *labels, "", "x_b"]
     fig = _figure(8, 3.2)
     ax = fig.add_axes([0.03, 0.12, 0.94, 0.72])
     _show_mosaic(ax, mosaic(images))
     s = _side(D)
-    ticks = np.linspace(0, 1, steps)
-    ax.set_xticks(np.arange(steps) * (s + 1) + s / 2, [f"{t:.2g}" for t in ticks], fontsize=8)
+    ax.set_xticks(np.arange(len(labels)) * (s + 1) + s / 2, labels, fontsize=8)
+    ax.tick_params(axis="x", length=0)
     ax.set_xlabel("t   in   z = (1 - t) mu_a + t mu_b")
     fig.suptitle(title or "Interpolation in latent space between two test images", y=0.96)
     return _save(fig, path, dpi)

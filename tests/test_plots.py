@@ -60,6 +60,8 @@ def test_latent_space(tmp_path, rng):
 
 def test_interpolation(tmp_path, rng):
     assert_png(plots.plot_interpolation(rng.random((2, 5, D)), tmp_path / "i.png"), (8, 3.2))
+    assert_png(plots.plot_interpolation(rng.random((2, 5, D)), tmp_path / "j.png",
+                                        ends=rng.random((2, 2, D))), (8, 3.2))
 
 
 def test_training_curves(tmp_path, rng):
