@@ -119,3 +119,16 @@ def test_compare_estimators_is_reproducible_and_shaped():
     np.testing.assert_array_equal(a.reference_mu, b.reference_mu)
     with pytest.raises(ValueError, match="n_repeats >= 2"):
         compare_estimators(f, grad_f, mu, sigma, 4, 1, np.random.default_rng(7))
+
+
+def test_difference_stderr_matches_the_known_variance():
+    """For f = -||z - a||^2 / 2 the pathwise dF/dmu terms are -(z - a): single-sample variance
+    sigma^2, so the average of R S-sample estimates minus an n-sample reference has variance
+    sigma^2 (1 / (R S) + 1 / n)."""
+    rng = np.random.default_rng(8)
+    mu, sigma, a = rng.standard_normal((2, 3)), rng.uniform(0.5, 2.0, (2, 3)), rng.standard_normal(3)
+    f, grad_f = quadratic(a)
+    result = compare_estimators(f, grad_f, mu, sigma, n_samples=10, n_repeats=2000, rng=rng,
+                                n_reference=5000)
+    expected = sigma * np.sqrt(1 / (2000 * 10) + 1 / 5000)
+    np.testing.assert_allclose(result.difference_stderr("reparam", "mu"), expected, rtol=0.1)
