@@ -281,9 +281,9 @@ def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
         raise ValueError(f"need one image per posterior, got {len(gaps)} posteriors and {len(images)} images")
     n = len(gaps)
     fig = _figure(3.4 * n, 4.4)
-    width = 0.8 / n
+    width = 0.77 / n
     for i, (g, image) in enumerate(zip(gaps, images)):
-        ax = fig.add_axes([(i + 0.15) / n, 0.3, width, 0.56])
+        ax = fig.add_axes([(i + 0.19) / n, 0.3, width, 0.56])
         z1, z2, area = g.grid.z1, g.grid.z2, g.grid.cell_area
         p = np.exp(g.log_posterior[0]).reshape(g.grid.shape)
         q = np.exp(g.log_q[0]).reshape(g.grid.shape)
@@ -293,7 +293,7 @@ def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
         ax.set_aspect("equal")
         _zoom(ax, g.grid, [(p, mass_levels(p, area, [0.999])[0]), (q, mass_levels(q, area, [0.999])[0])])
         ax.set_xlabel("z_1", fontsize=9)
-        ax.set_ylabel("z_2", fontsize=9, labelpad=1)
+        ax.set_ylabel("z_2", fontsize=9)
         ax.tick_params(labelsize=7)
         inset = ax.inset_axes([0.0, 0.74, 0.26, 0.26])
         _show_mosaic(inset, mosaic(image[None, None]))
