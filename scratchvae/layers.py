@@ -215,15 +215,18 @@ class MLP:
         return f"MLP({self.name!r}, {self.layers})"
 
 
-def share_one_buffer(named_arrays, dtype):
+def share_one_buffer(named_arrays, dtype, out=None):
     """Copy named arrays into one flat buffer and return (flat, views).
 
     ``views[name]`` is a reshaped view into ``flat``: writing to either writes to both.
     Keeping all parameters (and all gradients) in one contiguous vector lets the
     optimiser update every parameter with a handful of vector operations.
+    ``out``: the flat array to fill (allocated here when None).
     """
     total = sum(a.size for a in named_arrays.values())
-    flat = np.empty(total, dtype=dtype)
+    flat = np.empty(total, dtype=dtype) if out is None else out
+    if flat.shape != (total,):
+        raise ValueError(f"the flat buffer must hold {total} numbers, it has shape {flat.shape}")
     views, start = {}, 0
     for name, a in named_arrays.items():
         view = flat[start:start + a.size].reshape(a.shape)

@@ -23,6 +23,10 @@ class Adam:
         m_hat_t = m_t / (1 - beta1^t)                          (bias corrections: m_0 = v_0 = 0)
         v_hat_t = v_t / (1 - beta2^t)
         theta_t = theta_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
+    Computed as the same expression with both corrections moved onto two scalars
+    (the paper's Section 2, last paragraph), so a step is a few in-place vector passes:
+        alpha_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t) ,  eps_hat_t = eps * sqrt(1 - beta2^t)
+        theta_t = theta_{t-1} - alpha_t * m_t / (sqrt(v_t) + eps_hat_t)
     Source:  D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1.
     Derivation: docs/derivations.md, section 10 (why the bias correction; how step() computes it).
     Defaults are the paper's (and PyTorch's): lr 1e-3, betas (0.9, 0.999), eps 1e-8.
@@ -42,22 +46,36 @@ class Adam:
 
     def step(self):
         """One update of ``params`` in place from the current ``grads``."""
-        g, m, v, tmp = self.grads, self.m, self.v, self._tmp
-        b1, b2 = self.beta1, self.beta2
+        alpha_t, eps_hat_t = self.advance()
+        self.update(slice(None), alpha_t, eps_hat_t)
+
+    def advance(self):
+        """Count the step (t += 1) and return its scalars (alpha_t, eps_hat_t)."""
         self.t += 1
-        t = self.t
-        m *= b1                                                  # m_t = b1 m_{t-1} + (1 - b1) g
-        m += np.multiply(g, 1 - b1, out=tmp)
-        v *= b2                                                  # v_t = b2 v_{t-1} + (1 - b2) g^2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1 - b2
+        correction2 = np.sqrt(1 - self.beta2 ** self.t)          # sqrt(1 - beta2^t)
+        return self.lr * correction2 / (1 - self.beta1 ** self.t), self.eps * correction2
+
+    def update(self, span, alpha_t, eps_hat_t):
+        """Apply step t to ``params[span]``: the moments and the parameter move of Algorithm 1.
+
+        Separate from ``advance`` so that two threads can each update half of the vector
+        (fast.py); ``step`` is ``advance`` then ``update`` of everything.
+        """
+        dtype = self.params.dtype.type
+        b1, b2 = dtype(self.beta1), dtype(self.beta2)
+        g, m, v, tmp, theta = (a[span] for a in (self.grads, self.m, self.v, self._tmp, self.params))
+        m -= g                                                   # m_t = b1 m + (1 - b1) g = g + b1 (m - g)
+        m *= b1
+        m += g
+        np.multiply(g, g, out=tmp)                               # v_t = b2 v + (1 - b2) g^2
+        v -= tmp
+        v *= b2
         v += tmp
-        np.sqrt(v, out=tmp)                                      # sqrt(v_hat) = sqrt(v_t) / sqrt(1 - b2^t)
-        tmp *= 1 / np.sqrt(1 - b2 ** t)
-        tmp += self.eps                                          # sqrt(v_hat) + eps
-        np.divide(m, tmp, out=tmp)                               # m_t / (sqrt(v_hat) + eps)
-        tmp *= self.lr / (1 - b1 ** t)                           # lr m_hat / (sqrt(v_hat) + eps)
-        self.params -= tmp                                       # theta_t
+        np.sqrt(v, out=tmp)                                      # sqrt(v_t) + eps_hat
+        tmp += dtype(eps_hat_t)
+        np.divide(m, tmp, out=tmp)                               # m_t / (sqrt(v_t) + eps_hat)
+        tmp *= dtype(alpha_t)
+        theta -= tmp                                             # theta_t = theta - alpha_t m / (...)
 
     def state_dict(self):
         """Everything needed to continue exactly: step count, moments, hyper-parameters."""

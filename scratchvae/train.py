@@ -45,6 +45,7 @@ import numpy as np
 from .checkpoint import load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
 from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
 from .evaluate import evaluate_nelbo, substream
+from .fast import FusedStep, NonFiniteStep, unsupported_reason
 from .layers import ACTIVATIONS
 from .optim import Adam
 from .vae import LIKELIHOODS, VAE
@@ -106,6 +107,9 @@ class TrainConfig:
     lr: float = 1e-3                      # Adam's learning rate
     epochs: int = 10                      # passes over the training split (the total, also on resume)
     seed: int = 1                         # master seed of every random stream (see the module docstring)
+    # --- speed (see fast.py): neither changes what is computed, beyond float rounding
+    engine: str = "auto"                  # "plain" (vae.py's read-along step), "fused" (fast.py), "auto": fused if it can
+    threads: int = 2                      # CPU cores for the fused step (1 or 2)
     # --- output
     out: Optional[str] = None             # run directory for checkpoint.npz and history.*; None: write nothing
     eval_batch: int = 1000                # images per forward pass when evaluating (memory, not result)
@@ -151,6 +155,8 @@ class TrainConfig:
         need(is_int(self.epochs) and self.epochs >= 1, "epochs", "a positive integer")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
+        need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
+        need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
         self.data_dir = None if self.data_dir is None else str(self.data_dir)
         self.out = None if self.out is None else str(self.out)
         return self
@@ -173,8 +179,11 @@ class TrainConfig:
 
 
 # Fields that may change when a run is resumed: none of them alters what is computed
-# (lr does, and resuming says so). All others must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch")
+# (lr does, and resuming says so; a different engine or thread count changes the float
+# rounding, so the continuation is then equal to the uninterrupted run only up to rounding).
+# All others must match the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
+ENGINES = ("auto", "plain", "fused")
 
 
 def derive_streams(seed):
@@ -201,20 +210,18 @@ def beta_at(step, config, steps_per_epoch):
 # One step: the place a faster fused implementation can be swapped in
 # ---------------------------------------------------------------------------------------
 
-class _NonFinite(Exception):
-    def __init__(self, what):
-        super().__init__(what)
-        self.what = what
-
-
-def _train_step(model, optimizer, x):
+def _train_step(model, optimizer, x, fused=None):
     """One step of gradient descent on the negative ELBO of batch x (B, D).
 
     forward + backward (fills model.dtheta)  ->  divergence guard  ->  optimizer step.
     The guard runs before the update, so parameters never take a non-finite value.
-    Returns (loss, parts) as ``VAE.loss_and_grads``.
+    ``fused`` (a fast.FusedStep) does the same three in one call, with the same numbers.
+    Returns (loss, parts) as ``VAE.loss_and_grads``; raises NonFiniteStep.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # the guard reports these
+        if fused is not None:
+            eps = model.rng.standard_normal((len(x), model.latent_dim), dtype=model.dtype)
+            return fused.step(x, eps)                        # the same eps stream as the plain step
         loss, parts = model.loss_and_grads(x)                # slide 15, and its gradient
         _check_finite(model, loss, parts)
     optimizer.step()                                         # theta <- theta - lr * Adam direction
@@ -222,12 +229,12 @@ def _train_step(model, optimizer, x):
 
 
 def _check_finite(model, loss, parts):
-    """Raise _NonFinite describing the first non-finite quantity (loss, then gradient)."""
+    """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient)."""
     if not math.isfinite(loss):
-        raise _NonFinite(f"loss is {loss} (rec {parts['rec']}, KL {parts['kl']})")
+        raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}, KL {parts['kl']})")
     if not np.isfinite(model.dtheta.sum()):                  # one cheap reduction: inf/nan propagate
         bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), "?")
-        raise _NonFinite(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
+        raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +311,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
 
     x_buffer = np.empty((config.batch_size, D), dtype=np.float32)   # every batch lands here
     session_epoch_seconds = []
-    with _ctrl_c_sets_flag() as interrupt:
+    with _ctrl_c_sets_flag() as interrupt, _engine(config, model, optimizer) as fused:
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
@@ -318,8 +325,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
             for step, x in enumerate(batches, start=first_step):
                 model.beta = beta_at(global_step, config, steps_per_epoch)
                 try:
-                    loss, parts = _train_step(model, optimizer, x)
-                except _NonFinite as e:
+                    loss, parts = _train_step(model, optimizer, x, fused)
+                except NonFiniteStep as e:
                     raise TrainingDiverged(_diverged_message(e.what, epoch, step, steps_per_epoch,
                                                              global_step + 1, config, ckpt_path, last_saved)) from None
                 global_step += 1
@@ -451,6 +458,19 @@ def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
 
 
 @contextmanager
+def _engine(config, model, optimizer):
+    """The fused step (fast.py) if config.engine allows it and the model fits it, else None."""
+    reason = unsupported_reason(model)
+    if config.engine == "fused" and reason:
+        raise ConfigError(f"engine 'fused' cannot train this model: {reason}; use engine 'plain' or 'auto'")
+    if config.engine == "plain" or reason:
+        yield None
+        return
+    with FusedStep(model, optimizer, config.batch_size, workers=config.threads) as fused:
+        yield fused
+
+
+@contextmanager
 def _ctrl_c_sets_flag():
     """While training, the first Ctrl-C only sets ``flag.requested`` (the loop then saves at
     the next step boundary and stops); a second Ctrl-C raises KeyboardInterrupt at once.
@@ -483,11 +503,18 @@ def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, positi
     text = (f"VAE {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
             f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
             f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
-            f"seed {config.seed}")
+            f"seed {config.seed}; {_engine_name(model, config)} step")
     if position["epochs_done"] or position["step_in_epoch"]:
         text += (f"\nresuming after epoch {position['epochs_done']}"
                  + (f", step {position['step_in_epoch']}" if position["step_in_epoch"] else ""))
     return text + (f"\ncheckpoints: {ckpt_path}" if ckpt_path is not None else "")
+
+
+def _engine_name(model, config):
+    reason = unsupported_reason(model)
+    if config.engine == "plain" or reason:
+        return "plain (vae.py)" + (f" -- not fused: {reason}" if config.engine == "auto" and reason else "")
+    return f"fused (fast.py, {config.threads} {'core' if config.threads == 1 else 'cores'})"
 
 
 def _duration(seconds):

@@ -99,16 +99,31 @@ class VAE:
                 + [(f"dec.{d.name}", d) for d in self.decoder.dense_layers]
                 + [(f"dec.{d.name}", d) for d in self.dec_heads])
 
-    def _bind_flat_buffers(self):
-        """Move every weight and gradient into one flat vector (theta, dtheta) with named views."""
+    def _bind_flat_buffers(self, theta=None, dtheta=None):
+        """Move every weight and gradient into one flat vector (theta, dtheta) with named views.
+
+        Each bias lands right after its weight, so [W; b] is one (D_in + 1, D_out) block of
+        theta (fast.py relies on this). ``theta``/``dtheta``, if given, are the flat arrays
+        to use (e.g. in shared memory); the current values are copied into them.
+        """
         layers = self._named_dense_layers()
         named = {f"{prefix}.{k}": d.params[k] for prefix, d in layers for k in ("W", "b")}
-        self.theta, self.params = share_one_buffer(named, self.dtype)
-        zeros = {name: np.zeros_like(a) for name, a in named.items()}
-        self.dtheta, self.grads = share_one_buffer(zeros, self.dtype)
+        self.theta, self.params = share_one_buffer(named, self.dtype, out=theta)
+        grads = {f"{prefix}.{k}": d.grads[k] for prefix, d in layers for k in ("W", "b")}
+        self.dtheta, self.grads = share_one_buffer(grads, self.dtype, out=dtheta)
         for prefix, d in layers:
             for k in ("W", "b"):
                 d.params[k], d.grads[k] = self.params[f"{prefix}.{k}"], self.grads[f"{prefix}.{k}"]
+
+    def use_buffers(self, theta, dtheta):
+        """Keep the parameters and gradients in the given flat arrays from now on (values copied).
+
+        Anything holding the old ``model.theta`` (an optimiser) must be pointed at the new one.
+        """
+        for name, a in (("theta", theta), ("dtheta", dtheta)):
+            if a.shape != self.theta.shape or a.dtype != self.dtype or not a.flags.c_contiguous:
+                raise ValueError(f"{name} must be a contiguous {self.dtype} vector of {self.theta.size}")
+        self._bind_flat_buffers(theta, dtheta)
 
     def config(self):
         """The constructor arguments (without seed), enough to rebuild the architecture."""

@@ -29,12 +29,17 @@ IMAGES = synthetic_images(190)
 TRAIN, TEST = IMAGES[:150], IMAGES[150:]
 
 
-def small_config(**changes):
+def small_config(engine="plain", **changes):
     """10 steps per epoch (the last batch smaller), dynamic binarisation, L = 2 and a KL
-    warm-up: every random stream and schedule that resuming must reproduce is in use."""
+    warm-up: every random stream and schedule that resuming must reproduce is in use.
+    engine="fused" trains with fast.py's fused step, which draws L = 1."""
     base = dict(hidden=[12], latent=3, batch_size=16, epochs=3, lr=3e-3, binarize="dynamic",
-                n_samples=2, warmup_epochs=1.5, eval_batch=25, seed=7)
+                n_samples=2 if engine == "plain" else 1, warmup_epochs=1.5, eval_batch=25, seed=7,
+                engine=engine)
     return TrainConfig(**{**base, **changes})
+
+
+ENGINES = ["plain", "fused"]
 
 
 def run(config, **kwargs):
@@ -52,6 +57,7 @@ def without_timing(history):
     ("activation", "gelu"), ("likelihood", "poisson"), ("n_samples", 0), ("beta", -1.0),
     ("beta", float("nan")), ("warmup_epochs", -2), ("batch_size", 0), ("lr", 0.0),
     ("lr", float("inf")), ("epochs", 0), ("seed", -1), ("eval_batch", 0), ("download", "no"),
+    ("engine", "turbo"), ("threads", 3),
 ])
 def test_each_bad_field_is_named(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -120,32 +126,34 @@ def test_a_fresh_run_does_not_overwrite_a_checkpoint_unless_asked(tmp_path):
 
 
 # ------------------------------------------------------------------ exact resume
-def test_resume_from_an_epoch_end_is_bit_for_bit(tmp_path):
-    full_model, full = run(small_config(epochs=3))
-    run(small_config(epochs=1, out=tmp_path))
-    resumed_model, resumed = run(small_config(epochs=3, out=tmp_path), resume=tmp_path / "checkpoint.npz")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_resume_from_an_epoch_end_is_bit_for_bit(tmp_path, engine):
+    full_model, full = run(small_config(engine, epochs=3))
+    run(small_config(engine, epochs=1, out=tmp_path))
+    resumed_model, resumed = run(small_config(engine, epochs=3, out=tmp_path), resume=tmp_path / "checkpoint.npz")
     assert without_timing(resumed) == without_timing(full)
     assert np.array_equal(resumed_model.theta, full_model.theta)
     assert resumed_model.rng.bit_generator.state == full_model.rng.bit_generator.state
 
 
-def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch, engine):
     """A real SIGINT during step 4 of epoch 2: the step completes, the state is saved, and
     resuming gives the uninterrupted run exactly."""
-    full_model, full = run(small_config(epochs=3))
+    full_model, full = run(small_config(engine, epochs=3))
 
     calls = {"n": 0}
     real_step = train_module._train_step
 
-    def step_then_ctrl_c(model, optimizer, x):
+    def step_then_ctrl_c(model, optimizer, x, fused):
         calls["n"] += 1
         if calls["n"] == 10 + 4:                              # epoch 2, step 4 (10 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(model, optimizer, x)
+        return real_step(model, optimizer, x, fused)
 
     monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
     with pytest.raises(TrainingInterrupted) as stopped:
-        run(small_config(epochs=3, out=tmp_path))
+        run(small_config(engine, epochs=3, out=tmp_path))
     monkeypatch.undo()
     assert (stopped.value.epoch, stopped.value.step) == (2, 4)
     assert stopped.value.checkpoint == tmp_path / "checkpoint.npz"
@@ -173,12 +181,13 @@ def test_resume_refuses_a_different_run(tmp_path):
 
 
 # ------------------------------------------------------------------ divergence guard
-def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpoint(tmp_path):
-    run(small_config(epochs=1, out=tmp_path))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpoint(tmp_path, engine):
+    run(small_config(engine, epochs=1, out=tmp_path))
     path = tmp_path / "checkpoint.npz"
     before = path.read_bytes()
     with pytest.raises(TrainingDiverged) as diverged:
-        run(small_config(epochs=3, lr=1e4, out=tmp_path), resume=path)
+        run(small_config(engine, epochs=3, lr=1e4, out=tmp_path), resume=path)
     message = str(diverged.value)
     assert "diverged at epoch 2, step" in message and "global step 1" in message
     assert "loss is" in message or "gradient" in message
@@ -204,9 +213,21 @@ def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
     from scratchvae import Adam
     adam = Adam(optimizer_model.theta, optimizer_model.dtheta)
     theta = optimizer_model.theta.copy()
-    with pytest.raises(train_module._NonFinite):
+    with pytest.raises(train_module.NonFiniteStep):
         train_module._train_step(optimizer_model, adam, TRAIN[:16].astype(np.float32) / 255)
     assert np.array_equal(optimizer_model.theta, theta) and adam.t == 0
+
+
+def test_the_fused_step_guards_before_the_update_too():
+    from scratchvae import Adam
+    from scratchvae.fast import FusedStep
+    model = VAE(36, [12], 3, seed=0)
+    adam = Adam(model.theta, model.dtheta)
+    model.params["dec.logits.b"][3] = np.nan                  # poisons the loss of every image
+    theta = model.theta.copy()
+    with FusedStep(model, adam, 16) as fused, pytest.raises(train_module.NonFiniteStep, match="loss is nan"):
+        train_module._train_step(model, adam, TRAIN[:16].astype(np.float32) / 255, fused)
+    assert np.array_equal(model.theta, theta, equal_nan=True) and adam.t == 0
 
 
 # ------------------------------------------------------------------ progress output

@@ -1,0 +1,595 @@
+"""The fused training step: the numbers of vae.py and optim.py, computed about twice as fast.
+
+Read vae.py first: this file computes exactly what ``VAE.loss_and_grads`` followed by
+``Adam.step`` compute, for the PyTorch example's architecture (one hidden layer, ReLU,
+Bernoulli decoder, one z per datapoint; any sizes D, H, K, any beta), and
+tests/test_fast.py checks that the two agree and that its gradients pass the finite-
+difference check. Nothing here is new mathematics; it is how to feed a 2-core CPU.
+
+    encoder   h1 = relu(x W1 + b1) ;  mu = h1 Wmu + bmu ;  logvar = h1 Wlv + blv
+    sample    sigma = exp(logvar / 2) ;  z = mu + sigma * eps
+    decoder   h3 = relu(z W3 + b3) ;  logits l = h3 W4 + b4
+    loss      mean_n [ sum_d (softplus(l) - x l) + beta * 1/2 sum_j (mu^2 + sigma^2 - 1 - logvar) ]
+    backward  dl = (sigmoid(l) - x) / B ;  dh3 = dl W4^T ;  da3 = dh3 [h3 > 0] ;  dz = da3 W3^T
+              dmu = dz + beta mu / B ;  dlogvar = 1/2 (dz sigma eps + beta (sigma^2 - 1) / B)
+              da1 = (dmu Wmu^T + dlogvar Wlv^T) [h1 > 0]
+              dW = a^T d and db = sum_n d for each layer (a its input, d its output gradient)
+
+How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the numbers):
+
+* Two workers, each with a single-threaded BLAS, instead of one worker with a 2-thread
+  BLAS. Phase 1: each worker runs forward and backward for its half of the batch rows
+  (everything that is per datapoint). Phase 2: each worker computes the full-batch
+  gradients of the layers it owns -- worker 0 the encoder, worker 1 the decoder, the two
+  halves of the flat vector theta -- and runs Adam on that half. Nothing is summed
+  across workers, and no two workers write the same memory.
+* Worker 1 is, by default on Linux, a forked process sharing every array through
+  anonymous shared memory, and the two hand work over by spinning on shared counters
+  (about a microsecond). A helper thread works too (NumPy releases the GIL in its
+  loops and matrix products) but each hand-over through a lock costs tens of
+  microseconds on a VM whose idle cores sleep, and the two threads also queue for the GIL.
+* Every array is allocated once; every ufunc and product writes into it with ``out=``.
+* Each bias sits right after its weight in theta, so [W; b] is one (D_in + 1, D_out)
+  matrix, and a @ W + b is [a, 1] @ [W; b]: bias additions and bias gradients become
+  part of the matrix products.
+* The loss needs only sums: sum_d x l is a BLAS dot product, and
+  sum softplus(l) = sum max(l, 0) - sum log max(s, 1 - s) with s = sigmoid(l) (already
+  needed for dl), the log taken once per product of 64 numbers in [0.5, 1].
+"""
+import ctypes
+import glob
+import math
+import mmap
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# What can be fused
+# ---------------------------------------------------------------------------------------
+
+
+def unsupported_reason(model):
+    """None if the fused step computes this model's loss, otherwise why not (a sentence)."""
+    if len(model.hidden_dims) != 1:
+        return f"it has {len(model.hidden_dims)} hidden layers (the fused step handles one)"
+    if model.activation != "relu":
+        return f"its activation is {model.activation} (the fused step handles relu)"
+    if model.likelihood != "bernoulli":
+        return f"its likelihood is {model.likelihood} (the fused step handles bernoulli)"
+    if model.n_samples != 1:
+        return f"it draws L = {model.n_samples} samples of z (the fused step draws one)"
+    return None
+
+
+class NonFiniteStep(Exception):
+    """The loss or a gradient of a fused step was inf or nan; ``what`` says which."""
+
+    def __init__(self, what):
+        super().__init__(what)
+        self.what = what
+
+
+# ---------------------------------------------------------------------------------------
+# Memory both workers see, and the BLAS thread count
+# ---------------------------------------------------------------------------------------
+
+class SharedArena:
+    """Arrays carved out of one anonymous shared mmap: a forked child sees the same memory."""
+
+    def __init__(self, nbytes):
+        self.buffer = mmap.mmap(-1, max(int(nbytes), 1))
+        self.used = 0
+
+    def empty(self, shape, dtype=np.float32):
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        start = (self.used + 63) // 64 * 64                      # cache-line aligned
+        count = math.prod(shape)
+        if start + count * dtype.itemsize > len(self.buffer):
+            raise MemoryError("SharedArena is full (sizing bug in fast.py)")
+        self.used = start + count * dtype.itemsize
+        return np.frombuffer(self.buffer, dtype, count, start).reshape(shape)
+
+
+class _PrivateArena:
+    """The same interface over ordinary memory, for the single-process backends."""
+
+    @staticmethod
+    def empty(shape, dtype=np.float32):
+        return np.empty(shape, dtype)
+
+
+def _openblas_threads_functions():
+    """(set, get) for the thread count of NumPy's bundled OpenBLAS, or (None, None).
+
+    NumPy's wheels ship OpenBLAS with prefixed symbols (scipy_openblas_set_num_threads64_);
+    other builds export openblas_set_num_threads. It is process-global.
+    """
+    root = os.path.dirname(os.path.dirname(np.__file__))
+    candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*.so*")))
+    candidates += sorted(glob.glob(os.path.join(root, "numpy", ".dylibs", "*openblas*")))
+    names = [(f"{p}openblas{m}_set_num_threads{s}", f"{p}openblas{m}_get_num_threads{s}")
+             for p, m, s in (("scipy_", "", "64_"), ("scipy_", "", "_64_"), ("", "", "64_"), ("", "", ""))]
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)                              # already loaded by NumPy
+        except OSError:
+            continue
+        for set_name, get_name in names:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                return setter, getter
+    return None, None
+
+
+_SET_BLAS_THREADS, _GET_BLAS_THREADS = _openblas_threads_functions()
+
+
+def set_blas_threads(n):
+    """Set OpenBLAS's thread count; return the previous one (None if it cannot be set)."""
+    if _SET_BLAS_THREADS is None:
+        return None
+    previous = _GET_BLAS_THREADS()
+    _SET_BLAS_THREADS(int(n))
+    return previous
+
+
+# ---------------------------------------------------------------------------------------
+# One worker: its rows of the batch in phase 1, its layers in phase 2
+# ---------------------------------------------------------------------------------------
+
+class _Worker:
+    def __init__(self, step, index, rows, span):
+        D, H, K, dt = step.D, step.H, step.K, step.dtype
+        self.step, self.index, self.span = step, index, span
+        self.e, self.s, self.t = (np.empty((rows, D), dt) for _ in range(3))   # sigmoid scratch
+        self.zeros_h, self.zeros_d = np.zeros((rows, H), dt), np.zeros((rows, D), dt)
+        self.mask = np.empty((rows, H), bool)
+        self.noise, self.sq, self.dz = (np.empty((rows, K), dt) for _ in range(3))
+        self.partial = (0.0, 0.0)                                # (rec sum, kl sum) of my rows
+
+    def forward_backward(self, r0, r1):
+        """Phase 1 for batch rows [r0, r1): forward, loss sums, backward down to da1."""
+        st, P, A = self.step, self.step.P, self.step.A
+        n, H, K = r1 - r0, st.H, st.K
+        if n <= 0:
+            self.partial = (0.0, 0.0)
+            return
+        dt, inv_b, beta = st.dtype.type, st.inv_b, st.beta
+        x, eps = st.x[r0:r1], st.eps[r0:r1]                      # (n, D), (n, K)
+        zeros, mask = self.zeros_h[:n], self.mask[:n]
+
+        # encoder: h1 = relu(x W1 + b1);  mu = [h1, 1] [Wmu; bmu];  logvar = [h1, 1] [Wlv; blv]
+        h1a = st.h1a[r0:r1]
+        h1 = h1a[:, :H]
+        np.matmul(x, P["enc.fc1.W"], out=h1)
+        np.add(h1, P["enc.fc1.b"], out=h1)
+        np.maximum(h1, zeros, out=h1)
+        mu, logvar = st.mu[r0:r1], st.logvar[r0:r1]
+        np.matmul(h1a, A["enc.mu"], out=mu)
+        np.matmul(h1a, A["enc.logvar"], out=logvar)
+        # reparameterisation: sigma = exp(logvar / 2);  z = mu + sigma * eps
+        sigma, za = st.sigma[r0:r1], st.za[r0:r1]
+        np.multiply(logvar, dt(0.5), out=sigma)
+        np.exp(sigma, out=sigma)
+        noise = self.noise[:n]
+        np.multiply(sigma, eps, out=noise)                       # sigma * eps, kept for the backward
+        np.add(mu, noise, out=za[:, :K])
+        # KL of these rows: 1/2 sum (mu^2 + sigma^2 - 1 - logvar)
+        sq = self.sq[:n]
+        np.multiply(sigma, sigma, out=sq)
+        kl = 0.5 * (float(np.vdot(mu, mu)) + float(sq.sum()) - float(logvar.sum()) - n * K)
+
+        # decoder: h3 = relu([z, 1] [W3; b3]);  l = [h3, 1] [W4; b4]
+        h3a = st.h3a[r0:r1]
+        h3 = h3a[:, :H]
+        np.matmul(za, A["dec.fc1"], out=h3)
+        np.maximum(h3, zeros, out=h3)
+        logits = st.logits[r0:r1]
+        np.matmul(h3a, A["dec.logits"], out=logits)
+
+        # sigmoid s = 1 - r with r = 1 / (1 + exp(l)); exp overflowing to inf gives r = 0: right
+        e, s, t = self.e[:n], self.s[:n], self.t[:n]
+        with np.errstate(over="ignore"):
+            np.exp(logits, out=e)
+        np.add(e, dt(1), out=e)
+        r = np.divide(dt(1), e, out=e)
+        np.subtract(dt(1), r, out=s)
+        dl = st.dl[r0:r1]
+        np.subtract(s, x, out=dl)
+        np.multiply(dl, inv_b, out=dl)                           # dl = (sigmoid(l) - x) / B
+        # rec = sum softplus(l) - sum x l, with softplus(l) = max(l, 0) - log max(s, 1 - s);
+        # max(s, 1 - s) is in [0.5, 1], so a product of 64 of them stays above 0.5^64 = 5e-20
+        np.maximum(s, r, out=t)
+        flat = t.reshape(-1)
+        k = flat.size // 64
+        log_max = float(np.log(np.multiply.reduce(flat[:64 * k].reshape(64, k), axis=0)).sum())
+        log_max += float(np.log(flat[64 * k:]).sum())
+        np.maximum(logits, self.zeros_d[:n], out=t)
+        rec = float(t.sum()) - log_max - float(np.vdot(x, logits))
+        self.partial = (rec, kl)
+
+        # backward through the decoder: da3 = (dl W4^T) [h3 > 0];  dz = da3 W3^T
+        da3 = st.da3[r0:r1]
+        np.matmul(dl, P["dec.logits.W"].T, out=da3)
+        np.greater(h3, 0, out=mask)
+        np.multiply(da3, mask, out=da3)
+        dz = self.dz[:n]
+        np.matmul(da3, P["dec.fc1.W"].T, out=dz)
+        # through z = mu + sigma * eps and the KL: dmu, dlogvar
+        dmu, dlogvar = st.dmu[r0:r1], st.dlogvar[r0:r1]
+        np.multiply(mu, dt(beta) * inv_b, out=dmu)
+        np.add(dmu, dz, out=dmu)                                 # dmu = dz + beta mu / B
+        np.multiply(dz, noise, out=dlogvar)                      # dz sigma eps
+        np.subtract(sq, dt(1), out=sq)
+        np.multiply(sq, dt(beta) * inv_b, out=sq)
+        np.add(dlogvar, sq, out=dlogvar)
+        np.multiply(dlogvar, dt(0.5), out=dlogvar)               # dlogvar = (dz sigma eps + beta (sigma^2 - 1) / B) / 2
+        # through both heads into the hidden layer: da1 = (dmu Wmu^T + dlogvar Wlv^T) [h1 > 0]
+        da1 = st.da1[r0:r1]
+        np.matmul(dmu, P["enc.mu.W"].T, out=da1)
+        da1 += np.matmul(dlogvar, P["enc.logvar.W"].T, out=self.e[:n, :H])
+        np.greater(h1, 0, out=mask)
+        np.multiply(da1, mask, out=da1)
+
+    def gradients_and_update(self, b, update, alpha_t, eps_hat_t):
+        """Phase 2: this worker's layers' gradients over the whole batch, then Adam on its span.
+
+        Returns False (and leaves its parameters alone) when its gradient is not finite.
+        """
+        st, G = self.step, self.step.G
+        if self.index == 0:                                      # encoder: dW = a^T d, with [a, 1] for bias
+            np.matmul(st.x[:b].T, st.da1[:b], out=G["enc.fc1.W"])
+            np.matmul(st.ones[:b], st.da1[:b], out=G["enc.fc1.b"])
+            np.matmul(st.h1a[:b].T, st.dmu[:b], out=G["enc.mu"])
+            np.matmul(st.h1a[:b].T, st.dlogvar[:b], out=G["enc.logvar"])
+        else:                                                    # decoder
+            np.matmul(st.za[:b].T, st.da3[:b], out=G["dec.fc1"])
+            np.matmul(st.h3a[:b].T, st.dl[:b], out=G["dec.logits"])
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = bool(np.isfinite(st.dtheta[self.span].sum()))
+        if finite and update:
+            st.optimizer.update(self.span, alpha_t, eps_hat_t)
+        return finite
+
+
+# ---------------------------------------------------------------------------------------
+# The fused step
+# ---------------------------------------------------------------------------------------
+
+class FusedStep:
+    """Forward, backward and Adam for a batch, in place on ``model.theta``.
+
+    ``step(x, eps)`` does what ``model.loss_and_grads(x, eps)`` then ``optimizer.step()`` do
+    and returns the same ``(loss, parts)``; ``loss_and_grads(x, eps)`` stops before Adam.
+    x (b, D) float in [0, 1] with b <= batch_size, eps (b, K) standard normal.
+    A non-finite loss or gradient raises ``NonFiniteStep`` before Adam touches the
+    parameters (of the half whose gradient is not finite: each worker checks its own).
+
+    workers : 1 runs everything in the calling thread (BLAS threads untouched);
+              2 (default) adds a second worker and sets BLAS to one thread until close().
+    backend : "process" (a forked helper, Linux), "thread", or "auto" (process on Linux).
+    Use it as a context manager, or call close(): it stops the helper and restores BLAS.
+    While a process backend is open, model.theta / dtheta and Adam's moments live in
+    shared memory (their values are copied there; the model keeps working after close).
+    """
+
+    def __init__(self, model, optimizer, batch_size, workers=2, backend="auto"):
+        reason = unsupported_reason(model)
+        if reason:
+            raise ValueError(f"the fused step cannot train this model: {reason}")
+        if workers not in (1, 2):
+            raise ValueError(f"workers must be 1 or 2, got {workers!r}")
+        if backend == "auto":
+            backend = "process" if sys.platform.startswith("linux") else "thread"
+        if backend not in ("process", "thread"):
+            raise ValueError(f"backend must be 'auto', 'process' or 'thread', got {backend!r}")
+        if optimizer.params is not model.theta or optimizer.grads is not model.dtheta:
+            raise ValueError("the optimiser must update model.theta from model.dtheta")
+        self.model, self.optimizer = model, optimizer
+        self.D, self.H, self.K = model.input_dim, model.hidden_dims[0], model.latent_dim
+        self.dtype, self.batch_size = model.dtype, int(batch_size)
+        self.beta = model.beta
+        self.process = workers == 2 and backend == "process"
+        B, D, H, K, dt = self.batch_size, self.D, self.H, self.K, self.dtype
+        arena = SharedArena(self._shared_bytes()) if self.process else _PrivateArena()
+        if self.process:                                         # parameters, gradients, moments
+            model.use_buffers(arena.empty(model.theta.size, dt), arena.empty(model.theta.size, dt))
+            optimizer.params, optimizer.grads = model.theta, model.dtheta
+            for name in ("m", "v", "_tmp"):
+                moved = arena.empty(model.theta.size, dt)
+                moved[...] = getattr(optimizer, name)
+                setattr(optimizer, name, moved)
+        self.dtheta = model.dtheta
+        self.P = model.params                                    # named views: W (D_in, D_out), b (D_out,)
+        self.A = _augmented(model.theta, model.params)           # [W; b] views, (D_in + 1, D_out)
+        self.G = {**model.grads, **_augmented(model.dtheta, model.grads)}
+        # the batch and every per-row array both workers touch
+        self.x, self.eps = arena.empty((B, D), dt), arena.empty((B, K), dt)
+        self.h1a, self.za, self.h3a = arena.empty((B, H + 1), dt), arena.empty((B, K + 1), dt), arena.empty((B, H + 1), dt)
+        for a in (self.h1a, self.za, self.h3a):                  # [h1, 1], [z, 1], [h3, 1]
+            a[:, -1] = 1
+        self.mu, self.logvar, self.sigma = (arena.empty((B, K), dt) for _ in range(3))
+        self.dmu, self.dlogvar = arena.empty((B, K), dt), arena.empty((B, K), dt)
+        self.logits, self.dl = arena.empty((B, D), dt), arena.empty((B, D), dt)
+        self.da1, self.da3 = arena.empty((B, H), dt), arena.empty((B, H), dt)
+        self.ones = np.ones(B, dt)
+        split = _offset(model.params["dec.fc1.W"], model.theta)  # encoder = theta[:split], decoder = the rest
+        rows = (B + 1) // 2 if workers == 2 else B
+        self.workers = [_Worker(self, 0, rows, slice(0, split)),
+                        _Worker(self, 1, rows, slice(split, model.theta.size))]
+        self.n_workers = workers
+        self._previous_blas = set_blas_threads(1) if workers == 2 else None
+        self._pid = self._thread = None
+        if workers == 2 and self.process:
+            self._start_process(arena)
+        elif workers == 2:
+            self._start_thread()
+
+    # ------------------------------------------------------------------ public
+    def loss_and_grads(self, x, eps):
+        """Forward and backward only: fills model.dtheta, returns (loss, parts); no Adam."""
+        return self._run(x, eps, update=False)
+
+    def step(self, x, eps):
+        """Forward, backward, divergence check and Adam: returns (loss, parts)."""
+        return self._run(x, eps, update=True)
+
+    def close(self):
+        """Stop the helper (even one left mid-step by an exception) and restore BLAS threads."""
+        if self._thread is not None:
+            self._stop = True
+            self._go.release()
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._pid:
+            self.ctl[_STOP] = 1
+            self.ctl[_GO] += 1
+            deadline = time.monotonic() + 2.0
+            while os.waitpid(self._pid, os.WNOHANG)[0] == 0:
+                if time.monotonic() > deadline:                  # stuck: it was left mid-step
+                    os.kill(self._pid, 9)
+                    os.waitpid(self._pid, 0)
+                    break
+                time.sleep(0.001)
+            self._pid = None
+        if self._previous_blas is not None:
+            set_blas_threads(self._previous_blas)
+            self._previous_blas = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ one step
+    def _run(self, x, eps, update):
+        b = len(x)
+        if not (0 < b <= self.batch_size and np.shape(x) == (b, self.D) and np.shape(eps) == (b, self.K)):
+            raise ValueError(f"x must be (b, {self.D}) and eps (b, {self.K}) with 0 < b <= "
+                             f"{self.batch_size}, got {np.shape(x)} and {np.shape(eps)}")
+        np.copyto(self.x[:b], x)                                 # into the (shared) batch buffers
+        np.copyto(self.eps[:b], eps)
+        self.beta = self.model.beta                              # the trainer may ramp it (KL warm-up)
+        self.inv_b = self.dtype.type(1.0 / b)
+        if update:
+            alpha_t, eps_hat_t = self.optimizer.advance()
+        else:
+            alpha_t = eps_hat_t = 0.0
+        half = (b + 1) // 2 if self.n_workers == 2 else b
+        with np.errstate(all="ignore"):                          # inf / nan are reported below
+            if self.n_workers == 1:
+                finite = self._one_worker(b, update, alpha_t, eps_hat_t)
+            elif self.process:
+                finite = self._process_step(b, half, update, alpha_t, eps_hat_t)
+            else:
+                finite = self._thread_step(b, half, update, alpha_t, eps_hat_t)
+        rec = sum(w.partial[0] for w in self.workers) / b
+        kl = sum(w.partial[1] for w in self.workers) / b
+        loss = rec + self.beta * kl
+        if finite is None:                                       # phase 1 gave a non-finite loss
+            if update:
+                self.optimizer.t -= 1                            # the step was not taken
+            raise NonFiniteStep(f"loss is {loss} (rec {rec}, KL {kl})")
+        if not all(finite):
+            if update:
+                self.optimizer.t -= 1
+            bad = next(n for n, g in self.model.grads.items() if not np.isfinite(g).all())
+            raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
+        parts = {"rec": rec, "kl": kl, "nelbo": rec + kl, "elbo": -(rec + kl)}
+        return float(loss), parts
+
+    def _loss_is_finite(self):
+        return all(math.isfinite(w.partial[0]) and math.isfinite(w.partial[1]) for w in self.workers)
+
+    def _one_worker(self, b, update, alpha_t, eps_hat_t):
+        w0, w1 = self.workers
+        w0.forward_backward(0, b)
+        w1.partial = (0.0, 0.0)
+        if not self._loss_is_finite():
+            return None
+        return [w.gradients_and_update(b, update, alpha_t, eps_hat_t) for w in self.workers]
+
+    # ---- backend "thread": worker 1 is a helper thread; hand-overs through locks ----------
+    # Both workers publish their loss sums before the mid-step hand-over, so each can see
+    # whether the batch's loss is finite and skip its Adam half when it is not.
+    def _start_thread(self):
+        # plain locks used as binary semaphores, each created held
+        self._go, self._phase1_0, self._phase1_1, self._done = (threading.Lock() for _ in range(4))
+        for lock in (self._go, self._phase1_0, self._phase1_1, self._done):
+            lock.acquire()
+        self._stop, self._error = False, None
+        self._thread = threading.Thread(target=self._thread_loop, name="scratchvae-fused-step", daemon=True)
+        self._thread.start()
+
+    def _thread_step(self, b, half, update, alpha_t, eps_hat_t):
+        w0 = self.workers[0]
+        self._job = (b, half, update, alpha_t, eps_hat_t)
+        self._go.release()
+        w0.forward_backward(0, half)
+        self._phase1_0.release()                                 # my rows are done ...
+        self._phase1_1.acquire()                                 # ... and so are the helper's
+        proceed = self._error is None and self._loss_is_finite()
+        finite_0 = w0.gradients_and_update(b, update, alpha_t, eps_hat_t) if proceed else None
+        self._done.acquire()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError("the fused step's helper thread failed") from error
+        return [finite_0, self._finite_1] if proceed else None
+
+    def _thread_loop(self):
+        with np.errstate(all="ignore"):                          # the calling thread reports inf / nan
+            self._thread_loop_body()
+
+    def _thread_loop_body(self):
+        w1 = self.workers[1]
+        while True:
+            self._go.acquire()
+            if self._stop:
+                return
+            b, half, update, alpha_t, eps_hat_t = self._job
+            try:
+                w1.forward_backward(half, b)
+            except BaseException as error:                       # re-raised in the calling thread
+                self._error, w1.partial = error, (math.nan, math.nan)
+            self._phase1_1.release()
+            self._phase1_0.acquire()
+            if self._error is None and self._loss_is_finite():
+                try:
+                    self._finite_1 = w1.gradients_and_update(b, update, alpha_t, eps_hat_t)
+                except BaseException as error:
+                    self._error = error
+            self._done.release()
+
+    # ---- backend "process": worker 1 is a forked process; hand-overs by shared counters ----
+    # A worker announces "step s has reached point k" by storing s in ctl[k]; the other
+    # spins until it reads s there. Scalars travel in fl (float64); both live in the arena.
+    def _shared_bytes(self):
+        B, D, H, K, n = self.batch_size, self.D, self.H, self.K, self.model.theta.size
+        per_row = 4 * D + 3 * (H + 1) + 7 * (K + 1)
+        return (5 * n + B * per_row) * self.dtype.itemsize + 64 * 64 + 2 * 4096
+
+    def _start_process(self, arena):
+        self.ctl = arena.empty(16, np.int64)                     # counters
+        self.fl = arena.empty(16, np.float64)                    # scalars
+        self.ctl[:], self.fl[:] = 0, 0.0
+        self.message = arena.empty(2048, np.uint8)               # the helper's error, if any
+        self._parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:                                             # the helper process
+            code = 0
+            try:
+                import signal
+                signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's business
+                with np.errstate(all="ignore"):
+                    self._process_loop()
+            except BaseException as error:                       # tell the parent, then leave
+                text = f"{type(error).__name__}: {error}".encode()[:2047]
+                self.message[:len(text)] = np.frombuffer(text, np.uint8)
+                self.ctl[_FAILED] = 1
+                code = 1
+            finally:
+                os._exit(code)
+        self._pid = pid
+
+    def _process_step(self, b, half, update, alpha_t, eps_hat_t):
+        ctl, fl, w0, w1 = self.ctl, self.fl, self.workers[0], self.workers[1]
+        s = int(ctl[_GO]) + 1
+        ctl[_B], ctl[_UPDATE] = b, int(update)
+        fl[_INV_B], fl[_BETA], fl[_ALPHA], fl[_EPS_HAT] = self.inv_b, self.beta, alpha_t, eps_hat_t
+        ctl[_GO] = s                                             # go
+        w0.forward_backward(0, half)
+        fl[_REC0], fl[_KL0] = w0.partial
+        ctl[_PHASE1_0] = s
+        self._wait(_PHASE1_1, s)
+        w1.partial = (fl[_REC1], fl[_KL1])
+        proceed = self._loss_is_finite()
+        finite_0 = w0.gradients_and_update(b, update, alpha_t, eps_hat_t) if proceed else None
+        self._wait(_DONE, s)
+        return [finite_0, bool(ctl[_FINITE1])] if proceed else None
+
+    def _process_loop(self):
+        ctl, fl, w0, w1 = self.ctl, self.fl, self.workers[0], self.workers[1]
+        s = 0
+        while True:
+            s += 1
+            self._wait(_GO, s)
+            if ctl[_STOP]:
+                return
+            b, update = int(ctl[_B]), bool(ctl[_UPDATE])
+            self.inv_b, self.beta = self.dtype.type(fl[_INV_B]), float(fl[_BETA])
+            w1.forward_backward((b + 1) // 2, b)
+            fl[_REC1], fl[_KL1] = w1.partial
+            ctl[_PHASE1_1] = s
+            self._wait(_PHASE1_0, s)
+            w0.partial = (fl[_REC0], fl[_KL0])
+            if self._loss_is_finite():
+                ctl[_FINITE1] = w1.gradients_and_update(b, update, fl[_ALPHA], fl[_EPS_HAT])
+            ctl[_DONE] = s
+
+    def _wait(self, k, s, spins=3000):
+        """Until ctl[k] == s: spin (~0.2 ms), then yield the core, then nap and check the other."""
+        ctl, n = self.ctl, 0
+        while ctl[k] != s:
+            n += 1
+            if n <= spins:
+                continue
+            if n <= 2 * spins:
+                os.sched_yield()
+                continue
+            time.sleep(min(1e-3, 1e-6 * (n - 2 * spins)))
+            if n % 64 == 0:
+                self._check_other(k)
+            if ctl[_STOP] and os.getpid() != self._parent:           # closed while mid-step
+                raise SystemExit(0)
+
+    def _check_other(self, k):
+        if os.getpid() != self._parent:                          # in the helper: is the parent alive?
+            if os.getppid() != self._parent:
+                raise SystemExit("the training process is gone")
+            return
+        if self.ctl[_FAILED] or os.waitpid(self._pid, os.WNOHANG)[0] != 0:
+            text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
+            self._pid = None
+            raise RuntimeError(f"the fused step's helper process stopped ({text or 'no message'}); "
+                               "train with --engine plain to avoid it")
+
+
+def _offset(view, flat):
+    """Index in ``flat`` where the view ``view`` starts."""
+    return (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // flat.itemsize
+
+
+def _augmented(flat, views):
+    """[W; b] as one (D_in + 1, D_out) view of ``flat`` for each Dense layer of the model.
+
+    Possible because the model lays out each bias right after its weight (vae.py).
+    """
+    out = {}
+    for name in views:
+        if not name.endswith(".W"):
+            continue
+        layer, W = name[:-2], views[name]
+        start = _offset(W, flat)
+        if _offset(views[layer + ".b"], flat) != start + W.size:
+            raise ValueError(f"{layer}: the bias does not follow the weight in the flat vector")
+        out[layer] = flat[start:start + W.size + W.shape[1]].reshape(W.shape[0] + 1, W.shape[1])
+    return out
+
+
+# slots of the shared counters (int64) and scalars (float64) of the process backend
+_GO, _PHASE1_0, _PHASE1_1, _DONE, _STOP, _B, _UPDATE, _FINITE1, _FAILED = range(9)
+_INV_B, _BETA, _ALPHA, _EPS_HAT, _REC0, _KL0, _REC1, _KL1 = range(8)
