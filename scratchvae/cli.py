@@ -26,7 +26,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, add_data_arguments, load
 from .evaluate import evaluate, format_report
 from .layers import ACTIVATIONS
-from .train import (CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged,
+from .train import (CHECKPOINT_NAME, ENGINES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, train)
 from .vae import LIKELIHOODS
 
@@ -127,6 +127,7 @@ def build_parser():
                      help="master seed of initialisation, noise, shuffling and evaluation")
     opt.add_argument("--eval-batch", type=positive_int, default=d.eval_batch,
                      help="images per forward pass when evaluating")
+    _add_speed_arguments(p, d)
     output = p.add_argument_group("output")
     output.add_argument("--out", type=Path, default=Path("run"), metavar="RUN_DIR",
                         help="run directory for checkpoint.npz and history.json/.csv")
@@ -150,6 +151,7 @@ def build_parser():
     p.add_argument("--out", type=Path, metavar="RUN_DIR",
                    help="where to write (default: the checkpoint's directory)")
     p.add_argument("--eval-batch", type=positive_int, help="images per forward pass when evaluating")
+    _add_speed_arguments(p, None)
     p.set_defaults(run=_resume, command_parser=p)
 
     p = commands.add_parser("evaluate", help="test negative ELBO and importance-sampled -log p(x)",
@@ -206,17 +208,29 @@ def _train(args, parser):
                              hidden=args.hidden, latent=args.latent, activation=args.activation,
                              likelihood=args.likelihood, n_samples=args.n_samples, beta=args.beta,
                              warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
-                             epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch)
+                             epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch,
+                             engine=args.engine, threads=args.threads)
     except ConfigError as e:
         parser.error(str(e))
     return _run_training("train", config, None, args.overwrite)
+
+
+def _add_speed_arguments(parser, defaults):
+    """--engine and --threads; defaults None (resume) keep what the checkpoint says."""
+    speed = parser.add_argument_group("speed (what is computed stays the same)")
+    speed.add_argument("--engine", choices=ENGINES, default=defaults and defaults.engine,
+                       help="plain: the read-along step of vae.py; fused: fast.py's fused step (one "
+                            "hidden layer, relu, bernoulli, one sample); auto: fused when the model allows"
+                            + ("" if defaults else " (default: as in training)"))
+    speed.add_argument("--threads", type=int, choices=(1, 2), default=defaults and defaults.threads,
+                       help="CPU cores the fused step uses" + ("" if defaults else " (default: as in training)"))
 
 
 def _resume(args, parser):
     checkpoint = load_checkpoint(args.checkpoint)
     saved = TrainConfig.from_dict(checkpoint["config"])
     changes = {"out": args.out or args.checkpoint.parent}
-    for field in ("epochs", "lr", "data_dir", "download", "eval_batch"):
+    for field in ("epochs", "lr", "data_dir", "download", "eval_batch", "engine", "threads"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
     return _run_training("resume", dataclasses.replace(saved, **changes), args.checkpoint, False)

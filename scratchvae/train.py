@@ -291,6 +291,9 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     model = VAE(D, config.hidden, config.latent, activation=config.activation,
                 likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
                 seed=config.seed)
+    if config.engine == "fused" and unsupported_reason(model):
+        raise ConfigError(f"engine 'fused' cannot train this model: {unsupported_reason(model)}; "
+                          f"use engine 'plain' or 'auto'")
     optimizer = Adam(model.theta, model.dtheta, lr=config.lr)
     streams = derive_streams(config.seed)
     data_rng = np.random.default_rng(streams["data"])
@@ -460,10 +463,7 @@ def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
 @contextmanager
 def _engine(config, model, optimizer):
     """The fused step (fast.py) if config.engine allows it and the model fits it, else None."""
-    reason = unsupported_reason(model)
-    if config.engine == "fused" and reason:
-        raise ConfigError(f"engine 'fused' cannot train this model: {reason}; use engine 'plain' or 'auto'")
-    if config.engine == "plain" or reason:
+    if config.engine == "plain" or unsupported_reason(model):
         yield None
         return
     with FusedStep(model, optimizer, config.batch_size, workers=config.threads) as fused:

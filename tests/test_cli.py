@@ -84,8 +84,21 @@ def test_train_accepts_several_hidden_layers(data_dir, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.npz")["model"]["hidden_dims"] == [12, 8]
 
 
+@pytest.mark.parametrize("engine", ["plain", "fused"])
+def test_train_with_either_engine(data_dir, tmp_path, engine):
+    assert main(train_args(data_dir, tmp_path, "--epochs", "1", "--engine", engine, "--threads", "1")) == 0
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["config"]["engine"] == engine
+
+
+def test_fused_engine_on_a_model_it_cannot_train_is_one_line(data_dir, tmp_path, capsys):
+    args = train_args(data_dir, tmp_path, "--epochs", "1", "--engine", "fused", "--activation", "tanh")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "engine 'fused' cannot train this model: its activation is tanh" in err[0]
+
+
 @pytest.mark.parametrize("flag, value", [
-    ("--lr", "-1"), ("--lr", "abc"), ("--lr", "nan"), ("--epochs", "0"), ("--epochs", "1.5"),
+    ("--engine", "turbo"), ("--threads", "3"), ("--lr", "-1"), ("--lr", "abc"), ("--lr", "nan"), ("--epochs", "0"), ("--epochs", "1.5"),
     ("--hidden", "0"), ("--hidden", "-3"), ("--latent", "0"), ("--batch-size", "0"),
     ("--activation", "gelu"), ("--likelihood", "poisson"), ("--dataset", "cifar"),
     ("--test-split", "test[::2]"), ("--train-split", "valid"), ("--beta", "-0.5"),
