@@ -266,6 +266,8 @@ class _Worker:
 class FusedStep:
     """Forward, backward and Adam for a batch, in place on ``model.theta``.
 
+    Derivation: docs/derivations.md, sections 1-8 and 10 (what is computed), 11 (two rewrites).
+
     ``step(x, eps)`` does what ``model.loss_and_grads(x, eps)`` then ``optimizer.step()`` do
     and returns the same ``(loss, parts)``; ``loss_and_grads(x, eps)`` stops before Adam.
     x (b, D) float in [0, 1] with b <= batch_size, eps (b, K) standard normal.
