@@ -1,0 +1,85 @@
+"""Evaluation speed: the importance-sampled -log p(x) with k = 5000 on 1,000 test images.
+
+    python benchmarks/bench_eval.py [--checkpoint RUN/checkpoint.npz] [--k 5000] [--limit 1000]
+                                    [--threads 2] [--data-dir DIR]
+
+Times ``scratchvae.evaluate.importance_sampled_nll`` -- the estimator behind
+``scratchvae evaluate --is-k`` -- on the first ``--limit`` Fashion-MNIST test images
+(x = pixels / 255) with k importance samples each: k * limit passes of a z through the
+decoder (5 million for the defaults), processed ``--chunk`` samples x ``--batch``
+images at a time (the evaluate defaults, 100 x 100).
+
+The model: the checkpoint's trained model with --checkpoint (e.g. the run directory of
+``bench_train.py --out DIR``), otherwise a freshly initialised 784-400-20-400-784 VAE
+(``VAE(784, [400], 20, seed=--seed)``). The cost per sample does not depend on the
+weights' values; the summary says which one was used. OpenBLAS runs with --threads
+threads (the estimator is plain NumPy: its products use BLAS threads, its elementwise
+work one core). Other processes' CPU use during the timing is reported ("foreign_cpus"),
+as the machine may be shared.
+
+Prints one JSON line: seconds, img_per_s, samples_per_s, the estimate itself (is_nll,
+nats), the settings and the peak RSS.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_train import DEFAULT_DATA_DIR, LoadMeter, own_peak_rss_mb, wait_quiet  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, help="a trained model (default: a freshly initialised one)")
+    ap.add_argument("--k", type=int, default=5000, help="importance samples per image")
+    ap.add_argument("--limit", type=int, default=1000, help="the first this many test images")
+    ap.add_argument("--chunk", type=int, default=100, help="samples per forward pass (memory, not result)")
+    ap.add_argument("--batch", type=int, default=100, help="images per forward pass (memory, not result)")
+    ap.add_argument("--threads", type=int, choices=(1, 2), default=2, help="OpenBLAS threads")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation (no checkpoint) and the eps stream")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    ap.add_argument("--quiet-wait", type=float, default=60.0, help="wait up to this many s for a quiet machine")
+    args = ap.parse_args()
+    if min(args.k, args.limit, args.chunk, args.batch) < 1:
+        ap.error("--k, --limit, --chunk and --batch must be positive")
+
+    from scratchvae.checkpoint import load_model
+    from scratchvae.data import load
+    from scratchvae.evaluate import importance_sampled_nll
+    from scratchvae.fast import set_blas_threads
+    from scratchvae.vae import VAE
+
+    set_blas_threads(args.threads)
+    images = load("fashion-mnist", f"test[:{args.limit}]", args.data_dir, download=False).images
+    x = images.astype(np.float32) / np.float32(255)                  # (n, 784) grey levels
+    if args.checkpoint:
+        model, what = load_model(args.checkpoint), f"trained ({args.checkpoint})"
+    else:
+        model, what = VAE(784, [400], 20, seed=args.seed), f"freshly initialised (seed {args.seed})"
+    arch = "-".join(map(str, [model.input_dim, *model.hidden_dims, model.latent_dim,
+                              *model.hidden_dims[::-1], model.input_dim]))
+    meter = LoadMeter()
+    if args.quiet_wait > 0:
+        wait_quiet(0.075, timeout=args.quiet_wait, meter=meter)
+    a = meter.snapshot()
+    t0 = time.perf_counter()
+    nll = importance_sampled_nll(model, x, args.k, rng=np.random.default_rng(args.seed),
+                                 chunk=args.chunk, batch_size=args.batch)
+    seconds = time.perf_counter() - t0
+    foreign = LoadMeter.foreign_cpus(a, meter.snapshot())
+    print(json.dumps({"what": "importance_sampled_nll", "model": what, "arch": arch,
+                      "dtype": str(model.dtype), "k": args.k, "images": len(x),
+                      "seconds": round(seconds, 2), "img_per_s": round(len(x) / seconds, 2),
+                      "samples_per_s": round(len(x) * args.k / seconds),
+                      "is_nll": round(float(nll.mean()), 3), "threads": args.threads,
+                      "chunk": args.chunk, "batch": args.batch, "foreign_cpus": round(foreign, 3),
+                      "peak_rss_mb": own_peak_rss_mb()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
