@@ -7,10 +7,12 @@
 #   -log p(x) ~241 (k = 1000, first 1000 test images).
 #
 # Measured (scratchvae 0.1.0, NumPy 2.4, 2 CPU cores), test negative ELBO on all 10,000 test
-# images / IWAE -log p(x), k = 1000, first 1000 test images, in nats:
-#   scratchvae            seed 1: 244.48 / 241.04   seed 2: 244.10 / 241.01   seed 3: 243.89 / 240.87
-#   PyTorch example (*)   seed 1: 243.90 / 240.91   seed 2: 244.71 / 241.08   seed 3: 244.69 / 241.23
-#   (*) pytorch/examples vae/main.py's model and loss (summed over the batch) with torch 2.13 CPU,
+# images / IWAE -log p(x), k = 1000, first 1000 test images, in nats (docs/results.md):
+#   scratchvae (fused step)  seed 1: 244.43 / 241.00   seed 2: 243.99 / 240.90   seed 3: 243.84 / 240.84
+#   --engine plain           seed 1: 244.48 / 240.98   seed 2: 243.96 / 240.90   seed 3: 243.78 / 240.85
+#   PyTorch example (*)      seed 1: 243.90 / 240.91   seed 2: 244.71 / 241.08   seed 3: 244.69 / 241.23
+#   (*) benchmarks/pytorch_reference.py: pytorch/examples vae/main.py's model and loss (summed over
+#       the batch) with torch 2.13 CPU,
 #       evaluated with the same IWAE estimator. Seed-to-seed spread is about 0.8 nats.
 #
 # Usage:  benchmarks/reference_run.sh [DATA_DIR] [RUN_DIR]
