@@ -50,6 +50,7 @@ Torch is imported only by the PyTorch worker process, only with --torch.
 """
 import argparse
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -616,6 +617,8 @@ def main():
             ap.error(f"--{name} must be at least 1")
     if any(h < 1 for h in args.hidden):
         ap.error("--hidden sizes must be positive")
+    if args.torch and importlib.util.find_spec("torch") is None:     # look, don't import
+        ap.error("--torch needs PyTorch: pip install -e '.[bench]' (torch==2.13.0)")
     if not args.data_dir.is_dir():
         ap.error(f"--data-dir {args.data_dir} is not a directory with the Fashion-MNIST IDX files")
     (run_side_by_side if args.torch else run_alone)(args)
