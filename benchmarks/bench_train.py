@@ -54,6 +54,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -356,6 +357,8 @@ def scratchvae_worker(spec):
             reply({"peak_rss_mb": own_peak_rss_mb()})
         elif cmd[0] == "quit":
             break
+    if not spec["out"]:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def torch_worker(spec):
