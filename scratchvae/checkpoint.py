@@ -4,7 +4,7 @@ What is inside (every entry a plain array; nothing is pickled):
 
     "format"                 "scratchvae-checkpoint-1"
     "param.<name>"           each model parameter, e.g. "param.enc.fc1.W" (784, 400) float32
-    "optimizer.m", ".v"      Adam's moment vectors, laid out like the model's flat theta
+    "optimizer.m_sum", ".v_sum"  Adam's moment vectors, laid out like the model's flat theta
     "model.json"             the VAE constructor arguments (``VAE.config()``)
     "optimizer.json"         the optimiser's name, step count and hyper-parameters
     "config.json"            the training configuration (``TrainConfig`` as a dict)
@@ -66,7 +66,9 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     state = optimizer.state_dict()
     arrays = {"format": np.array(FORMAT)}
     arrays.update({f"param.{name}": value for name, value in model.params.items()})
-    arrays["optimizer.m"], arrays["optimizer.v"] = state.pop("m"), state.pop("v")
+    state["arrays"] = sorted(k for k, v in state.items() if isinstance(v, np.ndarray))
+    for key in state["arrays"]:                             # Adam: m_sum, v_sum; SGD: buf
+        arrays[f"optimizer.{key}"] = state.pop(key)
     state["name"] = type(optimizer).__name__.lower()
     documents = {"model": model.config(), "optimizer": state, "config": config,
                  "history": history, "rng": rng_states, "progress": progress or {}}
@@ -125,7 +127,7 @@ def load_checkpoint(path):
     -------
     dict with keys
         "params"     name -> array (copies, independent of the file)
-        "optimizer"  the optimiser state dict ("t", "m", "v", "lr", ... and "name")
+        "optimizer"  the optimiser state dict ("t", "m_sum", "v_sum", "lr", ... and "name")
         "model"      VAE constructor arguments;  "config", "history", "rng", "progress": as saved
         "path"       the path it was read from
     Raises ``CheckpointError`` with one message naming the file and the problem.
@@ -160,7 +162,12 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: not a scratchvae checkpoint (format entry is "
                               f"{None if fmt is None else str(fmt)!r}, expected {FORMAT!r})")
     missing = [f"{k}.json" for k in JSON_ENTRIES if f"{k}.json" not in entries]
-    missing += [k for k in ("optimizer.m", "optimizer.v") if k not in entries]
+    if not missing:
+        try:
+            optimizer_arrays = json.loads(str(entries["optimizer.json"])).get("arrays", [])
+        except (json.JSONDecodeError, AttributeError):
+            optimizer_arrays = []                           # reported as invalid JSON just below
+        missing += [f"optimizer.{k}" for k in optimizer_arrays if f"optimizer.{k}" not in entries]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     checkpoint = {"path": path}
@@ -170,7 +177,8 @@ def load_checkpoint(path):
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path}: entry {key}.json is not valid JSON ({e})") from None
     checkpoint["params"] = {k[len("param."):]: v for k, v in entries.items() if k.startswith("param.")}
-    checkpoint["optimizer"].update(m=entries["optimizer.m"], v=entries["optimizer.v"])
+    for key in checkpoint["optimizer"].pop("arrays", []):
+        checkpoint["optimizer"][key] = entries[f"optimizer.{key}"]
     return checkpoint
 
 

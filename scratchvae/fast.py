@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -147,7 +148,8 @@ def set_blas_threads(n):
 class _Worker:
     def __init__(self, step, index, rows, span):
         D, H, K, dt = step.D, step.H, step.K, step.dtype
-        self.step, self.index, self.span = step, index, span
+        self.step = weakref.proxy(step)                          # no reference cycle: FusedStep frees promptly
+        self.index, self.span = index, span
         self.e, self.s, self.t = (np.empty((rows, D), dt) for _ in range(3))   # sigmoid scratch
         self.zeros_h, self.zeros_d = np.zeros((rows, H), dt), np.zeros((rows, D), dt)
         self.mask = np.empty((rows, H), bool)
@@ -253,7 +255,7 @@ class _Worker:
             np.matmul(st.za[:b].T, st.da3[:b], out=G["dec.fc1"])
             np.matmul(st.h3a[:b].T, st.dl[:b], out=G["dec.logits"])
         with np.errstate(over="ignore", invalid="ignore"):
-            finite = bool(np.isfinite(st.dtheta[self.span].sum()))
+            finite = bool(np.isfinite(np.dot(st.dtheta[self.span], st.dtheta[self.span])))
         if finite and update:
             st.optimizer.update(self.span, alpha_t, eps_hat_t)
         return finite
@@ -274,8 +276,8 @@ class FusedStep:
     A non-finite loss or gradient raises ``NonFiniteStep`` before Adam touches the
     parameters (of the half whose gradient is not finite: each worker checks its own).
 
-    workers : 1 runs everything in the calling thread (BLAS threads untouched);
-              2 (default) adds a second worker and sets BLAS to one thread until close().
+    workers : 1 runs everything in the calling thread; 2 (default) adds a second worker.
+              Either way BLAS is set to one thread (one core per worker) until close().
     backend : "process" (a forked helper, Linux), "thread", or "auto" (process on Linux).
     Use it as a context manager, or call close(): it stops the helper and restores BLAS.
     While a process backend is open, model.theta / dtheta and Adam's moments live in
@@ -304,7 +306,7 @@ class FusedStep:
         if self.process:                                         # parameters, gradients, moments
             model.use_buffers(arena.empty(model.theta.size, dt), arena.empty(model.theta.size, dt))
             optimizer.params, optimizer.grads = model.theta, model.dtheta
-            for name in ("m", "v", "_tmp"):
+            for name in ("m_sum", "v_sum", "_tmp"):
                 moved = arena.empty(model.theta.size, dt)
                 moved[...] = getattr(optimizer, name)
                 setattr(optimizer, name, moved)
@@ -327,7 +329,7 @@ class FusedStep:
         self.workers = [_Worker(self, 0, rows, slice(0, split)),
                         _Worker(self, 1, rows, slice(split, model.theta.size))]
         self.n_workers = workers
-        self._previous_blas = set_blas_threads(1) if workers == 2 else None
+        self._previous_blas = set_blas_threads(1)                # each worker uses one core
         self._pid = self._thread = None
         if workers == 2 and self.process:
             self._start_process(arena)
@@ -409,8 +411,9 @@ class FusedStep:
         if not all(finite):
             if update:
                 self.optimizer.t -= 1
-            bad = next(n for n, g in self.model.grads.items() if not np.isfinite(g).all())
-            raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
+            bad = next((n for n, g in self.model.grads.items() if not np.isfinite(g).all()), None)
+            raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
+                                if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
         parts = {"rec": rec, "kl": kl, "nelbo": rec + kl, "elbo": -(rec + kl)}
         return float(loss), parts
 

@@ -23,10 +23,14 @@ class Adam:
         m_hat_t = m_t / (1 - beta1^t)                          (bias corrections: m_0 = v_0 = 0)
         v_hat_t = v_t / (1 - beta2^t)
         theta_t = theta_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
-    Computed as the same expression with both corrections moved onto two scalars
-    (the paper's Section 2, last paragraph), so a step is a few in-place vector passes:
-        alpha_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t) ,  eps_hat_t = eps * sqrt(1 - beta2^t)
-        theta_t = theta_{t-1} - alpha_t * m_t / (sqrt(v_t) + eps_hat_t)
+    Computed with every constant factor moved onto two scalars, so a step is ten in-place
+    passes over the flat vector. It keeps the moments without their (1 - beta) factors,
+        m_sum_t = beta1 * m_sum_{t-1} + g_t        (= m_t / (1 - beta1))
+        v_sum_t = beta2 * v_sum_{t-1} + g_t^2      (= v_t / (1 - beta2))
+        theta_t = theta_{t-1} - alpha_t * m_sum_t / (sqrt(v_sum_t) + eps_t)
+    with c_t = sqrt((1 - beta2) / (1 - beta2^t)), alpha_t = lr (1 - beta1) / ((1 - beta1^t) c_t)
+    and eps_t = eps / c_t: the same number as Algorithm 1's last line, not an approximation.
+    ``adam.m`` and ``adam.v`` give the paper's m_t and v_t.
     Source:  D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1.
     Derivation: docs/derivations.md, section 10 (why the bias correction; how step() computes it).
     Defaults are the paper's (and PyTorch's): lr 1e-3, betas (0.9, 0.999), eps 1e-8.
@@ -40,54 +44,66 @@ class Adam:
         self.params, self.grads = params, grads
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
         self.t = 0
-        self.m = np.zeros_like(params)
-        self.v = np.zeros_like(params)
+        self.m_sum = np.zeros_like(params)
+        self.v_sum = np.zeros_like(params)
         self._tmp = np.empty_like(params)             # scratch space: no allocation per step
+
+    @property
+    def m(self):
+        """The paper's first-moment estimate m_t = (1 - beta1) m_sum_t (a copy)."""
+        return (1 - self.beta1) * self.m_sum
+
+    @property
+    def v(self):
+        """The paper's second-moment estimate v_t = (1 - beta2) v_sum_t (a copy)."""
+        return (1 - self.beta2) * self.v_sum
 
     def step(self):
         """One update of ``params`` in place from the current ``grads``."""
-        alpha_t, eps_hat_t = self.advance()
-        self.update(slice(None), alpha_t, eps_hat_t)
+        alpha_t, eps_t = self.advance()
+        self.update(slice(None), alpha_t, eps_t)
 
     def advance(self):
-        """Count the step (t += 1) and return its scalars (alpha_t, eps_hat_t)."""
+        """Count the step (t += 1) and return its scalars (alpha_t, eps_t)."""
         self.t += 1
-        correction2 = np.sqrt(1 - self.beta2 ** self.t)          # sqrt(1 - beta2^t)
-        return self.lr * correction2 / (1 - self.beta1 ** self.t), self.eps * correction2
+        c_t = np.sqrt((1 - self.beta2) / (1 - self.beta2 ** self.t))     # sqrt(v_hat) = sqrt(v_sum) / c_t
+        alpha_t = self.lr * (1 - self.beta1) / ((1 - self.beta1 ** self.t) * c_t)
+        return alpha_t, self.eps / c_t
 
-    def update(self, span, alpha_t, eps_hat_t):
+    def update(self, span, alpha_t, eps_t):
         """Apply step t to ``params[span]``: the moments and the parameter move of Algorithm 1.
 
-        Separate from ``advance`` so that two threads can each update half of the vector
-        (fast.py); ``step`` is ``advance`` then ``update`` of everything.
+        Separate from ``advance`` so that two workers can each update their part of the
+        vector (fast.py); ``step`` is ``advance`` then ``update`` of everything.
         """
         dtype = self.params.dtype.type
-        b1, b2 = dtype(self.beta1), dtype(self.beta2)
-        g, m, v, tmp, theta = (a[span] for a in (self.grads, self.m, self.v, self._tmp, self.params))
-        m -= g                                                   # m_t = b1 m + (1 - b1) g = g + b1 (m - g)
-        m *= b1
-        m += g
-        np.multiply(g, g, out=tmp)                               # v_t = b2 v + (1 - b2) g^2
-        v -= tmp
-        v *= b2
-        v += tmp
-        np.sqrt(v, out=tmp)                                      # sqrt(v_t) + eps_hat
-        tmp += dtype(eps_hat_t)
-        np.divide(m, tmp, out=tmp)                               # m_t / (sqrt(v_t) + eps_hat)
+        g, m_sum, v_sum, tmp, theta = (a[span] for a in (self.grads, self.m_sum, self.v_sum,
+                                                         self._tmp, self.params))
+        m_sum *= dtype(self.beta1)                               # m_sum = beta1 m_sum + g
+        m_sum += g
+        np.multiply(g, g, out=tmp)                               # v_sum = beta2 v_sum + g^2
+        v_sum *= dtype(self.beta2)
+        v_sum += tmp
+        np.sqrt(v_sum, out=tmp)                                  # sqrt(v_sum) + eps_t
+        tmp += dtype(eps_t)
+        np.divide(m_sum, tmp, out=tmp)                           # m_sum / (sqrt(v_sum) + eps_t)
         tmp *= dtype(alpha_t)
-        theta -= tmp                                             # theta_t = theta - alpha_t m / (...)
+        theta -= tmp                                             # theta_t = theta - alpha_t m_sum / (...)
 
     def state_dict(self):
-        """Everything needed to continue exactly: step count, moments, hyper-parameters."""
-        return {"t": self.t, "m": self.m.copy(), "v": self.v.copy(), "lr": self.lr,
+        """Everything needed to continue exactly: step count, moment sums, hyper-parameters."""
+        return {"t": self.t, "m_sum": self.m_sum.copy(), "v_sum": self.v_sum.copy(), "lr": self.lr,
                 "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def load_state_dict(self, state):
-        m, v = np.asarray(state["m"]), np.asarray(state["v"])
-        if m.shape != self.m.shape or v.shape != self.v.shape:
-            raise ValueError(f"optimiser state is for {m.size} parameters, this model has {self.m.size}")
+        missing = [k for k in ("t", "m_sum", "v_sum", "lr", "beta1", "beta2", "eps") if k not in state]
+        if missing:
+            raise ValueError(f"Adam state lacks {', '.join(missing)}")
+        m_sum, v_sum = np.asarray(state["m_sum"]), np.asarray(state["v_sum"])
+        if m_sum.shape != self.m_sum.shape or v_sum.shape != self.v_sum.shape:
+            raise ValueError(f"optimiser state is for {m_sum.size} parameters, this model has {self.m_sum.size}")
         self.t = int(state["t"])
-        self.m[...], self.v[...] = m, v
+        self.m_sum[...], self.v_sum[...] = m_sum, v_sum
         self.lr, self.beta1, self.beta2, self.eps = (float(state[k]) for k in ("lr", "beta1", "beta2", "eps"))
 
 

@@ -39,8 +39,8 @@ def test_round_trip_restores_everything_exactly(tmp_path):
         assert np.array_equal(loaded["params"][name], value), name
         assert loaded["params"][name].dtype == value.dtype, name
     state = adam.state_dict()
-    assert np.array_equal(loaded["optimizer"]["m"], state["m"])
-    assert np.array_equal(loaded["optimizer"]["v"], state["v"])
+    assert np.array_equal(loaded["optimizer"]["m_sum"], state["m_sum"])
+    assert np.array_equal(loaded["optimizer"]["v_sum"], state["v_sum"])
     assert loaded["optimizer"]["t"] == 3 and loaded["optimizer"]["lr"] == 1e-2
     assert loaded["config"] == config and loaded["history"] == history
     assert loaded["progress"] == progress                 # floats survive JSON exactly
