@@ -272,7 +272,8 @@ class FusedStep:
 
     ``step(x, eps)`` does what ``model.loss_and_grads(x, eps)`` then ``optimizer.step()`` do
     and returns the same ``(loss, parts)``; ``loss_and_grads(x, eps)`` stops before Adam.
-    x (b, D) float in [0, 1] with b <= batch_size, eps (b, K) standard normal.
+    x (b, D) float in [0, 1] with b <= batch_size, eps (b, K) standard normal. A caller
+    may write them straight into ``x_buffer[:b]`` and ``eps_buffer[:b]`` to save a copy.
     A non-finite loss or gradient raises ``NonFiniteStep`` before Adam touches the
     parameters (of the half whose gradient is not finite: each worker checks its own).
 
@@ -316,6 +317,7 @@ class FusedStep:
         self.G = {**model.grads, **_augmented(model.dtheta, model.grads)}
         # the batch and every per-row array both workers touch
         self.x, self.eps = arena.empty((B, D), dt), arena.empty((B, K), dt)
+        self.x_buffer, self.eps_buffer = self.x, self.eps        # public names for callers
         self.h1a, self.za, self.h3a = arena.empty((B, H + 1), dt), arena.empty((B, K + 1), dt), arena.empty((B, H + 1), dt)
         for a in (self.h1a, self.za, self.h3a):                  # [h1, 1], [z, 1], [h3, 1]
             a[:, -1] = 1
@@ -385,8 +387,9 @@ class FusedStep:
         if not (0 < b <= self.batch_size and np.shape(x) == (b, self.D) and np.shape(eps) == (b, self.K)):
             raise ValueError(f"x must be (b, {self.D}) and eps (b, {self.K}) with 0 < b <= "
                              f"{self.batch_size}, got {np.shape(x)} and {np.shape(eps)}")
-        np.copyto(self.x[:b], x)                                 # into the (shared) batch buffers
-        np.copyto(self.eps[:b], eps)
+        for given, buffer in ((x, self.x[:b]), (eps, self.eps[:b])):   # into the (shared) batch buffers,
+            if not _same_memory(given, buffer):                          # unless the caller wrote them there
+                np.copyto(buffer, given)
         self.beta = self.model.beta                              # the trainer may ramp it (KL warm-up)
         self.inv_b = self.dtype.type(1.0 / b)
         if update:
@@ -571,6 +574,12 @@ class FusedStep:
             self._pid = None
             raise RuntimeError(f"the fused step's helper process stopped ({text or 'no message'}); "
                                "train with --engine plain to avoid it")
+
+
+def _same_memory(a, b):
+    """True if arrays a and b are the very same memory (same start, shape and strides)."""
+    return (isinstance(a, np.ndarray) and a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def _offset(view, flat):

@@ -219,9 +219,9 @@ def _train_step(model, optimizer, x, fused=None):
     Returns (loss, parts) as ``VAE.loss_and_grads``; raises NonFiniteStep.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # the guard reports these
-        if fused is not None:
-            eps = model.rng.standard_normal((len(x), model.latent_dim), dtype=model.dtype)
-            return fused.step(x, eps)                        # the same eps stream as the plain step
+        if fused is not None:                                # the same eps stream as the plain step
+            eps = model.rng.standard_normal(dtype=model.dtype, out=fused.eps_buffer[:len(x)])
+            return fused.step(x, eps)
         loss, parts = model.loss_and_grads(x)                # slide 15, and its gradient
         _check_finite(model, loss, parts)
     optimizer.step()                                         # theta <- theta - lr * Adam direction
@@ -318,7 +318,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
-                                      shuffle=True, out=x_buffer)             # x (B, D) float32
+                                      shuffle=True, out=x_buffer if fused is None else fused.x_buffer)
             for _ in range(position["step_in_epoch"]):       # resuming mid-epoch: replay, don't train
                 next(batches)
             sums, first_step = position["sums"], position["step_in_epoch"] + 1
