@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scratchvae.gradcheck import numerical_gradient_array, rel_error
-from scratchvae.layers import ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, share_one_buffer
+from scratchvae.layers import ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, share_one_buffer, softplus
 
 SMOOTH_TOL = 1e-8          # float64 central differences on smooth pieces reach ~1e-10
 
@@ -113,3 +113,16 @@ def test_share_one_buffer_gives_views_into_one_vector():
     np.testing.assert_array_equal(views["a"], a + 1)
     views["b"][0] = -1
     assert flat[6] == -1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_matches_the_log1p_form_and_the_float64_value(dtype):
+    x = np.concatenate([np.random.default_rng(0).standard_normal(100_000) * 12,
+                        [-80.0, -30.0, -16.0, -1e-6, 0.0, 1e-6, 16.0, 30.0, 80.0]]).astype(dtype)
+    plain = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))          # the textbook stable form
+    exact = np.logaddexp(0, x.astype(np.float64))
+    got = softplus(x)
+    assert got.dtype == dtype
+    tol = 4 * np.finfo(dtype).eps
+    assert np.all(np.abs(got - exact) <= tol * exact + np.finfo(dtype).tiny)
+    assert np.all(np.abs(got - plain) <= tol * plain + np.finfo(dtype).tiny)
