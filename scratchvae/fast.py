@@ -25,9 +25,8 @@ How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the n
   across workers, and no two workers write the same memory.
 * Worker 1 is, by default on Linux, a forked process sharing every array through
   anonymous shared memory, and the two hand work over by spinning on shared counters
-  (about a microsecond). A helper thread works too (NumPy releases the GIL in its
-  loops and matrix products) but each hand-over through a lock costs tens of
-  microseconds on a VM whose idle cores sleep, and the two threads also queue for the GIL.
+  (about a microsecond); a helper thread works too, a little slower. How two workers
+  run and hand over is workers.py's business; this file is what they compute.
 * Every array is allocated once; every ufunc and product writes into it with ``out=``.
 * Each bias sits right after its weight in theta, so [W; b] is one (D_in + 1, D_out)
   matrix, and a @ W + b is [a, 1] @ [W; b]: bias additions and bias gradients become
@@ -36,17 +35,13 @@ How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the n
   sum softplus(l) = sum max(l, 0) - sum log max(s, 1 - s) with s = sigmoid(l) (already
   needed for dl), the log taken once per product of 64 numbers in [0.5, 1].
 """
-import ctypes
-import glob
 import math
-import mmap
-import os
 import sys
-import threading
-import time
 import weakref
 
 import numpy as np
+
+from .workers import PrivateArena, ProcessPair, SharedArena, ThreadPair, set_blas_threads
 
 # ---------------------------------------------------------------------------------------
 # What can be fused
@@ -72,73 +67,6 @@ class NonFiniteStep(Exception):
     def __init__(self, what):
         super().__init__(what)
         self.what = what
-
-
-# ---------------------------------------------------------------------------------------
-# Memory both workers see, and the BLAS thread count
-# ---------------------------------------------------------------------------------------
-
-class SharedArena:
-    """Arrays carved out of one anonymous shared mmap: a forked child sees the same memory."""
-
-    def __init__(self, nbytes):
-        self.buffer = mmap.mmap(-1, max(int(nbytes), 1))
-        self.used = 0
-
-    def empty(self, shape, dtype=np.float32):
-        dtype = np.dtype(dtype)
-        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-        start = (self.used + 63) // 64 * 64                      # cache-line aligned
-        count = math.prod(shape)
-        if start + count * dtype.itemsize > len(self.buffer):
-            raise MemoryError("SharedArena is full (sizing bug in fast.py)")
-        self.used = start + count * dtype.itemsize
-        return np.frombuffer(self.buffer, dtype, count, start).reshape(shape)
-
-
-class _PrivateArena:
-    """The same interface over ordinary memory, for the single-process backends."""
-
-    @staticmethod
-    def empty(shape, dtype=np.float32):
-        return np.empty(shape, dtype)
-
-
-def _openblas_threads_functions():
-    """(set, get) for the thread count of NumPy's bundled OpenBLAS, or (None, None).
-
-    NumPy's wheels ship OpenBLAS with prefixed symbols (scipy_openblas_set_num_threads64_);
-    other builds export openblas_set_num_threads. It is process-global.
-    """
-    root = os.path.dirname(os.path.dirname(np.__file__))
-    candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*.so*")))
-    candidates += sorted(glob.glob(os.path.join(root, "numpy", ".dylibs", "*openblas*")))
-    names = [(f"{p}openblas{m}_set_num_threads{s}", f"{p}openblas{m}_get_num_threads{s}")
-             for p, m, s in (("scipy_", "", "64_"), ("scipy_", "", "_64_"), ("", "", "64_"), ("", "", ""))]
-    for path in candidates:
-        try:
-            lib = ctypes.CDLL(path)                              # already loaded by NumPy
-        except OSError:
-            continue
-        for set_name, get_name in names:
-            if hasattr(lib, set_name) and hasattr(lib, get_name):
-                setter, getter = getattr(lib, set_name), getattr(lib, get_name)
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
-    return None, None
-
-
-_SET_BLAS_THREADS, _GET_BLAS_THREADS = _openblas_threads_functions()
-
-
-def set_blas_threads(n):
-    """Set OpenBLAS's thread count; return the previous one (None if it cannot be set)."""
-    if _SET_BLAS_THREADS is None:
-        return None
-    previous = _GET_BLAS_THREADS()
-    _SET_BLAS_THREADS(int(n))
-    return previous
 
 
 # ---------------------------------------------------------------------------------------
@@ -303,7 +231,8 @@ class FusedStep:
         self.beta = model.beta
         self.process = workers == 2 and backend == "process"
         B, D, H, K, dt = self.batch_size, self.D, self.H, self.K, self.dtype
-        arena = SharedArena(self._shared_bytes()) if self.process else _PrivateArena()
+        arena = (SharedArena(ProcessPair.shared_bytes(B, D, H, K, model.theta.size, dt.itemsize))
+                 if self.process else PrivateArena())
         if self.process:                                         # parameters, gradients, moments
             model.use_buffers(arena.empty(model.theta.size, dt), arena.empty(model.theta.size, dt))
             optimizer.params, optimizer.grads = model.theta, model.dtheta
@@ -332,11 +261,10 @@ class FusedStep:
                         _Worker(self, 1, rows, slice(split, model.theta.size))]
         self.n_workers = workers
         self._previous_blas = set_blas_threads(1)                # each worker uses one core
-        self._pid = self._thread = None
-        if workers == 2 and self.process:
-            self._start_process(arena)
-        elif workers == 2:
-            self._start_thread()
+        self.pair = None                                         # worker 1, when there is one
+        if workers == 2:
+            me = weakref.proxy(self)
+            self.pair = ProcessPair(me, arena) if self.process else ThreadPair(me)
 
     # ------------------------------------------------------------------ public
     def loss_and_grads(self, x, eps):
@@ -349,22 +277,9 @@ class FusedStep:
 
     def close(self):
         """Stop the helper (even one left mid-step by an exception) and restore BLAS threads."""
-        if self._thread is not None:
-            self._stop = True
-            self._go.release()
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._pid:
-            self.ctl[_STOP] = 1
-            self.ctl[_GO] += 1
-            deadline = time.monotonic() + 2.0
-            while os.waitpid(self._pid, os.WNOHANG)[0] == 0:
-                if time.monotonic() > deadline:                  # stuck: it was left mid-step
-                    os.kill(self._pid, 9)
-                    os.waitpid(self._pid, 0)
-                    break
-                time.sleep(0.001)
-            self._pid = None
+        if self.pair is not None:
+            self.pair.close()
+            self.pair = None
         if self._previous_blas is not None:
             set_blas_threads(self._previous_blas)
             self._previous_blas = None
@@ -398,12 +313,10 @@ class FusedStep:
             alpha_t = eps_hat_t = 0.0
         half = (b + 1) // 2 if self.n_workers == 2 else b
         with np.errstate(all="ignore"):                          # inf / nan are reported below
-            if self.n_workers == 1:
+            if self.pair is None:
                 finite = self._one_worker(b, update, alpha_t, eps_hat_t)
-            elif self.process:
-                finite = self._process_step(b, half, update, alpha_t, eps_hat_t)
             else:
-                finite = self._thread_step(b, half, update, alpha_t, eps_hat_t)
+                finite = self.pair.run(b, half, update, alpha_t, eps_hat_t)
         rec = sum(w.partial[0] for w in self.workers) / b
         kl = sum(w.partial[1] for w in self.workers) / b
         loss = rec + self.beta * kl
@@ -420,161 +333,17 @@ class FusedStep:
         parts = {"rec": rec, "kl": kl, "nelbo": rec + kl, "elbo": -(rec + kl)}
         return float(loss), parts
 
-    def _loss_is_finite(self):
+    def loss_is_finite(self):
+        """Are both workers' loss sums finite? (Each worker asks before its Adam half.)"""
         return all(math.isfinite(w.partial[0]) and math.isfinite(w.partial[1]) for w in self.workers)
 
     def _one_worker(self, b, update, alpha_t, eps_hat_t):
         w0, w1 = self.workers
         w0.forward_backward(0, b)
         w1.partial = (0.0, 0.0)
-        if not self._loss_is_finite():
+        if not self.loss_is_finite():
             return None
         return [w.gradients_and_update(b, update, alpha_t, eps_hat_t) for w in self.workers]
-
-    # ---- backend "thread": worker 1 is a helper thread; hand-overs through locks ----------
-    # Both workers publish their loss sums before the mid-step hand-over, so each can see
-    # whether the batch's loss is finite and skip its Adam half when it is not.
-    def _start_thread(self):
-        # plain locks used as binary semaphores, each created held
-        self._go, self._phase1_0, self._phase1_1, self._done = (threading.Lock() for _ in range(4))
-        for lock in (self._go, self._phase1_0, self._phase1_1, self._done):
-            lock.acquire()
-        self._stop, self._error = False, None
-        self._thread = threading.Thread(target=self._thread_loop, name="scratchvae-fused-step", daemon=True)
-        self._thread.start()
-
-    def _thread_step(self, b, half, update, alpha_t, eps_hat_t):
-        w0 = self.workers[0]
-        self._job = (b, half, update, alpha_t, eps_hat_t)
-        self._go.release()
-        w0.forward_backward(0, half)
-        self._phase1_0.release()                                 # my rows are done ...
-        self._phase1_1.acquire()                                 # ... and so are the helper's
-        proceed = self._error is None and self._loss_is_finite()
-        finite_0 = w0.gradients_and_update(b, update, alpha_t, eps_hat_t) if proceed else None
-        self._done.acquire()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError("the fused step's helper thread failed") from error
-        return [finite_0, self._finite_1] if proceed else None
-
-    def _thread_loop(self):
-        with np.errstate(all="ignore"):                          # the calling thread reports inf / nan
-            self._thread_loop_body()
-
-    def _thread_loop_body(self):
-        w1 = self.workers[1]
-        while True:
-            self._go.acquire()
-            if self._stop:
-                return
-            b, half, update, alpha_t, eps_hat_t = self._job
-            try:
-                w1.forward_backward(half, b)
-            except BaseException as error:                       # re-raised in the calling thread
-                self._error, w1.partial = error, (math.nan, math.nan)
-            self._phase1_1.release()
-            self._phase1_0.acquire()
-            if self._error is None and self._loss_is_finite():
-                try:
-                    self._finite_1 = w1.gradients_and_update(b, update, alpha_t, eps_hat_t)
-                except BaseException as error:
-                    self._error = error
-            self._done.release()
-
-    # ---- backend "process": worker 1 is a forked process; hand-overs by shared counters ----
-    # A worker announces "step s has reached point k" by storing s in ctl[k]; the other
-    # spins until it reads s there. Scalars travel in fl (float64); both live in the arena.
-    def _shared_bytes(self):
-        B, D, H, K, n = self.batch_size, self.D, self.H, self.K, self.model.theta.size
-        per_row = 4 * D + 3 * (H + 1) + 7 * (K + 1)
-        return (5 * n + B * per_row) * self.dtype.itemsize + 64 * 64 + 2 * 4096
-
-    def _start_process(self, arena):
-        self.ctl = arena.empty(16, np.int64)                     # counters
-        self.fl = arena.empty(16, np.float64)                    # scalars
-        self.ctl[:], self.fl[:] = 0, 0.0
-        self.message = arena.empty(2048, np.uint8)               # the helper's error, if any
-        self._parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:                                             # the helper process
-            code = 0
-            try:
-                import signal
-                signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's business
-                with np.errstate(all="ignore"):
-                    self._process_loop()
-            except BaseException as error:                       # tell the parent, then leave
-                text = f"{type(error).__name__}: {error}".encode()[:2047]
-                self.message[:len(text)] = np.frombuffer(text, np.uint8)
-                self.ctl[_FAILED] = 1
-                code = 1
-            finally:
-                os._exit(code)
-        self._pid = pid
-
-    def _process_step(self, b, half, update, alpha_t, eps_hat_t):
-        ctl, fl, w0, w1 = self.ctl, self.fl, self.workers[0], self.workers[1]
-        s = int(ctl[_GO]) + 1
-        ctl[_B], ctl[_UPDATE] = b, int(update)
-        fl[_INV_B], fl[_BETA], fl[_ALPHA], fl[_EPS_HAT] = self.inv_b, self.beta, alpha_t, eps_hat_t
-        ctl[_GO] = s                                             # go
-        w0.forward_backward(0, half)
-        fl[_REC0], fl[_KL0] = w0.partial
-        ctl[_PHASE1_0] = s
-        self._wait(_PHASE1_1, s)
-        w1.partial = (fl[_REC1], fl[_KL1])
-        proceed = self._loss_is_finite()
-        finite_0 = w0.gradients_and_update(b, update, alpha_t, eps_hat_t) if proceed else None
-        self._wait(_DONE, s)
-        return [finite_0, bool(ctl[_FINITE1])] if proceed else None
-
-    def _process_loop(self):
-        ctl, fl, w0, w1 = self.ctl, self.fl, self.workers[0], self.workers[1]
-        s = 0
-        while True:
-            s += 1
-            self._wait(_GO, s)
-            if ctl[_STOP]:
-                return
-            b, update = int(ctl[_B]), bool(ctl[_UPDATE])
-            self.inv_b, self.beta = self.dtype.type(fl[_INV_B]), float(fl[_BETA])
-            w1.forward_backward((b + 1) // 2, b)
-            fl[_REC1], fl[_KL1] = w1.partial
-            ctl[_PHASE1_1] = s
-            self._wait(_PHASE1_0, s)
-            w0.partial = (fl[_REC0], fl[_KL0])
-            if self._loss_is_finite():
-                ctl[_FINITE1] = w1.gradients_and_update(b, update, fl[_ALPHA], fl[_EPS_HAT])
-            ctl[_DONE] = s
-
-    def _wait(self, k, s, spins=3000):
-        """Until ctl[k] == s: spin (~0.2 ms), then yield the core, then nap and check the other."""
-        ctl, n = self.ctl, 0
-        while ctl[k] != s:
-            n += 1
-            if n <= spins:
-                continue
-            if n <= 2 * spins:
-                os.sched_yield()
-                continue
-            time.sleep(min(1e-3, 1e-6 * (n - 2 * spins)))
-            if n % 64 == 0:
-                self._check_other(k)
-            if ctl[_STOP] and os.getpid() != self._parent:           # closed while mid-step
-                raise SystemExit(0)
-
-    def _check_other(self, k):
-        if os.getpid() != self._parent:                          # in the helper: is the parent alive?
-            if os.getppid() != self._parent:
-                raise SystemExit("the training process is gone")
-            return
-        if self.ctl[_FAILED] or os.waitpid(self._pid, os.WNOHANG)[0] != 0:
-            text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
-            self._pid = None
-            raise RuntimeError(f"the fused step's helper process stopped ({text or 'no message'}); "
-                               "train with --engine plain to avoid it")
-
 
 def _same_memory(a, b):
     """True if arrays a and b are the very same memory (same start, shape and strides)."""
@@ -602,8 +371,3 @@ def _augmented(flat, views):
             raise ValueError(f"{layer}: the bias does not follow the weight in the flat vector")
         out[layer] = flat[start:start + W.size + W.shape[1]].reshape(W.shape[0] + 1, W.shape[1])
     return out
-
-
-# slots of the shared counters (int64) and scalars (float64) of the process backend
-_GO, _PHASE1_0, _PHASE1_1, _DONE, _STOP, _B, _UPDATE, _FINITE1, _FAILED = range(9)
-_INV_B, _BETA, _ALPHA, _EPS_HAT, _REC0, _KL0, _REC1, _KL1 = range(8)

@@ -118,7 +118,7 @@ def test_close_reaps_the_helper_restores_blas_and_leaves_a_working_model():
     model = VAE(30, [9], 3, seed=6)
     x, eps = problem(16, dtype=np.float32)
     fused = FusedStep(model, Adam(model.theta, model.dtheta), 16, 2, "process")
-    pid = fused._pid
+    pid = fused.pair.pid
     assert set_blas_threads(1) == 1                           # one BLAS thread per worker while open
     loss, _ = fused.loss_and_grads(x, eps)
     fused.close()
@@ -134,7 +134,7 @@ def test_a_dead_helper_process_is_a_clear_error():
     x, eps = problem(16, dtype=np.float32)
     with FusedStep(model, Adam(model.theta, model.dtheta), 16, 2, "process") as fused:
         fused.step(x, eps)
-        os.kill(fused._pid, signal.SIGKILL)
+        os.kill(fused.pair.pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match="helper process stopped"):
             fused.step(x, eps)
 
