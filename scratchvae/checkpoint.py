@@ -75,20 +75,7 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     for key, document in documents.items():
         arrays[f"{key}.json"] = np.array(json.dumps(document))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())                 # the bytes are on disk before the rename
-        os.replace(tmp, path)                    # atomic: readers see the old file or the new one
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    _write_atomic(path, "wb", lambda f: _write_npz(f, arrays))
     return path
 
 
@@ -99,15 +86,20 @@ def _write_npz(f, arrays):
 
 def write_text_atomic(path, text):
     """Write a small text file (history.json, history.csv) with the same temp-and-rename care."""
-    path = Path(path)
+    _write_atomic(Path(path), "w", lambda f: f.write(text))
+
+
+def _write_atomic(path, mode, write):
+    """write(f) into a temporary file beside ``path``, flush it to disk, then rename it over
+    ``path``: readers (and a crash) see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            write(f)
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.fsync(f.fileno())                 # the bytes are on disk before the rename
+        os.replace(tmp, path)                    # atomic: readers see the old file or the new one
     except BaseException:
         try:
             os.remove(tmp)
