@@ -171,7 +171,12 @@ def wait_quiet(max_cpus, window=1.0, timeout=60.0, meter=None):
 
 
 class MemorySampler(threading.Thread):
-    """Samples a worker's process tree every ``interval`` s: peak combined Pss, peak helper RSS."""
+    """Samples a worker's process tree every ``interval`` s: peak combined Pss, peak helper RSS.
+
+    ``pause()`` / ``resume()``: side by side, only the worker whose epoch runs is sampled
+    (an idle worker's memory does not change, and reading a 400 MB process's smaps_rollup
+    five times a second costs the running one CPU time that no meter counts as foreign).
+    """
 
     def __init__(self, pid, interval):
         super().__init__(daemon=True)
@@ -180,11 +185,22 @@ class MemorySampler(threading.Thread):
         self.helpers_seen = set()
         self.samples = 0
         self._halt = threading.Event()
+        self._active = threading.Event()
+        self._active.set()
 
     def run(self):
         while not self._halt.is_set():
+            self._active.wait()
+            if self._halt.is_set():
+                return
             self.sample()
             self._halt.wait(self.interval)
+
+    def pause(self):
+        self._active.clear()
+
+    def resume(self):
+        self._active.set()
 
     def sample(self):
         kids = children(self.pid)
@@ -199,6 +215,7 @@ class MemorySampler(threading.Thread):
 
     def stop(self):
         self._halt.set()
+        self._active.set()
         self.join()
 
     def report(self):
@@ -279,6 +296,11 @@ def gemm_floor(batch, input_dim, hidden, latent, reps=100, blocks=7):
 # Workers (child processes). Protocol: one command per stdin line, JSON lines on stdout.
 # =======================================================================================
 
+def blas_environment():
+    """The OpenBLAS settings from the environment (some machines here pin the kernel set)."""
+    return {k.lower(): os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+
+
 def own_peak_rss_mb():
     return round(status_kb(os.getpid(), "VmHWM") / 1024, 1)
 
@@ -325,7 +347,8 @@ def scratchvae_worker(spec):
 
     images = None
     rounds = 0
-    reply({"ready": "scratchvae", "pid": os.getpid()})
+    from scratchvae.workers import blas_core
+    reply({"ready": "scratchvae", "pid": os.getpid(), "blas_core": blas_core(), **blas_environment()})
     for line in sys.stdin:
         cmd = line.split()
         if not cmd:
@@ -373,7 +396,8 @@ def torch_worker(spec):
                            adam=spec["torch_adam"])
     import torch
     reply({"ready": "torch", "pid": os.getpid(), "torch": torch.__version__,
-           "torch_threads": torch.get_num_threads()})
+           "torch_threads": torch.get_num_threads(),
+           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()})
     epoch = 0
     for line in sys.stdin:
         cmd = line.split()
@@ -500,6 +524,8 @@ def run_alone(args):
                "rss_sum_peak_mb": round(rss["peak_rss_mb"] + mem["helper_peak_rss_mb"], 1),
                "memory_target_measure": "pss_total_peak_mb (trainer + helper, shared pages counted once)",
                "final_test_nelbo": epochs[-1]["test_nelbo"],
+               "blas_core": worker.ready["blas_core"],
+               "openblas_coretype_env": worker.ready["openblas_coretype"],
                **common_summary(args),
                **floor_fields(floor, args.threads, 60000 / img_per_s / steps * 1e3)}
     emit(summary)
@@ -512,12 +538,17 @@ def run_side_by_side(args):
                "torch": Worker("torch", spec, args.mem_interval)}
     kinds = list(workers)
     meter = LoadMeter([w.proc.pid for w in workers.values()])
-    emit({"workers": {k: w.ready for k, w in workers.items()}})
+    workers_ready = {k: w.ready for k, w in workers.items()}
+    emit({"workers": workers_ready})
+    for w in workers.values():
+        w.sampler.pause()
 
     def epoch_of(kind):
+        workers[kind].sampler.resume()
         a = meter.snapshot()
         r = workers[kind].ask("epoch")
         r["foreign_cpus"] = round(LoadMeter.foreign_cpus(a, meter.snapshot()), 3)
+        workers[kind].sampler.pause()
         return r
 
     for _ in range(args.warmup):
@@ -574,6 +605,9 @@ def run_side_by_side(args):
                               "the memory of one continuous run is bench_train.py without --torch",
                "final_train_loss": {k: round(used[-1][k]["train_loss"], 3) for k in kinds},
                "final_test_nelbo": {k: round(used[-1][k]["test_nelbo"], 3) for k in kinds},
+               "blas_core": workers_ready["scratchvae"]["blas_core"],
+               "openblas_coretype_env": workers_ready["scratchvae"]["openblas_coretype"],
+               "torch_cpu_capability": workers_ready["torch"]["torch_cpu_capability"],
                "torch_adam": args.torch_adam, "torch_ms_per_step":
                    round(60000 / med(r["torch"]["img_per_s"] for r in used) / steps * 1e3, 3),
                **common_summary(args),

@@ -66,32 +66,45 @@ class PrivateArena:
         return np.empty(shape, dtype)
 
 
-def _openblas_threads_functions():
-    """(set, get) for the thread count of NumPy's bundled OpenBLAS, or (None, None).
+_PREFIXES = (("scipy_", "64_"), ("scipy_", "_64_"), ("", "64_"), ("", ""))
+
+
+def _openblas_functions():
+    """(set threads, get threads, get core name) of NumPy's bundled OpenBLAS, or Nones.
 
     NumPy's wheels ship OpenBLAS with prefixed symbols (scipy_openblas_set_num_threads64_);
-    other builds export openblas_set_num_threads. It is process-global.
+    other builds export openblas_set_num_threads. The thread count is process-global.
     """
     root = os.path.dirname(os.path.dirname(np.__file__))
     candidates = sorted(glob.glob(os.path.join(root, "numpy.libs", "*openblas*.so*")))
     candidates += sorted(glob.glob(os.path.join(root, "numpy", ".dylibs", "*openblas*")))
-    names = [(f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}")
-             for p, s in (("scipy_", "64_"), ("scipy_", "_64_"), ("", "64_"), ("", ""))]
     for path in candidates:
         try:
             lib = ctypes.CDLL(path)                              # already loaded by NumPy
         except OSError:
             continue
-        for set_name, get_name in names:
+        for p, s in _PREFIXES:
+            set_name, get_name = f"{p}openblas_set_num_threads{s}", f"{p}openblas_get_num_threads{s}"
             if hasattr(lib, set_name) and hasattr(lib, get_name):
                 setter, getter = getattr(lib, set_name), getattr(lib, get_name)
                 setter.argtypes, setter.restype = [ctypes.c_int], None
                 getter.argtypes, getter.restype = [], ctypes.c_int
-                return setter, getter
-    return None, None
+                corename = getattr(lib, f"{p}openblas_get_corename{s}", None)
+                if corename is not None:
+                    corename.argtypes, corename.restype = [], ctypes.c_char_p
+                return setter, getter, corename
+    return None, None, None
 
 
-_SET_BLAS_THREADS, _GET_BLAS_THREADS = _openblas_threads_functions()
+_SET_BLAS_THREADS, _GET_BLAS_THREADS, _BLAS_CORENAME = _openblas_functions()
+
+
+def blas_core():
+    """The kernel set OpenBLAS chose at NumPy's import ("Haswell", "SkylakeX", ...), or None.
+
+    See blas_kernels.py for why scratchvae may have chosen it.
+    """
+    return _BLAS_CORENAME().decode() if _BLAS_CORENAME is not None else None
 
 
 def set_blas_threads(n):
