@@ -125,6 +125,10 @@ def load_checkpoint(path):
     Raises ``CheckpointError`` with one message naming the file and the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = (f"; did you mean {path / 'checkpoint.npz'}?" if (path / "checkpoint.npz").is_file()
+                else "")
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
@@ -168,10 +172,28 @@ def load_checkpoint(path):
             checkpoint[key] = json.loads(str(entries[f"{key}.json"]))
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path}: entry {key}.json is not valid JSON ({e})") from None
+    _check_documents(checkpoint, path)
     checkpoint["params"] = {k[len("param."):]: v for k, v in entries.items() if k.startswith("param.")}
     for key in checkpoint["optimizer"].pop("arrays", []):
         checkpoint["optimizer"][key] = entries[f"optimizer.{key}"]
     return checkpoint
+
+
+def _check_documents(checkpoint, path):
+    """The JSON entries have the shapes save_checkpoint writes; else one CheckpointError."""
+    for key in JSON_ENTRIES:
+        kind = list if key == "history" else dict
+        if not isinstance(checkpoint[key], kind):
+            raise CheckpointError(f"{path}: entry {key}.json holds a {type(checkpoint[key]).__name__}, "
+                                  f"expected a JSON {'list' if kind is list else 'object'}")
+    if not all(isinstance(record, dict) for record in checkpoint["history"]):
+        raise CheckpointError(f"{path}: entry history.json must be a list of per-epoch records")
+    for name, state in checkpoint["rng"].items():
+        try:                                            # the generators are PCG64 (default_rng)
+            np.random.PCG64().state = state
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: rng.json: {name!r} is not a valid PCG64 generator "
+                                  f"state ({e})") from None
 
 
 def _read_entry(npz, key, path):

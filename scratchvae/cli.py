@@ -31,6 +31,7 @@ from .train import (CHECKPOINT_NAME, ENGINES, ConfigError, TrainConfig, Training
 from .vae import LIKELIHOODS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+MAX_PNG_PIXELS = 50_000_000          # `sample`: a larger grid is surely a typo (and gigabytes of memory)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,7 +172,9 @@ def build_parser():
     p.add_argument("--seed", type=nonnegative_int, default=None,
                    help="seed of the evaluation noise (default: the run's, so the negative "
                         "ELBO matches the training log)")
-    p.add_argument("--batch-size", type=positive_int, default=1000, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per forward pass (default: the run's --eval-batch, so the negative "
+                        "ELBO matches the training log to the last digit)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_evaluate, command_parser=p)
 
@@ -266,8 +269,9 @@ def _evaluate(args, parser):
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
     seed = run.seed if args.seed is None else args.seed
+    batch_size = run.eval_batch if args.batch_size is None else args.batch_size
     report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
-                      binarize=binarize, batch_size=args.batch_size, progress=_progress_line("-log p(x)"))
+                      binarize=binarize, batch_size=batch_size, progress=_progress_line("-log p(x)"))
     report.update(dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
                   epochs_trained=len(checkpoint["history"]))
     if args.json:
@@ -287,8 +291,15 @@ def _sample(args, parser):
     if side * side != model.input_dim:
         raise CheckpointError(f"{args.checkpoint}: the model's {model.input_dim} outputs are not a "
                               f"square image")
+    cols = args.cols or math.ceil(math.sqrt(args.n))
+    rows = math.ceil(args.n / cols)
+    pixels = (rows * (side + 2) + 2) * (cols * (side + 2) + 2) * args.scale ** 2
+    if pixels > MAX_PNG_PIXELS:
+        parser.error(f"a grid of {args.n} images, {cols} per row, at --scale {args.scale} would be "
+                     f"{pixels / 1e6:,.0f} megapixels (at most {MAX_PNG_PIXELS / 1e6:.0f}): ask for "
+                     f"fewer images or a smaller --scale")
     images = model.sample(args.n, np.random.default_rng(args.seed))          # (n, D) decoder means
-    write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=args.cols,
+    write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=cols,
                    scale=args.scale)
     print(f"wrote {args.out}: {args.n} images decoded from z ~ N(0, I) (seed {args.seed})")
     return 0
@@ -345,6 +356,11 @@ def main(argv=None):
     except OSError as e:
         print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except MemoryError as e:
+        detail = f" ({e})" if str(e) else ""
+        print(f"scratchvae {args.command}: error: not enough memory{detail}; use a smaller "
+              f"--batch-size, --eval-batch or --hidden", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"scratchvae {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

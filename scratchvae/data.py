@@ -315,6 +315,7 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT):
     Content-Length and the MD5 matches the published one is it renamed (os.replace) to
     ``target``. On any failure -- HTTP error, dropped connection, short read, checksum
     mismatch, Ctrl-C -- the temporary file is removed and the exception propagates.
+    Progress: an in-place percentage on a terminal; otherwise one line before and one after.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -324,15 +325,21 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT):
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             digest, received = hashlib.md5(), 0
+            in_place = progress and sys.stderr.isatty()
+            if progress and not in_place:
+                size = f" ({total:,} bytes)" if total else ""
+                print(f"downloading {url}{size} ...", file=sys.stderr, flush=True)
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)
-                if progress:
+                if in_place:
                     done = f"{100 * received // total:3d}%" if total else f"{received >> 20} MiB"
                     print(f"\rdownloading {url}: {done}", end="", file=sys.stderr, flush=True)
-            if progress:
+            if in_place:
                 print(file=sys.stderr)
+            elif progress:
+                print(f"downloaded {url}: {received:,} bytes", file=sys.stderr, flush=True)
         if total is not None and received != total:
             raise DataError(f"connection closed after {received:,} of {total:,} bytes")
         if digest.hexdigest() != md5:
@@ -365,6 +372,8 @@ def parse_split(spec):
         raise DataError(f"unknown split {match['name']!r} in {spec!r}: choose one of "
                         f"{', '.join(FILES)}, optionally sliced like 'test[:9000]'")
     start, stop = (None if g is None else int(g) for g in (match["start"], match["stop"]))
+    if start is not None and stop is not None and (start < 0) == (stop < 0) and start >= stop:
+        raise DataError(f"empty split {spec!r}: the slice [{start}:{stop}] selects no images")
     return match["name"], slice(start, stop)
 
 
@@ -437,8 +446,8 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
 
     rng:       numpy.random.Generator for the shuffle and the dynamic draws (may be None
                when neither is used). Same seed -> same batches.
-    out:       optional float32 buffer (batch_size, D) reused for every batch, so training
-               allocates nothing per step. The yielded array is then a view of ``out`` and
+    out:       optional float32 buffer (min(batch_size, N), D) reused for every batch, so
+               training allocates nothing per step. The yielded array is then a view of ``out`` and
                is OVERWRITTEN by the next batch: copy it if you need to keep it.
     drop_last: skip the final batch when it has fewer than batch_size images.
 
@@ -458,10 +467,11 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
         raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
                         f"got {type(rng).__name__}")
     batch_size, D = int(batch_size), images_u8.shape[1]
-    if out is not None and (out.dtype != np.float32 or out.shape != (batch_size, D)
+    rows = min(batch_size, len(images_u8))                        # no batch is larger than the data
+    if out is not None and (out.dtype != np.float32 or out.shape != (rows, D)
                             or not out.flags.c_contiguous):
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
-                         f"{(batch_size, D)}, got {out.dtype} {out.shape}")
+                         f"{(rows, D)}, got {out.dtype} {out.shape}")
     return _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out)
 
 
@@ -469,7 +479,7 @@ def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out):
     """The generator behind iterate_batches (split off so bad arguments fail at the call)."""
     N, D = images_u8.shape
     order = rng.permutation(N) if shuffle else np.arange(N)
-    pixels_buf = np.empty((batch_size, D), dtype=np.uint8)        # gathered rows, reused
+    pixels_buf = np.empty((min(batch_size, N), D), dtype=np.uint8)   # gathered rows, reused
     uniform_buf = np.empty((batch_size, D), dtype=np.float32) if binarize == "dynamic" else None
     for start in range(0, N, batch_size):
         index = order[start:start + batch_size]

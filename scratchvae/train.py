@@ -30,10 +30,13 @@ import csv
 import io
 import json
 import math
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -42,7 +45,7 @@ from typing import Optional
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
+from .checkpoint import CheckpointError, load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
 from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
 from .evaluate import evaluate_nelbo, substream
 from .fast import FusedStep, NonFiniteStep, unsupported_reason
@@ -157,7 +160,8 @@ class TrainConfig:
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
         need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
         need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
-        self.data_dir = None if self.data_dir is None else str(self.data_dir)
+        # absolute, so that a run resumed or evaluated from another directory finds its data
+        self.data_dir = None if self.data_dir is None else os.path.abspath(os.path.expanduser(self.data_dir))
         self.out = None if self.out is None else str(self.out)
         return self
 
@@ -179,8 +183,9 @@ class TrainConfig:
 
 
 # Fields that may change when a run is resumed: none of them alters what is computed
-# (lr does, and resuming says so; a different engine or thread count changes the float
-# rounding, so the continuation is then equal to the uninterrupted run only up to rounding).
+# (lr does, and resuming says so; a different engine, thread count or eval_batch changes
+# the float rounding -- of the training steps, or of the logged test numbers -- so the
+# continuation then equals the uninterrupted run only up to rounding).
 # All others must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
 ENGINES = ("auto", "plain", "fused")
@@ -281,6 +286,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
         raise ConfigError(f"{ckpt_path} already exists: resume it (scratchvae resume {ckpt_path}), "
                           f"choose another output directory, or overwrite it (--overwrite)")
     log = _Log(log)
+    if out is not None:
+        _check_writable(out)                           # before any data is loaded or trained on
 
     # ---- data, model, optimiser, random streams ----------------------------------------
     train_x = _images(train_images, config, config.train_split, "train_images")   # (N, D) uint8
@@ -288,6 +295,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     N, D = train_x.shape
     if test_x.shape[1] != D:
         raise ValueError(f"train and test images differ in size: {D} vs {test_x.shape[1]} pixels")
+    data = {"train": _fingerprint(train_x), "test": _fingerprint(test_x)}    # resuming checks it
     model = VAE(D, config.hidden, config.latent, activation=config.activation,
                 likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
                 seed=config.seed)
@@ -302,7 +310,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                              "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
     last_saved = None                                  # what the checkpoint on disk holds, for messages
     if checkpoint is not None:
-        history, position = _restore(checkpoint, model, optimizer, data_rng, config, log)
+        history, position = _restore(checkpoint, model, optimizer, data_rng, config, data, log)
         last_saved = _where(position["epochs_done"], position["step_in_epoch"])
     if position["epochs_done"] >= config.epochs:
         if config.epochs < position["epochs_done"]:
@@ -312,9 +320,9 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
         return model, history
     log.line(_describe(model, config, N, len(test_x), steps_per_epoch, ckpt_path, position))
 
-    x_buffer = np.empty((config.batch_size, D), dtype=np.float32)   # every batch lands here
+    x_buffer = np.empty((min(config.batch_size, N), D), dtype=np.float32)   # every batch lands here
     session_epoch_seconds = []
-    with _ctrl_c_sets_flag() as interrupt, _engine(config, model, optimizer) as fused:
+    with _ctrl_c_sets_flag() as interrupt, _engine(config, model, optimizer, min(config.batch_size, N)) as fused:
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
@@ -347,13 +355,19 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                                 "seconds": seconds_before + elapsed,
                                 "train_seconds": train_seconds_before + elapsed}
                     rng_states = {"eps": model.rng.bit_generator.state, "data": data_state_at_epoch_start}
-                    _save(ckpt_path, model, optimizer, config, history, rng_states, position)
+                    _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
                     raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log)
             train_seconds = train_seconds_before + time.perf_counter() - t_start
 
             # ---- end of epoch: evaluate, record, save --------------------------------------
             test = evaluate_nelbo(model, test_x, batch_size=config.eval_batch, seed=streams["eval"],
                                   binarize=config.binarize)
+            if not math.isfinite(test["nelbo"]):             # the guard covers the evaluation too:
+                raise TrainingDiverged(                      # this epoch's parameters are not saved
+                    f"training diverged in epoch {epoch}: every step's loss was finite, but the "
+                    f"test negative ELBO after it is {test['nelbo']} (rec {test['rec']}, KL "
+                    f"{test['kl']}); {_kept(ckpt_path, last_saved)}. Try a smaller learning rate "
+                    f"(lr={config.lr:g}) or a KL warm-up.")
             n = sums["n"]
             record = {"epoch": epoch, "step": global_step, "beta": model.beta,
                       "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
@@ -365,7 +379,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
             position = {"epochs_done": epoch, "step_in_epoch": 0, "global_step": global_step,
                         "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
             rng_states = {"eps": model.rng.bit_generator.state, "data": data_rng.bit_generator.state}
-            _save(ckpt_path, model, optimizer, config, history, rng_states, position)
+            _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
             last_saved = _where(epoch, 0)
             session_epoch_seconds.append(time.perf_counter() - t_start)
             left = (config.epochs - epoch) * float(np.mean(session_epoch_seconds))
@@ -390,6 +404,22 @@ def _images(given, config, split, name):
     return given
 
 
+def _check_writable(out):
+    """Create the run directory and make sure a file can be written there, or raise ConfigError."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
+
+
+def _fingerprint(images):
+    """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 30 ms for 47 MB)."""
+    return {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
+            "crc32": zlib.crc32(np.ascontiguousarray(images))}
+
+
 def _check_resumable(saved, config, path):
     """A resumed run may change only RESUMABLE_CHANGES; name the first other difference."""
     for f in fields(TrainConfig):
@@ -402,31 +432,62 @@ def _check_resumable(saved, config, path):
                               f"{', '.join(RESUMABLE_CHANGES)}")
 
 
-def _restore(checkpoint, model, optimizer, data_rng, config, log):
-    """Put the saved state back: parameters, Adam, generators; return (history, position)."""
+def _restore(checkpoint, model, optimizer, data_rng, config, data, log):
+    """Put the saved state back: parameters, Adam, generators; return (history, position).
+
+    Refuses (CheckpointError) a checkpoint that train() did not write, and (ConfigError)
+    data other than the run's: the same batches must be replayable.
+    """
+    where = checkpoint["path"]
     load_parameters(model, checkpoint)
-    state = checkpoint["optimizer"]
+    state, position = checkpoint["optimizer"], checkpoint["progress"]
+    missing = [k for k in ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds",
+                           "train_seconds") if k not in position]
+    if missing or not all(k in checkpoint["rng"] for k in ("eps", "data")):
+        raise CheckpointError(f"{where}: cannot resume: the checkpoint was not written by a "
+                              f"training run (progress.json lacks {', '.join(missing) or 'nothing'}; "
+                              f"rng.json has {', '.join(sorted(checkpoint['rng'])) or 'no generators'})")
     if state.get("name", "adam") != "adam":
-        raise ConfigError(f"{checkpoint['path']}: optimiser {state['name']!r} is not Adam")
-    optimizer.load_state_dict(state)
+        raise ConfigError(f"{where}: optimiser {state['name']!r} is not Adam")
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: the optimiser state does not fit the model ({e})") from None
+    saved_data = position.get("data")
+    for part in ("train", "test"):
+        if saved_data is not None and saved_data.get(part) != data[part]:
+            raise ConfigError(f"{where}: the {part} images differ from the run's (checkpoint: "
+                              f"{_describe_data(saved_data.get(part))}; now: {_describe_data(data[part])}); "
+                              f"resume with the data the run was trained on")
     if optimizer.lr != config.lr:
         log.line(f"note: lr changed from {optimizer.lr:g} to {config.lr:g}; the continuation "
                  f"differs from the uninterrupted run")
         optimizer.lr = config.lr
     model.rng.bit_generator.state = checkpoint["rng"]["eps"]
     data_rng.bit_generator.state = checkpoint["rng"]["data"]
-    history, position = checkpoint["history"], checkpoint["progress"]
+    history = checkpoint["history"]
     if len(history) != position["epochs_done"]:
         raise ConfigError(f"{checkpoint['path']}: inconsistent checkpoint: {len(history)} history "
                           f"records for {position['epochs_done']} completed epochs")
     return history, position
 
 
-def _save(ckpt_path, model, optimizer, config, history, rng_states, position):
-    """Checkpoint plus history.json / history.csv next to it (nothing when out is None)."""
+def _describe_data(fingerprint):
+    if not isinstance(fingerprint, dict):
+        return "unknown"
+    return (f"{fingerprint.get('images')} images of {fingerprint.get('pixels')} pixels, "
+            f"CRC-32 {fingerprint.get('crc32')}")
+
+
+def _save(ckpt_path, model, optimizer, config, history, rng_states, position, data):
+    """Checkpoint plus history.json / history.csv next to it (nothing when out is None).
+
+    ``data`` (the fingerprints of the train and test images) goes into progress.json.
+    """
     if ckpt_path is None:
         return
-    save_checkpoint(ckpt_path, model, optimizer, config.to_dict(), history, rng_states, position)
+    save_checkpoint(ckpt_path, model, optimizer, config.to_dict(), history, rng_states,
+                    {**position, "data": data})
     write_text_atomic(ckpt_path.parent / HISTORY_NAMES[0], json.dumps(history, indent=1) + "\n")
     if history:
         text = io.StringIO()
@@ -441,12 +502,17 @@ def _where(epochs_done, step_in_epoch):
     return f"epoch {epochs_done + 1}, step {step_in_epoch}" if step_in_epoch else f"end of epoch {epochs_done}"
 
 
-def _diverged_message(what, epoch, step, steps_per_epoch, global_step, config, ckpt_path, last_saved):
-    kept = ("no checkpoint is written (no output directory)" if ckpt_path is None else
+def _kept(ckpt_path, last_saved):
+    """What is on disk after a divergence."""
+    return ("no checkpoint is written (no output directory)" if ckpt_path is None else
             f"the last good checkpoint {ckpt_path} ({last_saved}) is kept" if last_saved else
             "no epoch had finished, so no checkpoint was written")
+
+
+def _diverged_message(what, epoch, step, steps_per_epoch, global_step, config, ckpt_path, last_saved):
     return (f"training diverged at epoch {epoch}, step {step}/{steps_per_epoch} (global step "
-            f"{global_step}): the {what}. The parameters were not updated with it; {kept}. "
+            f"{global_step}): the {what}. The parameters were not updated with it; "
+            f"{_kept(ckpt_path, last_saved)}. "
             f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up.")
 
 
@@ -461,12 +527,15 @@ def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
 
 
 @contextmanager
-def _engine(config, model, optimizer):
-    """The fused step (fast.py) if config.engine allows it and the model fits it, else None."""
+def _engine(config, model, optimizer, batch_rows):
+    """The fused step (fast.py) if config.engine allows it and the model fits it, else None.
+
+    ``batch_rows``: the largest batch it will see, min(batch size, training images).
+    """
     if config.engine == "plain" or unsupported_reason(model):
         yield None
         return
-    with FusedStep(model, optimizer, config.batch_size, workers=config.threads) as fused:
+    with FusedStep(model, optimizer, batch_rows, workers=config.threads) as fused:
         yield fused
 
 
