@@ -479,8 +479,9 @@ def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out):
     """The generator behind iterate_batches (split off so bad arguments fail at the call)."""
     N, D = images_u8.shape
     order = rng.permutation(N) if shuffle else np.arange(N)
-    pixels_buf = np.empty((min(batch_size, N), D), dtype=np.uint8)   # gathered rows, reused
-    uniform_buf = np.empty((batch_size, D), dtype=np.float32) if binarize == "dynamic" else None
+    rows = min(batch_size, N)
+    pixels_buf = np.empty((rows, D), dtype=np.uint8)              # gathered rows, reused
+    uniform_buf = np.empty((rows, D), dtype=np.float32) if binarize == "dynamic" else None
     for start in range(0, N, batch_size):
         index = order[start:start + batch_size]
         B = len(index)

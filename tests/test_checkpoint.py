@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -144,6 +145,40 @@ def test_other_files_are_refused_with_a_message(tmp_path):
     (tmp_path / "text.npz").write_text("hello")
     with pytest.raises(CheckpointError, match="not a readable .npz"):
         load_checkpoint(tmp_path / "text.npz")
+
+
+def test_a_directory_is_refused_with_a_hint(tmp_path):
+    model, adam, config, history, rng_states = trained_state()
+    save_checkpoint(tmp_path / "checkpoint.npz", model, adam, config, history, rng_states)
+    with pytest.raises(CheckpointError, match=r"is a directory, not a checkpoint file; did you mean "
+                                              r".*checkpoint.npz\?"):
+        load_checkpoint(tmp_path)
+
+
+def rewrite_entry(path, key, text):
+    """The checkpoint at ``path`` with entry ``key`` replaced by the JSON text ``text``."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays[key] = np.array(text)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("key, text, message", [
+    ("config.json", "[1, 2]", "entry config.json holds a list, expected a JSON object"),
+    ("history.json", "{}", "entry history.json holds a dict, expected a JSON list"),
+    ("history.json", "[1]", "history.json must be a list of per-epoch records"),
+    ("rng.json", '{"eps": 5}', "rng.json: 'eps' is not a valid PCG64 generator state"),
+    ("rng.json", '{"eps": {"bit_generator": "PCG64", "state": "x"}}',
+     "rng.json: 'eps' is not a valid PCG64 generator state"),
+    ("progress.json", '"done"', "entry progress.json holds a str"),
+])
+def test_malformed_documents_are_clear_errors(tmp_path, key, text, message):
+    model, adam, config, history, rng_states = trained_state()
+    path = save_checkpoint(tmp_path / "c.npz", model, adam, config, history, rng_states)
+    load_checkpoint(path)                                      # well-formed before the change
+    rewrite_entry(path, key, text)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(path)
 
 
 def test_architecture_mismatch_names_the_field(tmp_path):

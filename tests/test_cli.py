@@ -217,6 +217,39 @@ def test_sample_bad_arguments(trained, tmp_path, capsys, extra):
     one_error_line(capsys, "sample")
 
 
+def test_sample_refuses_a_grid_of_gigapixels(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(trained), "--n", "64", "--scale", "100000", "--out", str(tmp_path / "s.png")])
+    assert exit_.value.code == 2
+    assert "megapixels" in one_error_line(capsys, "sample")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_not_enough_memory_is_one_line(data_dir, tmp_path, capsys):
+    """A network of 10^9 hidden units needs terabytes: one line and exit 2, not a traceback."""
+    assert main(train_args(data_dir, tmp_path / "run", "--hidden", "1000000000")) == 2
+    assert "not enough memory" in one_error_line(capsys, "train")
+
+
+def test_a_run_directory_given_as_the_checkpoint_gets_a_hint(trained, capsys):
+    assert main(["evaluate", str(trained.parent), "--is-k", "0"]) == 2
+    assert "did you mean" in one_error_line(capsys, "evaluate")
+
+
+def test_evaluate_matches_the_training_log_by_default(data_dir, tmp_path, capsys):
+    """Without --batch-size the evaluation uses the run's eval_batch: the logged number exactly
+    (another batch size sums the float32 batch means in another order)."""
+    assert main(train_args(data_dir, tmp_path, "--eval-batch", "7")) == 0
+    logged = load_checkpoint(tmp_path / "checkpoint.npz")["history"][-1]["test_nelbo"]
+    capsys.readouterr()
+    reports = []
+    for extra in ([], ["--batch-size", "40"]):
+        assert main(["evaluate", str(tmp_path / "checkpoint.npz"), "--is-k", "0", "--json", *extra]) == 0
+        reports.append(json.loads(capsys.readouterr().out)["test_nelbo"])
+    assert reports[0] == logged
+    assert reports[1] == pytest.approx(logged, rel=1e-5) and reports[1] != logged
+
+
 # ------------------------------------------------------------------ the entry points
 def test_every_command_has_help(capsys):
     for command in ("train", "resume", "evaluate", "sample"):

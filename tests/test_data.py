@@ -389,7 +389,8 @@ def test_download_success_into_cache(server, published, capsys):
     np.testing.assert_array_equal(s.images, images[:20])
     np.testing.assert_array_equal(s.labels, labels[:20])
     assert listing(data.cache_dir("mnist")) == sorted(blobs)            # no *.part left
-    assert "downloading " + server.url in capsys.readouterr().err      # progress on stderr
+    err = capsys.readouterr().err                                       # progress on stderr,
+    assert "downloading " + server.url in err and "\r" not in err       # plain lines off a terminal
     n_requests = len(server.requests)
     assert len(data.load("mnist", "test", mirrors=[server.url + "/mirror/"])) == 30
     assert len(server.requests) == n_requests                           # cached: no request

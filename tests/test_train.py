@@ -3,6 +3,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 
 import numpy as np
@@ -189,11 +190,84 @@ def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpo
     with pytest.raises(TrainingDiverged) as diverged:
         run(small_config(engine, epochs=3, lr=1e4, out=tmp_path), resume=path)
     message = str(diverged.value)
-    assert "diverged at epoch 2, step" in message and "global step 1" in message
+    step = re.search(r"diverged at epoch 2, step (\d+)/10 \(global step (\d+)\)", message)
+    assert step and int(step[2]) == 10 + int(step[1])         # epoch 1 took 10 steps
     assert "loss is" in message or "gradient" in message
     assert f"last good checkpoint {path} (end of epoch 1) is kept" in message
     assert path.read_bytes() == before
     assert np.all(np.isfinite(load_model(path).theta))
+
+
+def test_a_non_finite_test_nelbo_is_a_divergence_and_its_epoch_is_not_saved(tmp_path, monkeypatch):
+    """Every step's loss can be finite while the parameters after them give inf or nan on the
+    test images: that epoch is not saved as "good", the previous checkpoint stays."""
+    real, calls = train_module.evaluate_nelbo, []
+
+    def broken_after_the_first_epoch(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        return result if len(calls) == 1 else {**result, "nelbo": np.nan, "kl": np.inf}
+
+    monkeypatch.setattr(train_module, "evaluate_nelbo", broken_after_the_first_epoch)
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(TrainingDiverged) as diverged:
+        run(small_config(epochs=3, out=tmp_path))
+    message = str(diverged.value)
+    assert "diverged in epoch 2" in message and "test negative ELBO after it is nan" in message
+    assert f"last good checkpoint {path} (end of epoch 1) is kept" in message
+    saved = load_checkpoint(path)
+    assert saved["progress"]["epochs_done"] == 1 and len(saved["history"]) == 1
+    history = json.loads((tmp_path / "history.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"history.json holds {c}"))
+    assert len(history) == 1 and np.isfinite(history[0]["test_nelbo"])
+
+
+def test_resume_refuses_other_data(tmp_path):
+    run(small_config(epochs=1, out=tmp_path))
+    path = tmp_path / "checkpoint.npz"
+    other = TRAIN.copy()
+    other[0, 0] ^= 255                                         # one pixel differs
+    with pytest.raises(ConfigError, match=r"the train images differ from the run's \(checkpoint: "
+                                          r"150 images of 36 pixels, CRC-32 \d+; now: 150 images"):
+        train(small_config(epochs=2, out=tmp_path), resume=path, train_images=other,
+              test_images=TEST, log=False)
+    with pytest.raises(ConfigError, match="the test images differ"):
+        train(small_config(epochs=2, out=tmp_path), resume=path, train_images=TRAIN,
+              test_images=TEST[:-1], log=False)
+    _, history = run(small_config(epochs=2, out=tmp_path), resume=path)    # the same data: fine
+    assert len(history) == 2
+
+
+def test_resume_refuses_a_checkpoint_no_training_run_wrote(tmp_path):
+    from scratchvae import Adam
+    from scratchvae.checkpoint import CheckpointError, save_checkpoint
+    config = small_config(epochs=2, out=tmp_path)
+    model = VAE(36, [12], 3, n_samples=2, seed=7)
+    save_checkpoint(tmp_path / "checkpoint.npz", model, Adam(model.theta, model.dtheta),
+                    config.to_dict(), [], {})                  # no progress, no generators
+    with pytest.raises(CheckpointError, match="cannot resume: the checkpoint was not written by a "
+                                              "training run .*lacks epochs_done"):
+        run(config, resume=tmp_path / "checkpoint.npz")
+
+
+def test_an_unwritable_output_directory_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot write to the output directory .*a-file/run"):
+        run(small_config(epochs=1, out=blocker / "run"))
+
+
+def test_the_data_directory_is_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = small_config(data_dir="data/mnist")
+    assert config.data_dir == str(tmp_path / "data" / "mnist")
+    assert TrainConfig.from_dict(config.to_dict()).data_dir == config.data_dir
+
+
+def test_a_batch_larger_than_the_data_allocates_only_the_data(tmp_path):
+    """batch_size far above N: buffers hold N rows, and one step per epoch trains on all N."""
+    model, history = run(small_config(epochs=1, batch_size=10**9))
+    assert history[0]["step"] == 1 and np.isfinite(history[0]["train_loss"])
 
 
 def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
