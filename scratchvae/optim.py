@@ -66,7 +66,7 @@ class Adam:
     def advance(self):
         """Count the step (t += 1) and return its scalars (alpha_t, eps_t)."""
         self.t += 1
-        c_t = np.sqrt((1 - self.beta2) / (1 - self.beta2 ** self.t))     # sqrt(v_hat) = sqrt(v_sum) / c_t
+        c_t = np.sqrt((1 - self.beta2) / (1 - self.beta2 ** self.t))     # sqrt(v_hat) = c_t * sqrt(v_sum)
         alpha_t = self.lr * (1 - self.beta1) / ((1 - self.beta1 ** self.t) * c_t)
         return alpha_t, self.eps / c_t
 

@@ -110,7 +110,11 @@ def log_joint_on_grid(model, x, grid, chunk=CHUNK):
                             = x . l - sum_d softplus(l_d): the second part does not depend on
                             x, so all datapoints share it and the first is one matrix product.
     The decoder and the per-pixel terms run in the model's dtype, on ``chunk`` grid points
-    at a time; the sums over pixels are accumulated in float64, and so is all that follows.
+    at a time. So do two of the sums over pixels: the product x . l (a BLAS product in the
+    model's dtype, float32 for a float32 model) and the Gaussian decoder's sum; only
+    sum_d softplus(l_d) is accumulated in float64. The (N, G) result is stored in float64,
+    and everything computed from it (log p(x), the posterior, the ELBO, the KL) is float64.
+    For a float64 model (as in the tests) every step is float64.
     Shapes:      x (N, D), grid of G points -> (N, G) float64
     """
     _check_model(model)
