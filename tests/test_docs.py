@@ -1,25 +1,36 @@
 """Docs that cannot rot: the examples in README.md, docs/*.md and the package's docstrings run,
-and every `file:function` and test named in docs/code-map.md exists."""
+every `file:function` and test named in docs/code-map.md exists, every "derivations.md,
+section N" in a docstring names a section about that code, every NumPy line quoted in
+derivations.md is in the source, and every command line in the docs parses."""
 import ast
 import doctest
 import importlib
+import inspect
 import pkgutil
 import re
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
 
 import scratchvae
+import scratchvae.cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
+MUST_HAVE_EXAMPLES = {"README.md", "elbo.md"}
+
+
 @pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.name)
 def test_examples_in_the_docs_run(path):
     result = doctest.testfile(str(path), module_relative=False, optionflags=FLAGS, verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {path.name} failed"
+    if path.name in MUST_HAVE_EXAMPLES:                 # a broken fence must not hide them from doctest
+        assert result.attempted > 0, f"doctest found no examples in {path.name}"
 
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(scratchvae.__path__) if m.name != "__main__")
@@ -86,3 +97,184 @@ def test_every_derivation_names_code_that_points_back():
     for path, dotted in code:
         obj = resolve_code_ref(path, dotted)
         assert "derivations.md" in (obj.__doc__ or ""), f"{path}:{dotted} does not point back to derivations.md"
+
+
+# ---------------------------------------------------------------- docstrings -> derivations.md
+
+DERIVATIONS = ROOT / "docs" / "derivations.md"
+SECTION_HEADING = re.compile(r"^## (\d+)\.\s*(.*)$", re.MULTILINE)
+CITATION = re.compile(r"derivations\.md,\s*sections?\s+([^\n]*)")
+
+
+def derivation_sections(text=None):
+    """{N: (heading, body)} for every '## N. heading' of derivations.md."""
+    text = DERIVATIONS.read_text() if text is None else text
+    heads = list(SECTION_HEADING.finditer(text))
+    ends = [h.start() for h in heads[1:]] + [len(text)]
+    return {int(h.group(1)): (h.group(2), text[h.end():end]) for h, end in zip(heads, ends)}
+
+
+def cited_sections(citation):
+    """'1-8 and 10 (what is computed), 11 (two rewrites).' -> [1, ..., 8, 10, 11]."""
+    numbers = []
+    for a, b in re.findall(r"(\d+)(?:\s*[-\u2013]\s*(\d+))?", re.sub(r"\([^)]*\)", "", citation)):
+        numbers += range(int(a), int(b or a) + 1)
+    return numbers
+
+
+def documented_objects():
+    """(qualified name, docstring) of every class, function, method and property defined in the package."""
+    for name in MODULES:
+        module = importlib.import_module(f"scratchvae.{name}")
+        for obj_name, obj in vars(module).items():
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{name}.{obj_name}", obj.__doc__ or ""
+            elif inspect.isclass(obj):
+                yield f"{name}.{obj_name}", obj.__doc__ or ""
+                for member_name, member in vars(obj).items():
+                    if inspect.isfunction(member) or isinstance(member, property):
+                        yield f"{name}.{obj_name}.{member_name}", member.__doc__ or ""
+
+
+def check_citations(objects, sections):
+    """Assert every 'derivations.md, section(s) ...' in ``objects`` names existing sections, at
+    least one of which mentions the object by name (Dense, loss_and_grads) in heading or body."""
+    checked = 0
+    for qualname, doc in objects:
+        for citation in CITATION.findall(doc):
+            numbers = cited_sections(citation)
+            assert numbers, f"{qualname}: cannot read the section number in {citation!r}"
+            missing = [n for n in numbers if n not in sections]
+            assert not missing, f"{qualname} cites derivations.md section {missing}, which does not exist"
+            name = qualname.split(".")[-1]                   # layers.Dense -> Dense, vae.VAE.loss -> loss
+            topic = " ".join(" ".join(sections[n]) for n in numbers)
+            assert re.search(rf"\b{re.escape(name)}\b", topic), (
+                f"{qualname} cites derivations.md section(s) {numbers}, none of which mentions it")
+            checked += 1
+    return checked
+
+
+def test_every_docstring_citation_names_a_section_about_that_code():
+    sections = derivation_sections()
+    assert sorted(sections)[:12] == list(range(12)), f"derivations.md lost its numbered sections: {sorted(sections)}"
+    assert check_citations(documented_objects(), sections) >= 15, "docstrings lost their derivation citations"
+
+
+def test_the_citation_check_fails_on_a_wrong_section():
+    sections = derivation_sections()
+    with pytest.raises(AssertionError, match="does not exist"):
+        check_citations([("layers.Dense", "Derivation:  docs/derivations.md, section 42")], sections)
+    with pytest.raises(AssertionError, match="none of which mentions it"):
+        check_citations([("layers.Dense", "Derivation:  docs/derivations.md, section 5")], sections)
+    assert check_citations([("fast.FusedStep", "docs/derivations.md, sections 1-8 and 10 (x), 11 (y).")],
+                           sections) == 1
+    assert cited_sections("1-8 and 10 (what is computed), 11 (two rewrites).") == [*range(1, 9), 10, 11]
+
+
+# ---------------------------------------------------------------- code quoted in derivations.md
+
+FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.MULTILINE | re.DOTALL)   # fenced blocks, indented or not
+INLINE_CODE = re.compile(r"`([^`]+)`")                  # may wrap onto the next line
+SOURCE_FILE = re.compile(r"scratchvae/\w+\.py")
+
+
+def normalise(text):
+    return " ".join(text.split())
+
+
+def quoted_code(sections):
+    """(section, fragment, files) for each inline `...` fragment with np. or self. in it; files
+    are the scratchvae/*.py the section names (all of the package's files when it names none)."""
+    package = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scratchvae").glob("*.py"))
+    for number, (heading, body) in sections.items():
+        text = heading + "\n" + FENCE.sub("", body)
+        files = sorted(set(SOURCE_FILE.findall(heading + body))) or package
+        for fragment in INLINE_CODE.findall(text):
+            if "np." in fragment or "self." in fragment:
+                yield number, fragment, files
+
+
+def check_quoted_code(quotes):
+    checked = 0
+    for number, fragment, files in quotes:
+        sources = {f: normalise((ROOT / f).read_text()) for f in files}
+        assert any(normalise(fragment) in source for source in sources.values()), (
+            f"derivations.md section {number} quotes `{fragment}`, which is not in {', '.join(files)}")
+        checked += 1
+    return checked
+
+
+def test_every_numpy_line_quoted_in_derivations_is_in_the_source():
+    assert check_quoted_code(quoted_code(derivation_sections())) >= 8, "derivations.md quotes less code than it did"
+
+
+def test_the_quoted_code_check_fails_on_a_changed_line():
+    text = "## 1. Dense — `scratchvae/layers.py: Dense`\n\nIn the code: `np.matmul(x.T, dout, out=self.grads[\"b\"])`.\n"
+    with pytest.raises(AssertionError, match="not in scratchvae/layers.py"):
+        check_quoted_code(quoted_code(derivation_sections(text)))
+    text = text.replace('grads[\"b\"]', 'grads[\"W\"]').replace("x.T, dout", "x.T,\n   dout")
+    assert check_quoted_code(quoted_code(derivation_sections(text))) == 1     # whitespace does not matter
+
+
+# ---------------------------------------------------------------- command lines in the docs
+
+def fenced_command_lines(path):
+    """Every line of a fenced code block in ``path``, with backslash continuations joined."""
+    lines = []
+    for block in re.findall(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", path.read_text(), re.MULTILINE | re.DOTALL):
+        block = re.sub(r"\\\n\s*", " ", block)
+        lines += [line.strip() for line in block.splitlines() if line.strip()]
+    return lines
+
+
+def parser_and_args(command):
+    """(parser, argv) when ``command`` runs demo.py or scratchvae, else None."""
+    if not re.match(r"(python demo\.py|scratchvae|python -m scratchvae)(\s|$)", command):
+        return None                                     # prose in a code block need not be shell
+    words = shlex.split(command)
+    if words[:2] == ["python", "demo.py"]:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        return importlib.import_module("demo").build_parser(), words[2:]
+    if words[:1] == ["scratchvae"]:
+        return scratchvae.cli.build_parser(), words[1:]
+    if words[:3] == ["python", "-m", "scratchvae"]:
+        return scratchvae.cli.build_parser(), words[3:]
+    return None
+
+
+def doc_commands():
+    for path in DOC_FILES:
+        for line in fenced_command_lines(path):
+            for command in line.split("&&"):
+                if command.strip():
+                    yield path.name, command.strip()
+
+
+def check_command(command):
+    found = parser_and_args(command)
+    if found is None:
+        return False
+    parser, argv = found
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exit:
+        raise AssertionError(f"`{command}` does not parse (exit code {exit.code})") from None
+    return True
+
+
+def test_every_command_line_in_the_docs_parses(capsys):
+    parsed = [(name, command) for name, command in doc_commands() if check_command(command)]
+    names = {name for name, _ in parsed}
+    assert len(parsed) >= 8 and {"README.md", "results.md"} <= names, parsed
+
+
+def test_the_command_check_fails_on_a_wrong_flag(capsys):
+    assert check_command("python demo.py --data-dir ../shared/data/mnist --train-split 'test[:9000]'")
+    assert not check_command("pip install -e .")
+    for wrong in ("python demo.py --data-directory DIR", "scratchvae train --hiden 400",
+                  "scratchvae evaluate RUN/checkpoint.npz --is-k many"):
+        with pytest.raises(AssertionError, match="does not parse"):
+            check_command(wrong)

@@ -78,7 +78,13 @@ def test_posterior_and_kl_match_the_linear_gaussian_closed_form():
 
 
 def test_gap_equals_kl_on_the_grid():
-    """Slide 21: log p(x) - ELBO = KL(q(z|x) || p(z|x)), every term by the same quadrature."""
+    """Slide 21: log p(x) - ELBO = KL(q(z|x) || p(z|x)), every term by the same quadrature.
+
+    On the grid this is close to an algebraic identity: with log p(z_g|x) = log p(x, z_g) - c,
+    KL = -ELBO + c * q_mass for *any* constant c, so the gap equals the KL whenever q_mass = 1,
+    even if log p(x) had a wrong normaliser (a missing log of the cell area passes here).
+    It checks the bookkeeping (same grid, same q, no term dropped); what catches a wrong
+    normaliser is the closed-form test, test_log_px_matches_the_linear_gaussian_closed_form."""
     model = VAE(D, [8], 2, likelihood="bernoulli", activation="tanh", dtype=np.float64, seed=3)
     x = np.random.default_rng(4).random((5, D))
     for r in exact_gap(model, x):
