@@ -313,6 +313,17 @@ def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
     return _save(fig, path, dpi)
 
 
+def _histogram(ax, values, colour, label, n_bins=40):
+    """Histogram of ``values`` over their central 99 % (the tails clipped into the end bins);
+    returns the counts."""
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if not hi > lo:                                              # all equal: one visible bar
+        lo, hi = lo - 0.5 * max(abs(lo), 1.0), hi + 0.5 * max(abs(hi), 1.0)
+    counts, _, _ = ax.hist(np.clip(values, lo, hi), bins=np.linspace(lo, hi, n_bins + 1), alpha=0.6,
+                           color=colour, label=label)
+    return counts
+
+
 def _zoom(ax, grid, densities_and_levels, margin=0.25):
     """Limit ``ax`` to a square around the cells where any density exceeds its level."""
     Z1, Z2 = np.meshgrid(grid.z1, grid.z2)
@@ -331,10 +342,12 @@ def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=
     """Figure 8: reparameterisation vs score-function gradients of E_q[log p(x|z)] (slide 14).
 
     Left: the spread of R repeated S-sample estimates of dF/dmu_j for one coordinate, both
-    estimators, with the high-sample reference. Middle: each estimator's average over the R
-    repeats against the reference, every coordinate, with +-2 standard errors of their
-    difference (unbiased: points on the diagonal, about 95 % within 2 s.e.). Right: the
-    variance ratio Var(score) / Var(reparam) per coordinate.
+    estimators, with the high-sample reference: the score function's histogram, and the
+    range of the reparameterisation estimates, a sliver at that scale, which the inset
+    zooms in on; each legend entry gives the estimator's standard deviation. Middle: each
+    estimator's average over the R repeats against the reference, every coordinate, with
+    +-2 standard errors of their difference (unbiased: points on the diagonal, about 95 %
+    within 2 s.e.). Right: the variance ratio Var(score) / Var(reparam) per coordinate.
     ``comparison`` is an ``estimators.EstimatorComparison``.
     Size: 13 x 4 inches.
     """
@@ -346,14 +359,24 @@ def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=
 
     ax = fig.add_axes([0.05, 0.14, 0.26, 0.7])
     values = {k: getattr(c, f"{k}_mu")[:, datapoint, coordinate] for k in names}
-    bins = np.linspace(*np.percentile(np.concatenate(list(values.values())), [0.5, 99.5]), 41)
-    for k in names:
-        ax.hist(np.clip(values[k], bins[0], bins[-1]), bins=bins, alpha=0.6, color=colours[k], label=names[k])
-    ax.axvline(c.reference_mu[datapoint, coordinate], color="k", lw=1, label="reference")
+    sd = {k: np.std(values[k], ddof=1) for k in names}
+    reference = c.reference_mu[datapoint, coordinate]
+    counts = _histogram(ax, values["score"], colours["score"], f"{names['score']}, sd {sd['score']:.3g}")
+    lo, hi = np.percentile(values["reparam"], [0.5, 99.5])       # at this scale, a sliver: see the inset
+    ax.axvspan(lo, hi, color=colours["reparam"], alpha=0.6,
+               label=f"{names['reparam']}, sd {sd['reparam']:.3g}")
+    ax.axvline(reference, color="k", lw=1, label="reference")
+    ax.set_ylim(0, 1.75 * max(counts.max(), 1))                   # bars below 0.58: room for legend and inset
     ax.set_xlabel(f"estimate of dF/dmu_{coordinate + 1}")
     ax.set_ylabel(f"count (of {R} repeats)")
     ax.set_title(f"spread of {c.n_samples}-sample estimates", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    zoom = ax.inset_axes([0.66, 0.6, 0.32, 0.27])
+    _histogram(zoom, values["reparam"], colours["reparam"], None)
+    zoom.axvline(reference, color="k", lw=1)
+    zoom.set_title("reparameterisation, zoomed", fontsize=7, pad=2)
+    zoom.tick_params(labelsize=6)
+    zoom.set_yticks([])
 
     ax = fig.add_axes([0.39, 0.14, 0.26, 0.7])
     within = {k: [] for k in names}
