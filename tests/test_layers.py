@@ -116,13 +116,12 @@ def test_share_one_buffer_gives_views_into_one_vector():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_softplus_matches_the_log1p_form_and_the_float64_value(dtype):
+def test_softplus_is_accurate_to_a_few_ulps_everywhere(dtype):
+    """Against float64 logaddexp(0, x): also where exp(-|x|) is far below the rounding of 1."""
     x = np.concatenate([np.random.default_rng(0).standard_normal(100_000) * 12,
                         [-80.0, -30.0, -16.0, -1e-6, 0.0, 1e-6, 16.0, 30.0, 80.0]]).astype(dtype)
-    plain = np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))          # the textbook stable form
     exact = np.logaddexp(0, x.astype(np.float64))
     got = softplus(x)
     assert got.dtype == dtype
     tol = 4 * np.finfo(dtype).eps
     assert np.all(np.abs(got - exact) <= tol * exact + np.finfo(dtype).tiny)
-    assert np.all(np.abs(got - plain) <= tol * plain + np.finfo(dtype).tiny)
