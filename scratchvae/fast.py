@@ -1,4 +1,4 @@
-"""The fused training step: the numbers of vae.py and optim.py, computed about twice as fast.
+"""The fused training step: the numbers of vae.py and optim.py, computed about 1.4 times as fast.
 
 Read vae.py first: this file computes exactly what ``VAE.loss_and_grads`` followed by
 ``Adam.step`` compute, for the PyTorch example's architecture (one hidden layer, ReLU,
