@@ -36,7 +36,11 @@ What is measured (benchmarks/README.md explains the numbers):
   + Pss(helper) from /proc/<pid>/smaps_rollup, sampled every --mem-interval seconds. The
   combined Pss counts every page once, so it is the number compared with the 200 MB target
   ("memory_target_measure" in the summary). The sum of the two RSS peaks double-counts
-  shared pages (an upper bound). The PyTorch worker is one process: its VmHWM.
+  shared pages (an upper bound). The PyTorch worker is one process: its VmHWM. Side by
+  side, each worker is sampled only during its own epochs.
+* The kernels: these machines may pin OpenBLAS to older kernels through OPENBLAS_CORETYPE
+  (benchmarks/README.md, "Which OpenBLAS kernels"); the summary reports "blas_core", the
+  variable as the worker saw it, and PyTorch's CPU capability.
 * The GEMM floor: in the scratchvae worker, after training, the matrix products of one
   step alone (forward, weight gradients, input gradients of every layer but the first;
   the two heads as one (H, 2K) product) on random float32 arrays of the batch's shapes,
