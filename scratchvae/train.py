@@ -441,12 +441,12 @@ def _restore(checkpoint, model, optimizer, data_rng, config, data, log):
     where = checkpoint["path"]
     load_parameters(model, checkpoint)
     state, position = checkpoint["optimizer"], checkpoint["progress"]
-    missing = [k for k in ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds",
-                           "train_seconds") if k not in position]
-    if missing or not all(k in checkpoint["rng"] for k in ("eps", "data")):
+    missing = [f"progress.json: {k}" for k in ("epochs_done", "step_in_epoch", "global_step", "sums",
+                                               "seconds", "train_seconds") if k not in position]
+    missing += [f"rng.json: {k}" for k in ("eps", "data") if k not in checkpoint["rng"]]
+    if missing:
         raise CheckpointError(f"{where}: cannot resume: the checkpoint was not written by a "
-                              f"training run (progress.json lacks {', '.join(missing) or 'nothing'}; "
-                              f"rng.json has {', '.join(sorted(checkpoint['rng'])) or 'no generators'})")
+                              f"training run (it lacks {', '.join(missing)})")
     if state.get("name", "adam") != "adam":
         raise ConfigError(f"{where}: optimiser {state['name']!r} is not Adam")
     try:

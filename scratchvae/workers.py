@@ -102,7 +102,9 @@ _SET_BLAS_THREADS, _GET_BLAS_THREADS, _BLAS_CORENAME = _openblas_functions()
 def blas_core():
     """The kernel set OpenBLAS chose at NumPy's import ("Haswell", "SkylakeX", ...), or None.
 
-    See blas_kernels.py for why scratchvae may have chosen it.
+    OpenBLAS picks it from the CPU, unless the environment variable OPENBLAS_CORETYPE says
+    otherwise; it decides how fast the matrix products are (benchmarks/README.md, "Which
+    OpenBLAS kernels"). The benchmarks report it.
     """
     return _BLAS_CORENAME().decode() if _BLAS_CORENAME is not None else None
 

@@ -246,7 +246,8 @@ def test_resume_refuses_a_checkpoint_no_training_run_wrote(tmp_path):
     save_checkpoint(tmp_path / "checkpoint.npz", model, Adam(model.theta, model.dtheta),
                     config.to_dict(), [], {})                  # no progress, no generators
     with pytest.raises(CheckpointError, match="cannot resume: the checkpoint was not written by a "
-                                              "training run .*lacks epochs_done"):
+                                              r"training run \(it lacks progress.json: epochs_done, .*"
+                                              r"rng.json: eps, rng.json: data\)"):
         run(config, resume=tmp_path / "checkpoint.npz")
 
 
