@@ -4,7 +4,7 @@ What is inside (every entry a plain array; nothing is pickled):
 
     "format"                 "scratchvae-checkpoint-1"
     "param.<name>"           each model parameter, e.g. "param.enc.fc1.W" (784, 400) float32
-    "optimizer.m_sum", ".v_sum"  Adam's moment vectors, laid out like the model's flat theta
+    "optimizer.m_sum", ".v_sum"  Adam's moment vectors, laid out like the model's flat_params
     "model.json"             the VAE constructor arguments (``VAE.config()``)
     "optimizer.json"         the optimiser's name, step count and hyper-parameters
     "config.json"            the training configuration (``TrainConfig`` as a dict)
@@ -245,7 +245,7 @@ def load_parameters(model, checkpoint):
         if not np.issubdtype(value.dtype, np.floating):
             raise CheckpointError(f"{where}: parameter {name} has dtype {value.dtype}, expected floats")
     for name, value in saved.items():
-        model.params[name][...] = value          # writes into the model's flat theta
+        model.params[name][...] = value          # writes into the model's flat_params
     return model
 
 

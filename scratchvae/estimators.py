@@ -22,8 +22,10 @@ eps_s ~ N(0, I). Per coordinate j (everything is elementwise, the Gaussian is di
 2. Score function (REINFORCE, likelihood ratio; Williams 1992; the "naive" estimator
    of Kingma & Welling 2014, Sec. 2.2). Differentiate the density instead of f:
 
-       dF/dtheta = d/dtheta integral q(z) f(z) dz = integral q(z) d log q(z)/dtheta f(z) dz
-                 = E[ f(z) d log q(z)/dtheta ]          (using dq = q d log q)
+       dF/dlambda = d/dlambda integral q(z) f(z) dz = integral q(z) d log q(z)/dlambda f(z) dz
+                  = E[ f(z) d log q(z)/dlambda ]        (using dq = q d log q)
+
+   where lambda = (mu, sigma) are q's variational parameters (the lecture's letter).
 
    With log q(z) = sum_j [ -(z_j - mu_j)^2 / (2 sigma_j^2) - log sigma_j ] - K/2 log(2 pi):
 
@@ -98,13 +100,13 @@ def decoder_log_likelihood(model, x):
 
     def grad_f(z):
         S, N, K = z.shape
-        saved = model.dtheta.copy()                    # the backward writes decoder grads
+        saved = model.flat_grads.copy()                    # the backward writes decoder grads
         try:
             out = model._decoder_forward(z.reshape(S * N, K).astype(model.dtype))
             d_out = model._log_likelihood_grads(x, _reshape(out, (S, N, -1)))  # d log p / d out
             dz = model._decoder_backward(_reshape(d_out, (S * N, -1)))         # (S*N, K)
         finally:
-            model.dtheta[...] = saved
+            model.flat_grads[...] = saved
             model._forget_caches()
         return dz.reshape(S, N, K)
 

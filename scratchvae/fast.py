@@ -21,14 +21,14 @@ How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the n
   BLAS. Phase 1: each worker runs forward and backward for its half of the batch rows
   (everything that is per datapoint). Phase 2: each worker computes the full-batch
   gradients of the layers it owns -- worker 0 the encoder, worker 1 the decoder, the two
-  halves of the flat vector theta -- and runs Adam on that half. Nothing is summed
+  halves of the flat vector model.flat_params -- and runs Adam on that half. Nothing is summed
   across workers, and no two workers write the same memory.
 * Worker 1 is, by default on Linux, a forked process sharing every array through
   anonymous shared memory, and the two hand work over by spinning on shared counters
   (about a microsecond); a helper thread works too, a little slower. How two workers
   run and hand over is workers.py's business; this file is what they compute.
 * Every array is allocated once; every ufunc and product writes into it with ``out=``.
-* Each bias sits right after its weight in theta, so [W; b] is one (D_in + 1, D_out)
+* Each bias sits right after its weight in model.flat_params, so [W; b] is one (D_in + 1, D_out)
   matrix, and a @ W + b is [a, 1] @ [W; b]: bias additions and bias gradients become
   part of the matrix products.
 * The loss needs only sums: sum_d x l is a BLAS dot product, and
@@ -183,7 +183,7 @@ class _Worker:
             np.matmul(st.za[:b].T, st.da3[:b], out=G["dec.fc1"])
             np.matmul(st.h3a[:b].T, st.dl[:b], out=G["dec.logits"])
         with np.errstate(over="ignore", invalid="ignore"):
-            finite = bool(np.isfinite(np.dot(st.dtheta[self.span], st.dtheta[self.span])))
+            finite = bool(np.isfinite(np.dot(st.flat_grads[self.span], st.flat_grads[self.span])))
         if finite and update:
             st.optimizer.update(self.span, alpha_t, eps_hat_t)
         return finite
@@ -194,7 +194,7 @@ class _Worker:
 # ---------------------------------------------------------------------------------------
 
 class FusedStep:
-    """Forward, backward and Adam for a batch, in place on ``model.theta``.
+    """Forward, backward and Adam for a batch, in place on ``model.flat_params``.
 
     Derivation: docs/derivations.md, sections 1-8 and 10 (what is computed), 11 (two rewrites).
 
@@ -209,7 +209,7 @@ class FusedStep:
               Either way BLAS is set to one thread (one core per worker) until close().
     backend : "process" (a forked helper, Linux), "thread", or "auto" (process on Linux).
     Use it as a context manager, or call close(): it stops the helper and restores BLAS.
-    While a process backend is open, model.theta / dtheta and Adam's moments live in
+    While a process backend is open, model.flat_params / flat_grads and Adam's moments live in
     shared memory (their values are copied there; the model keeps working after close).
     """
 
@@ -223,27 +223,27 @@ class FusedStep:
             backend = "process" if sys.platform.startswith("linux") else "thread"
         if backend not in ("process", "thread"):
             raise ValueError(f"backend must be 'auto', 'process' or 'thread', got {backend!r}")
-        if optimizer.params is not model.theta or optimizer.grads is not model.dtheta:
-            raise ValueError("the optimiser must update model.theta from model.dtheta")
+        if optimizer.params is not model.flat_params or optimizer.grads is not model.flat_grads:
+            raise ValueError("the optimiser must update model.flat_params from model.flat_grads")
         self.model, self.optimizer = model, optimizer
         self.D, self.H, self.K = model.input_dim, model.hidden_dims[0], model.latent_dim
         self.dtype, self.batch_size = model.dtype, int(batch_size)
         self.beta = model.beta
         self.process = workers == 2 and backend == "process"
         B, D, H, K, dt = self.batch_size, self.D, self.H, self.K, self.dtype
-        arena = (SharedArena(ProcessPair.shared_bytes(B, D, H, K, model.theta.size, dt.itemsize))
+        arena = (SharedArena(ProcessPair.shared_bytes(B, D, H, K, model.flat_params.size, dt.itemsize))
                  if self.process else PrivateArena())
         if self.process:                                         # parameters, gradients, moments
-            model.use_buffers(arena.empty(model.theta.size, dt), arena.empty(model.theta.size, dt))
-            optimizer.params, optimizer.grads = model.theta, model.dtheta
+            model.use_buffers(arena.empty(model.flat_params.size, dt), arena.empty(model.flat_params.size, dt))
+            optimizer.params, optimizer.grads = model.flat_params, model.flat_grads
             for name in ("m_sum", "v_sum", "_tmp"):
-                moved = arena.empty(model.theta.size, dt)
+                moved = arena.empty(model.flat_params.size, dt)
                 moved[...] = getattr(optimizer, name)
                 setattr(optimizer, name, moved)
-        self.dtheta = model.dtheta
+        self.flat_grads = model.flat_grads
         self.P = model.params                                    # named views: W (D_in, D_out), b (D_out,)
-        self.A = _augmented(model.theta, model.params)           # [W; b] views, (D_in + 1, D_out)
-        self.G = {**model.grads, **_augmented(model.dtheta, model.grads)}
+        self.A = _augmented(model.flat_params, model.params)           # [W; b] views, (D_in + 1, D_out)
+        self.G = {**model.grads, **_augmented(model.flat_grads, model.grads)}
         # the batch and every per-row array both workers touch
         self.x, self.eps = arena.empty((B, D), dt), arena.empty((B, K), dt)
         self.x_buffer, self.eps_buffer = self.x, self.eps        # public names for callers
@@ -255,10 +255,10 @@ class FusedStep:
         self.logits, self.dl = arena.empty((B, D), dt), arena.empty((B, D), dt)
         self.da1, self.da3 = arena.empty((B, H), dt), arena.empty((B, H), dt)
         self.ones = np.ones(B, dt)
-        split = _offset(model.params["dec.fc1.W"], model.theta)  # encoder = theta[:split], decoder = the rest
+        split = _offset(model.params["dec.fc1.W"], model.flat_params)  # encoder theta = [:split], decoder phi = the rest
         rows = (B + 1) // 2 if workers == 2 else B
         self.workers = [_Worker(self, 0, rows, slice(0, split)),
-                        _Worker(self, 1, rows, slice(split, model.theta.size))]
+                        _Worker(self, 1, rows, slice(split, model.flat_params.size))]
         self.n_workers = workers
         self._previous_blas = set_blas_threads(1)                # each worker uses one core
         self.pair = None                                         # worker 1, when there is one
@@ -268,7 +268,7 @@ class FusedStep:
 
     # ------------------------------------------------------------------ public
     def loss_and_grads(self, x, eps):
-        """Forward and backward only: fills model.dtheta, returns (loss, parts); no Adam."""
+        """Forward and backward only: fills model.flat_grads, returns (loss, parts); no Adam."""
         return self._run(x, eps, update=False)
 
     def step(self, x, eps):

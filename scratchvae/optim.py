@@ -1,14 +1,22 @@
 """Optimisers over one flat parameter vector: Adam (Kingma & Ba 2015) and SGD with momentum.
 
-Both take the model's flat ``theta`` and ``dtheta`` (see ``VAE``): every parameter is a
-view into ``theta``, so one vector update moves all of them. Updates are in place.
+Both take the model's ``flat_params`` and ``flat_grads`` (see ``VAE``): every parameter is a
+view into ``flat_params``, so one vector update moves all of them, the encoder's theta and
+the decoder's phi alike. Updates are in place. Below, w stands for that whole vector.
 """
+import math
+
 import numpy as np
+
+# Adam's moments decay geometrically wherever the gradient is 0; below the smallest normal
+# float they would become subnormal, which is slow on many CPUs (docs/derivations.md,
+# section 10). Every few steps, entries smaller than FLUSH_MARGIN * tiny are set to 0.
+FLUSH_MARGIN = 2.0 ** 10
 
 
 def _check_flat(params, grads):
     if not (isinstance(params, np.ndarray) and isinstance(grads, np.ndarray)):
-        raise TypeError("params and grads must be NumPy arrays (the model's flat theta and dtheta)")
+        raise TypeError("params and grads must be NumPy arrays (the model's flat_params and flat_grads)")
     if params.shape != grads.shape or params.ndim != 1:
         raise ValueError(f"params and grads must be flat vectors of one shape, got {params.shape} "
                          f"and {grads.shape}")
@@ -22,15 +30,27 @@ class Adam:
         v_t     = beta2 * v_{t-1} + (1 - beta2) * g_t^2        (second raw-moment estimate)
         m_hat_t = m_t / (1 - beta1^t)                          (bias corrections: m_0 = v_0 = 0)
         v_hat_t = v_t / (1 - beta2^t)
-        theta_t = theta_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
+        w_t     = w_{t-1} - lr * m_hat_t / (sqrt(v_hat_t) + eps)
+    (the paper writes the parameters theta; here theta is the encoder's, as in the lecture.)
     Computed with every constant factor moved onto two scalars, so a step is ten in-place
     passes over the flat vector. It keeps the moments without their (1 - beta) factors,
         m_sum_t = beta1 * m_sum_{t-1} + g_t        (= m_t / (1 - beta1))
         v_sum_t = beta2 * v_sum_{t-1} + g_t^2      (= v_t / (1 - beta2))
-        theta_t = theta_{t-1} - alpha_t * m_sum_t / (sqrt(v_sum_t) + eps_t)
+        w_t     = w_{t-1} - alpha_t * m_sum_t / (sqrt(v_sum_t) + eps_t)
     with c_t = sqrt((1 - beta2) / (1 - beta2^t)), alpha_t = lr (1 - beta1) / ((1 - beta1^t) c_t)
     and eps_t = eps / c_t: the same number as Algorithm 1's last line, not an approximation.
     ``adam.m`` and ``adam.v`` give the paper's m_t and v_t.
+    No subnormals: where g is 0 for a while, m_sum shrinks by beta1 each step and would
+    sink below the smallest normal float (about 1e-38 in float32) within a few hundred
+    steps; arithmetic on such subnormal numbers is many times slower on Intel CPUs. So
+    every ``flush_every`` steps, moment entries below FLUSH_MARGIN * tiny (1.2e-35 in
+    float32, 2.3e-305 in float64) are set to 0, and ``flush_every`` is short enough that
+    nothing larger can decay below tiny in between (this holds for gradient entries that are
+    0 or above 1e-19 in float32; a smaller one can make g^2 subnormal until the next
+    flush). What the flush changes is far below
+    float32 rounding: an m_sum that small moves its parameter by at most
+    lr * 1.2e-35 / eps = 1.2e-30 a step (defaults, float32), and a v_sum that small
+    changes sqrt(v_sum) + eps_t by under 4e-10 of it (docs/derivations.md, section 10).
     Source:  D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1.
     Derivation: docs/derivations.md, section 10 (why the bias correction; how step() computes it).
     Defaults are the paper's (and PyTorch's): lr 1e-3, betas (0.9, 0.999), eps 1e-8.
@@ -47,6 +67,9 @@ class Adam:
         self.m_sum = np.zeros_like(params)
         self.v_sum = np.zeros_like(params)
         self._tmp = np.empty_like(params)             # scratch space: no allocation per step
+        self._small = np.empty(params.shape, dtype=bool)
+        self.flush_every = _flush_interval(self.beta1, self.beta2)
+        self._flush_below = params.dtype.type(FLUSH_MARGIN * np.finfo(params.dtype).tiny)
 
     @property
     def m(self):
@@ -77,8 +100,8 @@ class Adam:
         vector (fast.py); ``step`` is ``advance`` then ``update`` of everything.
         """
         dtype = self.params.dtype.type
-        g, m_sum, v_sum, tmp, theta = (a[span] for a in (self.grads, self.m_sum, self.v_sum,
-                                                         self._tmp, self.params))
+        g, m_sum, v_sum, tmp, small, w = (a[span] for a in (self.grads, self.m_sum, self.v_sum,
+                                                            self._tmp, self._small, self.params))
         m_sum *= dtype(self.beta1)                               # m_sum = beta1 m_sum + g
         m_sum += g
         np.multiply(g, g, out=tmp)                               # v_sum = beta2 v_sum + g^2
@@ -88,7 +111,11 @@ class Adam:
         tmp += dtype(eps_t)
         np.divide(m_sum, tmp, out=tmp)                           # m_sum / (sqrt(v_sum) + eps_t)
         tmp *= dtype(alpha_t)
-        theta -= tmp                                             # theta_t = theta - alpha_t m_sum / (...)
+        w -= tmp                                                 # w_t = w - alpha_t m_sum / (...)
+        if self.t % self.flush_every == 0:                       # no subnormal moments (see above)
+            for moment in (m_sum, v_sum):
+                np.less(np.abs(moment, out=tmp), self._flush_below, out=small)
+                np.putmask(moment, small, 0)
 
     def state_dict(self):
         """Everything needed to continue exactly: step count, moment sums, hyper-parameters."""
@@ -105,13 +132,27 @@ class Adam:
         self.t = int(state["t"])
         self.m_sum[...], self.v_sum[...] = m_sum, v_sum
         self.lr, self.beta1, self.beta2, self.eps = (float(state[k]) for k in ("lr", "beta1", "beta2", "eps"))
+        self.flush_every = _flush_interval(self.beta1, self.beta2)
+
+
+def _flush_interval(beta1, beta2):
+    """Steps in which a moment entry can shrink by at most FLUSH_MARGIN through decay alone.
+
+    With g = 0 an entry is multiplied by beta each step, so from FLUSH_MARGIN * tiny it
+    needs log(FLUSH_MARGIN) / -log(beta) steps to reach tiny (65 for beta1 = 0.9, 6,928
+    for beta2 = 0.999); the faster-decaying moment sets the interval. beta = 0 never decays.
+    """
+    decaying = [b for b in (beta1, beta2) if b > 0]
+    if not decaying:
+        return 1
+    return max(1, math.floor(math.log(FLUSH_MARGIN) / -math.log(min(decaying))))
 
 
 class SGD:
     """Stochastic gradient descent with optional (heavy-ball) momentum; the baseline.
 
-    Implements:  b_t = momentum * b_{t-1} + g_t ;  theta_t = theta_{t-1} - lr * b_t
-                 (momentum = 0 gives plain SGD: theta_t = theta_{t-1} - lr * g_t)
+    Implements:  b_t = momentum * b_{t-1} + g_t ;  w_t = w_{t-1} - lr * b_t
+                 (momentum = 0 gives plain SGD: w_t = w_{t-1} - lr * g_t)
     """
 
     def __init__(self, params, grads, lr=1e-2, momentum=0.0):
@@ -127,7 +168,7 @@ class SGD:
         self.t += 1
         self.buf *= self.momentum                                # b_t = momentum b_{t-1} + g_t
         self.buf += self.grads
-        self.params -= self.lr * self.buf                        # theta_t = theta_{t-1} - lr b_t
+        self.params -= self.lr * self.buf                        # w_t = w_{t-1} - lr b_t
 
     def state_dict(self):
         return {"t": self.t, "buf": self.buf.copy(), "lr": self.lr, "momentum": self.momentum}

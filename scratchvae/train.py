@@ -218,7 +218,7 @@ def beta_at(step, config, steps_per_epoch):
 def _train_step(model, optimizer, x, fused=None):
     """One step of gradient descent on the negative ELBO of batch x (B, D).
 
-    forward + backward (fills model.dtheta)  ->  divergence guard  ->  optimizer step.
+    forward + backward (fills model.flat_grads)  ->  divergence guard  ->  optimizer step.
     The guard runs before the update, so parameters never take a non-finite value.
     ``fused`` (a fast.FusedStep) does the same three in one call, with the same numbers.
     Returns (loss, parts) as ``VAE.loss_and_grads``; raises NonFiniteStep.
@@ -229,7 +229,7 @@ def _train_step(model, optimizer, x, fused=None):
             return fused.step(x, eps)
         loss, parts = model.loss_and_grads(x)                # slide 15, and its gradient
         _check_finite(model, loss, parts)
-    optimizer.step()                                         # theta <- theta - lr * Adam direction
+    optimizer.step()                                         # every parameter moves: theta (encoder) and phi (decoder)
     return loss, parts
 
 
@@ -237,7 +237,7 @@ def _check_finite(model, loss, parts):
     """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient)."""
     if not math.isfinite(loss):
         raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}, KL {parts['kl']})")
-    if not np.isfinite(model.dtheta.sum()):                  # one cheap reduction: inf/nan propagate
+    if not np.isfinite(model.flat_grads.sum()):              # one cheap reduction: inf/nan propagate
         bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), "?")
         raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
 
@@ -302,7 +302,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     if config.engine == "fused" and unsupported_reason(model):
         raise ConfigError(f"engine 'fused' cannot train this model: {unsupported_reason(model)}; "
                           f"use engine 'plain' or 'auto'")
-    optimizer = Adam(model.theta, model.dtheta, lr=config.lr)
+    optimizer = Adam(model.flat_params, model.flat_grads, lr=config.lr)
     streams = derive_streams(config.seed)
     data_rng = np.random.default_rng(streams["data"])
     steps_per_epoch = math.ceil(N / config.batch_size)

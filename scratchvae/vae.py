@@ -9,7 +9,15 @@ reverse, each line the chain rule of its forward partner. ``VAE.elbo_probabilist
 computes the same number the other way, as slides 21-25 define it,
 E_q[ log p(x, z) - log q(z|x) ], with no closed-form KL ("They are equivalent!").
 
-Notation, fixed once for the whole package:
+Letters, as the lecture uses them:
+
+    theta   the encoder's weights: q_theta(z|x)        ``model.theta``  (the "enc.*" parameters)
+    phi     the decoder's weights: p_phi(x|z)          ``model.phi``    (the "dec.*" parameters)
+    lambda  the variational parameters of q(z|x), here (mu, log sigma^2) for each datapoint;
+            the encoder computes them from x: lambda = encoder_theta(x)  (slide 24)
+
+(Kingma & Welling's paper swaps the first two letters: it writes the encoder q_phi(z|x) and
+the decoder p_theta(x|z). scratchvae follows the lecture.)
 
     logvar = log sigma^2        the encoder outputs the log-variance of q(z|x)
     sigma  = exp(0.5 * logvar)  the standard deviation
@@ -53,25 +61,23 @@ class VAE:
     Attributes
     ----------
     params, grads : dict[str, ndarray]
-        The same keys and shapes ("enc.fc1.W", "enc.mu.b", "dec.logits.W", ...). Every
-        array is a view into one flat vector, ``theta`` and ``dtheta`` respectively, so
-        an optimiser can update all parameters at once.
+        Every parameter and its gradient, under the same keys ("enc.fc1.W", "enc.mu.b",
+        "dec.logits.W", ...).
+    theta, phi : dict[str, ndarray]
+        The lecture's two groups of ``params``: the encoder's ("enc.*") and the decoder's
+        ("dec.*"). The same arrays, not copies.
+    flat_params, flat_grads : 1-D ndarray
+        All parameters (and all gradients) in one vector; every array of ``params``
+        (``grads``) is a view into it, so an optimiser moves everything with a few vector
+        operations: ``Adam(model.flat_params, model.flat_grads)``.
     rng : numpy.random.Generator
         Draws eps when ``loss_and_grads`` is not given one.
     """
 
     def __init__(self, input_dim, hidden_dims, latent_dim, activation="relu",
                  likelihood="bernoulli", n_samples=1, beta=1.0, dtype=np.float32, seed=0):
-        hidden_dims = [int(h) for h in hidden_dims]
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim),
-                            ("n_samples", n_samples), *(("hidden size", h) for h in hidden_dims)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        hidden_dims, dtype = _check_architecture(input_dim, hidden_dims, latent_dim, likelihood,
+                                                 n_samples, dtype)
         self.input_dim, self.hidden_dims, self.latent_dim = int(input_dim), hidden_dims, int(latent_dim)
         self.activation, self.likelihood, self.dtype = activation, likelihood, dtype
         self.n_samples, self.beta = int(n_samples), float(beta)
@@ -79,124 +85,47 @@ class VAE:
         init_rng, self.rng = np.random.default_rng(init_seed), np.random.default_rng(eps_seed)
 
         D, K = self.input_dim, self.latent_dim
+        # the encoder q_theta(z|x): an MLP, then two linear heads for lambda = (mu, logvar)
         self.encoder = MLP(D, hidden_dims, activation, init_rng, dtype, name="enc")
         H = self.encoder.out_dim
         self.enc_mu = Dense(H, K, init_rng, dtype, name="mu")
         self.enc_logvar = Dense(H, K, init_rng, dtype, name="logvar")
+        # the decoder p_phi(x|z): the mirror MLP, then the likelihood's parameters
         self.decoder = MLP(K, hidden_dims[::-1], activation, init_rng, dtype, name="dec")
         H = self.decoder.out_dim
         if likelihood == "bernoulli":
-            self.dec_heads = [Dense(H, D, init_rng, dtype, name="logits")]
+            self.dec_logits = Dense(H, D, init_rng, dtype, name="logits")
+            self.dec_heads = [self.dec_logits]
         else:
-            self.dec_heads = [Dense(H, D, init_rng, dtype, name="mean"),
-                              Dense(H, D, init_rng, dtype, name="logvar")]
+            self.dec_mean = Dense(H, D, init_rng, dtype, name="mean")
+            self.dec_logvar = Dense(H, D, init_rng, dtype, name="logvar")
+            self.dec_heads = [self.dec_mean, self.dec_logvar]
         self._bind_flat_buffers()
 
-    # ------------------------------------------------------------------ parameters
-    def _named_dense_layers(self):
-        return ([(f"enc.{d.name}", d) for d in self.encoder.dense_layers]
-                + [("enc.mu", self.enc_mu), ("enc.logvar", self.enc_logvar)]
-                + [(f"dec.{d.name}", d) for d in self.decoder.dense_layers]
-                + [(f"dec.{d.name}", d) for d in self.dec_heads])
+    # ------------------------------------------------------------------ the encoder
+    def encode(self, x):
+        """q_theta(z|x) = N(z; mu, diag sigma^2): x (N, D) -> lambda = (mu, logvar), each (N, K).
 
-    def _bind_flat_buffers(self, theta=None, dtheta=None):
-        """Move every weight and gradient into one flat vector (theta, dtheta) with named views.
-
-        Each bias lands right after its weight, so [W; b] is one (D_in + 1, D_out) block of
-        theta (fast.py relies on this). ``theta``/``dtheta``, if given, are the flat arrays
-        to use (e.g. in shared memory); the current values are copied into them.
+        Why log sigma^2 and not sigma (slide 14 writes sigma): a linear layer outputs any
+        real number, and a standard deviation must be positive. Reading the output as
+        logvar = log sigma^2 makes every output valid with no constraint or clipping,
+        sigma = exp(logvar / 2) is positive by construction, and log sigma^2 is what the
+        KL and log q(z|x) need anyway (slide 12; docs/derivations.md, section 5).
         """
-        layers = self._named_dense_layers()
-        named = {f"{prefix}.{k}": d.params[k] for prefix, d in layers for k in ("W", "b")}
-        self.theta, self.params = share_one_buffer(named, self.dtype, out=theta)
-        grads = {f"{prefix}.{k}": d.grads[k] for prefix, d in layers for k in ("W", "b")}
-        self.dtheta, self.grads = share_one_buffer(grads, self.dtype, out=dtheta)
-        for prefix, d in layers:
-            for k in ("W", "b"):
-                d.params[k], d.grads[k] = self.params[f"{prefix}.{k}"], self.grads[f"{prefix}.{k}"]
+        x = self._check_x(x)
+        h = self.encoder.forward(x)
+        mu, logvar = self.enc_mu.forward(h), self.enc_logvar.forward(h)
+        self._forget_caches()
+        return mu, logvar
 
-    def use_buffers(self, theta, dtheta):
-        """Keep the parameters and gradients in the given flat arrays from now on (values copied).
-
-        Anything holding the old ``model.theta`` (an optimiser) must be pointed at the new one.
-        """
-        for name, a in (("theta", theta), ("dtheta", dtheta)):
-            if a.shape != self.theta.shape or a.dtype != self.dtype or not a.flags.c_contiguous:
-                raise ValueError(f"{name} must be a contiguous {self.dtype} vector of {self.theta.size}")
-        self._bind_flat_buffers(theta, dtheta)
-
-    def config(self):
-        """The constructor arguments (without seed), enough to rebuild the architecture."""
-        return dict(input_dim=self.input_dim, hidden_dims=list(self.hidden_dims),
-                    latent_dim=self.latent_dim, activation=self.activation,
-                    likelihood=self.likelihood, n_samples=self.n_samples, beta=self.beta,
-                    dtype=self.dtype.name)
-
-    # ------------------------------------------------------------------ checks
-    def _check_x(self, x):
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"x must have shape (N, {self.input_dim}) (one flattened datapoint "
-                             f"per row), got shape {x.shape}")
-        if x.shape[0] == 0:
-            raise ValueError("x holds no datapoints (shape (0, D))")
-        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-            raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
-        return x.astype(self.dtype, copy=False)
-
-    def _check_eps(self, eps, N):
-        K = self.latent_dim
-        if eps is None:
-            return self.rng.standard_normal((self.n_samples, N, K), dtype=self.dtype)
-        eps = np.asarray(eps)
-        if eps.ndim == 2:
-            eps = eps[None]                                        # L = 1
-        if eps.ndim != 3 or eps.shape[1:] != (N, K):
-            raise ValueError(f"eps must have shape (L, {N}, {K}) or ({N}, {K}) for a batch of "
-                             f"{N} with latent_dim {K}, got shape {np.shape(eps)}")
-        return eps.astype(self.dtype, copy=False)
-
-    # ------------------------------------------------------------------ pieces
-    def _decoder_forward(self, z):
-        """z (M, K) -> logits (M, D), or (mean, logvar_x) for the Gaussian decoder."""
-        h = self.decoder.forward(z)
-        outputs = [head.forward(h) for head in self.dec_heads]
-        return outputs[0] if self.likelihood == "bernoulli" else tuple(outputs)
-
-    def _decoder_backward(self, d_outputs):
-        """d(loss)/d(decoder outputs) -> d(loss)/dz (M, K); fills the decoder's grads."""
-        if self.likelihood == "bernoulli":
-            d_outputs = (d_outputs,)
-        dh = sum(head.backward(d) for head, d in zip(self.dec_heads, d_outputs))
-        return self.decoder.backward(dh)
-
-    def _log_likelihood(self, x, out):
-        """log p(x|z) per sample and datapoint: x (N, D), out (L, N, D) -> (L, N)."""
-        if self.likelihood == "bernoulli":
-            return bernoulli_log_likelihood(x, out)
-        mean, logvar_x = out
-        return gaussian_log_density(x, mean, logvar_x)
-
-    def _log_likelihood_grads(self, x, out):
-        """d log p(x|z) / d(decoder outputs), each (L, N, D)."""
-        if self.likelihood == "bernoulli":
-            return bernoulli_log_likelihood_grads(x, out)
-        mean, logvar_x = out
-        return gaussian_log_density_grads(x, mean, logvar_x)
-
-    def _forget_caches(self):
-        layers = [*self.encoder.layers, self.enc_mu, self.enc_logvar, *self.decoder.layers, *self.dec_heads]
-        for layer in layers:
-            layer._cache = None
-
-    # ------------------------------------------------------------------ the loss
+    # ------------------------------------------------------------------ the loss (slide 15)
     def loss_and_grads(self, x, eps=None):
         """Batch-mean negative ELBO (with beta on the KL) and all its parameter gradients.
 
         Implements (slide 15, per datapoint i, averaged over the batch):
             loss = mean_i [ -1/L sum_l log p(x_i | z_il) + beta * KL(q(z|x_i) || N(0, I)) ]
             z_il = mu_i + sigma_i * eps_il,   eps_il ~ N(0, I)
-        Gradients: written into ``self.grads`` (= ``self.dtheta``), d(loss)/d(param).
+        Gradients: written into ``self.grads``, d(loss)/d(param) for theta and phi alike.
         Derivation: docs/derivations.md, sections 6-8 (each backward line is derived there).
 
         Parameters
@@ -213,28 +142,38 @@ class VAE:
                                 "elbo" = -nelbo, all in nats per datapoint (Python floats)
         """
         x = self._check_x(x)
-        N, K = x.shape[0], self.latent_dim
+        N, D, K = x.shape[0], self.input_dim, self.latent_dim
         eps = self._check_eps(eps, N)
         L, beta = eps.shape[0], self.beta
 
         # ---- forward: encoder, reparameterisation, decoder, the two loss terms -------------
         h = self.encoder.forward(x)                              # (N, H)
-        mu = self.enc_mu.forward(h)                              # (N, K)   mean of q(z|x), slide 7
-        logvar = self.enc_logvar.forward(h)                      # (N, K)   log sigma^2
+        mu = self.enc_mu.forward(h)                              # (N, K)   mean of q_theta(z|x), slide 7
+        logvar = self.enc_logvar.forward(h)                      # (N, K)   log sigma^2 (see encode)
         sigma = np.exp(0.5 * logvar)                             # (N, K)   sigma = exp(logvar / 2)
         z = mu + sigma * eps                                     # (L, N, K)  z = mu + sigma . eps, slide 14
-        out = self._decoder_forward(z.reshape(L * N, K))         # logits (L*N, D), slide 8
-        out = _reshape(out, (L, N, -1))                          # (L, N, D)
-        log_px_z = self._log_likelihood(x, out)                  # (L, N)   log p(x|z_l), slide 9
+        h_dec = self.decoder.forward(z.reshape(L * N, K))        # (L*N, H')  p_phi(x|z), slide 8
+        if self.likelihood == "bernoulli":
+            logits = self.dec_logits.forward(h_dec).reshape(L, N, D)        # (L, N, D)
+            log_px_z = bernoulli_log_likelihood(x, logits)                  # (L, N)  log p(x|z_l), slide 9
+        else:
+            mean = self.dec_mean.forward(h_dec).reshape(L, N, D)           # (L, N, D)
+            logvar_x = self.dec_logvar.forward(h_dec).reshape(L, N, D)     # (L, N, D)
+            log_px_z = gaussian_log_density(x, mean, logvar_x)             # (L, N)  log p(x|z_l)
         rec = -np.mean(log_px_z, axis=0)                         # (N,)     -E_q[log p(x|z)] ~ L-sample mean, slide 11
         kl = kl_standard_normal(mu, logvar)                      # (N,)     KL(q(z|x) || N(0, I)), slide 12
         loss = np.mean(rec + beta * kl)                          # scalar   slide 15, as a batch mean
 
         # ---- backward: the same lines in reverse ------------------------------------------
         # d loss / d log p(x|z_l) = -1 / (L N): each sample's log-likelihood enters the mean once.
-        d_out = _scale(self._log_likelihood_grads(x, out), -1.0 / (L * N))   # Bernoulli: (sigmoid(l) - x) / (L N)
-        dz = self._decoder_backward(_reshape(d_out, (L * N, -1)))            # (L*N, K)
-        dz = dz.reshape(L, N, K)
+        if self.likelihood == "bernoulli":
+            d_logits = (sigmoid(logits) - x) / (L * N)                       # -(x - sigmoid(l)) / (L N)
+            dh_dec = self.dec_logits.backward(d_logits.reshape(L * N, D))
+        else:
+            dmean, dlogvar_x = gaussian_log_density_grads(x, mean, logvar_x)
+            dh_dec = (self.dec_mean.backward(dmean.reshape(L * N, D) / -(L * N))
+                      + self.dec_logvar.backward(dlogvar_x.reshape(L * N, D) / -(L * N)))
+        dz = self.decoder.backward(dh_dec).reshape(L, N, K)                  # (L, N, K)
         dkl_dmu, dkl_dlogvar = kl_standard_normal_grads(mu, logvar)          # mu, (sigma^2 - 1) / 2
         dmu = dz.sum(axis=0) + (beta / N) * dkl_dmu                          # dz/dmu = 1
         dlogvar = (dz * eps).sum(axis=0) * 0.5 * sigma + (beta / N) * dkl_dlogvar  # dz/dlogvar = eps sigma / 2
@@ -257,13 +196,6 @@ class VAE:
         return float(np.mean(rec + self.beta * kl)), parts
 
     # ------------------------------------------------------------------ the probabilistic view
-    def _log_px_z(self, x, mu, logvar, eps):
-        """z = mu + sigma * eps and log p(x|z) there: returns (log_px_z (L, N), z (L, N, K))."""
-        L, N, K = eps.shape
-        z = mu + np.exp(0.5 * logvar) * eps                      # (L, N, K)
-        out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -1))
-        return self._log_likelihood(x, out), z
-
     def log_weights(self, x, eps=None):
         """Importance log-weights  log w_l = log p(x, z_l) - log q(z_l|x),  z_l = mu + sigma * eps_l.
 
@@ -303,16 +235,8 @@ class VAE:
         return log_w.mean(axis=0), log_w.std(axis=0, ddof=1) / np.sqrt(log_w.shape[0])
 
     # ------------------------------------------------------------------ using a trained model
-    def encode(self, x):
-        """q(z|x): x (N, D) -> (mu, logvar), each (N, K)."""
-        x = self._check_x(x)
-        h = self.encoder.forward(x)
-        mu, logvar = self.enc_mu.forward(h), self.enc_logvar.forward(h)
-        self._forget_caches()
-        return mu, logvar
-
     def decode(self, z):
-        """p(x|z): z (M, K) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
+        """p_phi(x|z): z (M, K) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
         z = np.asarray(z, dtype=self.dtype)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (M, {self.latent_dim}), got {z.shape}")
@@ -338,11 +262,138 @@ class VAE:
         mu, _ = self.encode(x)
         return self.decode_mean(mu)
 
+    def config(self):
+        """The constructor arguments (without seed), enough to rebuild the architecture."""
+        return dict(input_dim=self.input_dim, hidden_dims=list(self.hidden_dims),
+                    latent_dim=self.latent_dim, activation=self.activation,
+                    likelihood=self.likelihood, n_samples=self.n_samples, beta=self.beta,
+                    dtype=self.dtype.name)
+
+    # ================================================================== plumbing
+    # Nothing below is part of the lecture's story: parameter bookkeeping, input checks,
+    # and the decoder's forward/backward as reusable pieces for estimators.py and decode.
+
+    @property
+    def theta(self):
+        """The encoder's parameters theta of q_theta(z|x): the "enc.*" entries of ``params``."""
+        return {k: v for k, v in self.params.items() if k.startswith("enc.")}
+
+    @property
+    def phi(self):
+        """The decoder's parameters phi of p_phi(x|z): the "dec.*" entries of ``params``."""
+        return {k: v for k, v in self.params.items() if k.startswith("dec.")}
+
+    def _named_dense_layers(self):
+        return ([(f"enc.{d.name}", d) for d in self.encoder.dense_layers]
+                + [("enc.mu", self.enc_mu), ("enc.logvar", self.enc_logvar)]
+                + [(f"dec.{d.name}", d) for d in self.decoder.dense_layers]
+                + [(f"dec.{d.name}", d) for d in self.dec_heads])
+
+    def _bind_flat_buffers(self, flat_params=None, flat_grads=None):
+        """Move every weight and gradient into one flat vector each, with named views.
+
+        Each bias lands right after its weight, so [W; b] is one (D_in + 1, D_out) block of
+        ``flat_params`` (fast.py relies on this), and the encoder's parameters come first.
+        The arrays, if given, are the flat vectors to use (e.g. in shared memory); the
+        current values are copied into them.
+        """
+        layers = self._named_dense_layers()
+        named = {f"{prefix}.{k}": d.params[k] for prefix, d in layers for k in ("W", "b")}
+        self.flat_params, self.params = share_one_buffer(named, self.dtype, out=flat_params)
+        grads = {f"{prefix}.{k}": d.grads[k] for prefix, d in layers for k in ("W", "b")}
+        self.flat_grads, self.grads = share_one_buffer(grads, self.dtype, out=flat_grads)
+        for prefix, d in layers:
+            for k in ("W", "b"):
+                d.params[k], d.grads[k] = self.params[f"{prefix}.{k}"], self.grads[f"{prefix}.{k}"]
+
+    def use_buffers(self, flat_params, flat_grads):
+        """Keep the parameters and gradients in the given flat arrays from now on (values copied).
+
+        Anything holding the old ``model.flat_params`` (an optimiser) must be pointed at the new one.
+        """
+        for name, a in (("flat_params", flat_params), ("flat_grads", flat_grads)):
+            if a.shape != self.flat_params.shape or a.dtype != self.dtype or not a.flags.c_contiguous:
+                raise ValueError(f"{name} must be a contiguous {self.dtype} vector of {self.flat_params.size}")
+        self._bind_flat_buffers(flat_params, flat_grads)
+
+    def _check_x(self, x):
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"x must have shape (N, {self.input_dim}) (one flattened datapoint "
+                             f"per row), got shape {x.shape}")
+        if x.shape[0] == 0:
+            raise ValueError("x holds no datapoints (shape (0, D))")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
+        return x.astype(self.dtype, copy=False)
+
+    def _check_eps(self, eps, N):
+        K = self.latent_dim
+        if eps is None:
+            return self.rng.standard_normal((self.n_samples, N, K), dtype=self.dtype)
+        eps = np.asarray(eps)
+        if eps.ndim == 2:
+            eps = eps[None]                                        # L = 1
+        if eps.ndim != 3 or eps.shape[1:] != (N, K):
+            raise ValueError(f"eps must have shape (L, {N}, {K}) or ({N}, {K}) for a batch of "
+                             f"{N} with latent_dim {K}, got shape {np.shape(eps)}")
+        return eps.astype(self.dtype, copy=False)
+
+    def _decoder_forward(self, z):
+        """z (M, K) -> logits (M, D), or (mean, logvar_x) for the Gaussian decoder."""
+        h = self.decoder.forward(z)
+        outputs = [head.forward(h) for head in self.dec_heads]
+        return outputs[0] if self.likelihood == "bernoulli" else tuple(outputs)
+
+    def _decoder_backward(self, d_outputs):
+        """d(loss)/d(decoder outputs) -> d(loss)/dz (M, K); fills the decoder's grads."""
+        if self.likelihood == "bernoulli":
+            d_outputs = (d_outputs,)
+        dh = sum(head.backward(d) for head, d in zip(self.dec_heads, d_outputs))
+        return self.decoder.backward(dh)
+
+    def _log_likelihood(self, x, out):
+        """log p(x|z) per sample and datapoint: x (N, D), out (L, N, D) -> (L, N)."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(x, out)
+        mean, logvar_x = out
+        return gaussian_log_density(x, mean, logvar_x)
+
+    def _log_likelihood_grads(self, x, out):
+        """d log p(x|z) / d(decoder outputs), each (L, N, D)."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_log_likelihood_grads(x, out)
+        mean, logvar_x = out
+        return gaussian_log_density_grads(x, mean, logvar_x)
+
+    def _log_px_z(self, x, mu, logvar, eps):
+        """z = mu + sigma * eps and log p(x|z) there: returns (log_px_z (L, N), z (L, N, K))."""
+        L, N, K = eps.shape
+        z = mu + np.exp(0.5 * logvar) * eps                      # (L, N, K)
+        out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -1))
+        return self._log_likelihood(x, out), z
+
+    def _forget_caches(self):
+        layers = [*self.encoder.layers, self.enc_mu, self.enc_logvar, *self.decoder.layers, *self.dec_heads]
+        for layer in layers:
+            layer._cache = None
+
+
+def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_samples, dtype):
+    """Validate the constructor's sizes; return (hidden_dims as a list of ints, dtype)."""
+    hidden_dims = [int(h) for h in hidden_dims]
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim),
+                        ("n_samples", n_samples), *(("hidden size", h) for h in hidden_dims)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    return hidden_dims, dtype
+
 
 def _reshape(out, shape):
     """Reshape the decoder output: an array, or a (mean, logvar) pair for the Gaussian decoder."""
     return out.reshape(shape) if isinstance(out, np.ndarray) else tuple(o.reshape(shape) for o in out)
-
-
-def _scale(d, factor):
-    return d * factor if isinstance(d, np.ndarray) else tuple(di * factor for di in d)

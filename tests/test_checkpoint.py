@@ -17,7 +17,7 @@ from scratchvae.checkpoint import (CheckpointError, load_checkpoint, load_model,
 def trained_state(latent=3, seed=0, steps=3):
     """A small model and Adam after a few steps, and the other things a checkpoint holds."""
     model = VAE(12, [8], latent, seed=seed)
-    adam = Adam(model.theta, model.dtheta, lr=1e-2)
+    adam = Adam(model.flat_params, model.flat_grads, lr=1e-2)
     x = np.random.default_rng(seed).random((10, 12)).astype(np.float32)
     for _ in range(steps):
         model.loss_and_grads(x)
@@ -60,7 +60,7 @@ def test_load_model_rebuilds_the_same_function(tmp_path):
     again = load_model(path)
     x = np.random.default_rng(1).random((4, 12)).astype(np.float32)
     eps = np.random.default_rng(2).standard_normal((1, 4, 3)).astype(np.float32)
-    assert np.array_equal(again.theta, model.theta)
+    assert np.array_equal(again.flat_params, model.flat_params)
     assert again.loss(x, eps) == model.loss(x, eps)
     assert np.array_equal(again.rng.standard_normal(3), model.rng.standard_normal(3))
 
@@ -104,9 +104,9 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     model, adam, config, history, rng_states = trained_state(steps=1)
     path = save_checkpoint(tmp_path / "checkpoint.npz", model, adam, config, history, rng_states)
     before = path.read_bytes()
-    old_theta = model.theta.copy()
+    old_theta = model.flat_params.copy()
 
-    model.theta += 1.0                                     # a newer state, whose save will fail
+    model.flat_params += 1.0                                     # a newer state, whose save will fail
     if failure == "mid-write":
         monkeypatch.setattr(ckpt, "_write_npz", write_half_then_fail)
     else:
@@ -120,7 +120,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     assert path.read_bytes() == before
     loaded = load_checkpoint(path)
     assert loaded["history"] == history
-    assert np.array_equal(load_model(path).theta, old_theta)
+    assert np.array_equal(load_model(path).flat_params, old_theta)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]   # no temporary file left behind
 
 

@@ -26,7 +26,7 @@ def test_fused_gradients_equal_the_read_along_ones(workers, backend, b):
     fused_model = VAE(30, [9], 3, beta=0.7, dtype=np.float64, seed=1)
     x, eps = problem(b)
     loss, parts = plain.loss_and_grads(x, eps)
-    with FusedStep(fused_model, Adam(fused_model.theta, fused_model.dtheta), 16, workers, backend) as fused:
+    with FusedStep(fused_model, Adam(fused_model.flat_params, fused_model.flat_grads), 16, workers, backend) as fused:
         f_loss, f_parts = fused.loss_and_grads(x, eps)
     assert f_loss == pytest.approx(loss, rel=1e-12)
     for key in parts:
@@ -39,9 +39,9 @@ def test_fused_gradients_equal_the_read_along_ones(workers, backend, b):
 def test_fused_steps_equal_the_read_along_steps(workers, backend):
     """Five steps of loss_and_grads + Adam.step against five fused steps (float64)."""
     plain = VAE(30, [9], 3, dtype=np.float64, seed=2)
-    plain_adam = Adam(plain.theta, plain.dtheta, lr=1e-2)
+    plain_adam = Adam(plain.flat_params, plain.flat_grads, lr=1e-2)
     fused_model = VAE(30, [9], 3, dtype=np.float64, seed=2)
-    adam = Adam(fused_model.theta, fused_model.dtheta, lr=1e-2)
+    adam = Adam(fused_model.flat_params, fused_model.flat_grads, lr=1e-2)
     with FusedStep(fused_model, adam, 16, workers, backend) as fused:
         for step in range(5):
             x, eps = problem(16, seed=step)
@@ -49,7 +49,7 @@ def test_fused_steps_equal_the_read_along_steps(workers, backend):
             plain_adam.step()
             assert fused.step(x, eps)[0] == pytest.approx(loss, rel=1e-12)
     assert adam.t == plain_adam.t == 5
-    np.testing.assert_allclose(fused_model.theta, plain.theta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(fused_model.flat_params, plain.flat_params, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(adam.v, plain_adam.v, rtol=1e-12, atol=1e-20)
 
 
@@ -60,9 +60,9 @@ def test_fused_float32_matches_a_float64_reference(workers, backend):
     model = VAE(784, [400], 20, seed=3)
     x, eps = problem(128, D=784, K=20, dtype=np.float32)
     loss, parts = reference.loss_and_grads(x, eps)
-    with FusedStep(model, Adam(model.theta, model.dtheta), 128, workers, backend) as fused:
+    with FusedStep(model, Adam(model.flat_params, model.flat_grads), 128, workers, backend) as fused:
         f_loss, f_parts = fused.loss_and_grads(x, eps)
-    assert model.dtheta.dtype == np.float32
+    assert model.flat_grads.dtype == np.float32
     assert f_loss == pytest.approx(loss, rel=1e-6) and f_parts["kl"] == pytest.approx(parts["kl"], rel=1e-4)
     for name, g in reference.grads.items():
         assert rel_error(model.grads[name], g) < 1e-5, name
@@ -72,7 +72,7 @@ def test_fused_float32_matches_a_float64_reference(workers, backend):
 def test_fused_gradient_passes_the_finite_difference_check(workers, backend):
     model = VAE(8, [5], 2, beta=1.3, dtype=np.float64, seed=4)
     x, eps = problem(6, D=8, K=2, seed=4)
-    with FusedStep(model, Adam(model.theta, model.dtheta), 8, workers, backend) as fused:
+    with FusedStep(model, Adam(model.flat_params, model.flat_grads), 8, workers, backend) as fused:
         fused.loss_and_grads(x, eps)
         analytic = {name: g.copy() for name, g in model.grads.items()}
         for name, p in model.params.items():
@@ -82,14 +82,14 @@ def test_fused_gradient_passes_the_finite_difference_check(workers, backend):
 
 def test_a_non_finite_loss_stops_before_adam():
     model = VAE(30, [9], 3, seed=5)
-    adam = Adam(model.theta, model.dtheta)
+    adam = Adam(model.flat_params, model.flat_grads)
     x, eps = problem(16, dtype=np.float32)
     x[0, 0] = np.inf
     with FusedStep(model, adam, 16) as fused:
-        theta = model.theta.copy()
+        theta = model.flat_params.copy()
         with pytest.raises(NonFiniteStep, match="loss is"):
             fused.step(x, eps)
-        assert np.array_equal(model.theta, theta) and adam.t == 0
+        assert np.array_equal(model.flat_params, theta) and adam.t == 0
         x[0, 0] = 0.5
         fused.step(x, eps)                                   # and it carries on afterwards
         assert adam.t == 1
@@ -103,7 +103,7 @@ def test_what_cannot_be_fused_is_said(changes, reason):
     model = VAE(**{"input_dim": 30, "hidden_dims": [9], "latent_dim": 3, **changes})
     assert reason in unsupported_reason(model)
     with pytest.raises(ValueError, match=reason):
-        FusedStep(model, Adam(model.theta, model.dtheta), 16)
+        FusedStep(model, Adam(model.flat_params, model.flat_grads), 16)
     images = np.zeros((20, 30), np.uint8)
     with pytest.raises(ConfigError, match="engine 'fused' cannot train this model"):
         config = TrainConfig(hidden=changes.get("hidden_dims", [9]), latent=3, engine="fused",
@@ -117,7 +117,7 @@ def test_close_reaps_the_helper_restores_blas_and_leaves_a_working_model():
     previous = set_blas_threads(2)
     model = VAE(30, [9], 3, seed=6)
     x, eps = problem(16, dtype=np.float32)
-    fused = FusedStep(model, Adam(model.theta, model.dtheta), 16, 2, "process")
+    fused = FusedStep(model, Adam(model.flat_params, model.flat_grads), 16, 2, "process")
     pid = fused.pair.pid
     assert set_blas_threads(1) == 1                           # one BLAS thread per worker while open
     loss, _ = fused.loss_and_grads(x, eps)
@@ -132,7 +132,7 @@ def test_close_reaps_the_helper_restores_blas_and_leaves_a_working_model():
 def test_a_dead_helper_process_is_a_clear_error():
     model = VAE(30, [9], 3, seed=7)
     x, eps = problem(16, dtype=np.float32)
-    with FusedStep(model, Adam(model.theta, model.dtheta), 16, 2, "process") as fused:
+    with FusedStep(model, Adam(model.flat_params, model.flat_grads), 16, 2, "process") as fused:
         fused.step(x, eps)
         os.kill(fused.pair.pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match="helper process stopped"):
@@ -147,5 +147,5 @@ def test_training_with_either_engine_gives_the_same_run():
                                test_images=images[:20], log=False)
     fused_model, fused = train(TrainConfig(engine="fused", **config), train_images=images,
                                test_images=images[:20], log=False)
-    np.testing.assert_allclose(fused_model.theta, plain_model.theta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fused_model.flat_params, plain_model.flat_params, rtol=1e-4, atol=1e-6)
     assert fused[-1]["test_nelbo"] == pytest.approx(plain[-1]["test_nelbo"], rel=1e-5)

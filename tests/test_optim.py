@@ -89,12 +89,12 @@ def test_adam_lowers_the_loss_on_a_small_real_batch(shared_mnist_dir):
     from scratchvae.data import load
     x = load("mnist", "test[:64]", data_dir=shared_mnist_dir, download=False).images / np.float32(255)
     model = VAE(784, [64], 8, seed=0)
-    first, last = _train(model, x, 300, lambda m: Adam(m.theta, m.dtheta, lr=1e-3))
+    first, last = _train(model, x, 300, lambda m: Adam(m.flat_params, m.flat_grads, lr=1e-3))
     assert last < 0.6 * first, (first, last)
 
 
-@pytest.mark.parametrize("make_optimizer", [lambda m: Adam(m.theta, m.dtheta, lr=3e-3),
-                                            lambda m: SGD(m.theta, m.dtheta, lr=0.01, momentum=0.9)])
+@pytest.mark.parametrize("make_optimizer", [lambda m: Adam(m.flat_params, m.flat_grads, lr=3e-3),
+                                            lambda m: SGD(m.flat_params, m.flat_grads, lr=0.01, momentum=0.9)])
 def test_optimisers_lower_the_loss_on_synthetic_patterns(make_optimizer):
     rng = np.random.default_rng(0)
     prototypes = (rng.random((4, 30)) < 0.3).astype(np.float32)    # four binary "digits"

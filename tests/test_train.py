@@ -106,8 +106,8 @@ def test_same_seed_same_run_other_seed_other_run():
     a_model, a = run(small_config(epochs=1))
     b_model, b = run(small_config(epochs=1))
     c_model, c = run(small_config(epochs=1, seed=8))
-    assert np.array_equal(a_model.theta, b_model.theta) and without_timing(a) == without_timing(b)
-    assert not np.array_equal(a_model.theta, c_model.theta)
+    assert np.array_equal(a_model.flat_params, b_model.flat_params) and without_timing(a) == without_timing(b)
+    assert not np.array_equal(a_model.flat_params, c_model.flat_params)
 
 
 def test_history_files_are_written_next_to_the_checkpoint(tmp_path):
@@ -133,7 +133,7 @@ def test_resume_from_an_epoch_end_is_bit_for_bit(tmp_path, engine):
     run(small_config(engine, epochs=1, out=tmp_path))
     resumed_model, resumed = run(small_config(engine, epochs=3, out=tmp_path), resume=tmp_path / "checkpoint.npz")
     assert without_timing(resumed) == without_timing(full)
-    assert np.array_equal(resumed_model.theta, full_model.theta)
+    assert np.array_equal(resumed_model.flat_params, full_model.flat_params)
     assert resumed_model.rng.bit_generator.state == full_model.rng.bit_generator.state
 
 
@@ -165,7 +165,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch,
 
     resumed_model, resumed = run(None, resume=tmp_path / "checkpoint.npz")
     assert without_timing(resumed) == without_timing(full)
-    assert np.array_equal(resumed_model.theta, full_model.theta)
+    assert np.array_equal(resumed_model.flat_params, full_model.flat_params)
 
 
 def test_resume_refuses_a_different_run(tmp_path):
@@ -195,7 +195,7 @@ def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpo
     assert "loss is" in message or "gradient" in message
     assert f"last good checkpoint {path} (end of epoch 1) is kept" in message
     assert path.read_bytes() == before
-    assert np.all(np.isfinite(load_model(path).theta))
+    assert np.all(np.isfinite(load_model(path).flat_params))
 
 
 def test_a_non_finite_test_nelbo_is_a_divergence_and_its_epoch_is_not_saved(tmp_path, monkeypatch):
@@ -243,7 +243,7 @@ def test_resume_refuses_a_checkpoint_no_training_run_wrote(tmp_path):
     from scratchvae.checkpoint import CheckpointError, save_checkpoint
     config = small_config(epochs=2, out=tmp_path)
     model = VAE(36, [12], 3, n_samples=2, seed=7)
-    save_checkpoint(tmp_path / "checkpoint.npz", model, Adam(model.theta, model.dtheta),
+    save_checkpoint(tmp_path / "checkpoint.npz", model, Adam(model.flat_params, model.flat_grads),
                     config.to_dict(), [], {})                  # no progress, no generators
     with pytest.raises(CheckpointError, match="cannot resume: the checkpoint was not written by a "
                                               r"training run \(it lacks progress.json: epochs_done, .*"
@@ -286,23 +286,23 @@ def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
         run(small_config(epochs=1))
     optimizer_model = VAE(36, [12], 3, seed=0)
     from scratchvae import Adam
-    adam = Adam(optimizer_model.theta, optimizer_model.dtheta)
-    theta = optimizer_model.theta.copy()
+    adam = Adam(optimizer_model.flat_params, optimizer_model.flat_grads)
+    theta = optimizer_model.flat_params.copy()
     with pytest.raises(train_module.NonFiniteStep):
         train_module._train_step(optimizer_model, adam, TRAIN[:16].astype(np.float32) / 255)
-    assert np.array_equal(optimizer_model.theta, theta) and adam.t == 0
+    assert np.array_equal(optimizer_model.flat_params, theta) and adam.t == 0
 
 
 def test_the_fused_step_guards_before_the_update_too():
     from scratchvae import Adam
     from scratchvae.fast import FusedStep
     model = VAE(36, [12], 3, seed=0)
-    adam = Adam(model.theta, model.dtheta)
+    adam = Adam(model.flat_params, model.flat_grads)
     model.params["dec.logits.b"][3] = np.nan                  # poisons the loss of every image
-    theta = model.theta.copy()
+    theta = model.flat_params.copy()
     with FusedStep(model, adam, 16) as fused, pytest.raises(train_module.NonFiniteStep, match="loss is nan"):
         train_module._train_step(model, adam, TRAIN[:16].astype(np.float32) / 255, fused)
-    assert np.array_equal(model.theta, theta, equal_nan=True) and adam.t == 0
+    assert np.array_equal(model.flat_params, theta, equal_nan=True) and adam.t == 0
 
 
 # ------------------------------------------------------------------ progress output

@@ -114,12 +114,12 @@ def test_loss_and_gradients_do_not_depend_on_batch_order(n, seed, likelihood):
     model = VAE(5, [4], 2, likelihood=likelihood, dtype=np.float64, seed=seed % 1000)
     x, eps = rng.random((n, 5)), rng.standard_normal((2, n, 2))
     loss, parts = model.loss_and_grads(x, eps)
-    grads = model.dtheta.copy()
+    grads = model.flat_grads.copy()
     perm = rng.permutation(n)
     loss_p, parts_p = model.loss_and_grads(x[perm], eps[:, perm])
     assert loss_p == pytest.approx(loss, rel=1e-12)
     assert parts_p["kl"] == pytest.approx(parts["kl"], rel=1e-12)
-    np.testing.assert_allclose(model.dtheta, grads, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(model.flat_grads, grads, rtol=1e-10, atol=1e-13)
 
 
 @settings(max_examples=15, deadline=None)
@@ -132,7 +132,7 @@ def test_float32_model_keeps_float32_and_shapes(n, d, k, hidden, L, likelihood, 
     x = np.random.default_rng(0).random((n, d)).round().astype(x_dtype)
     loss, _ = model.loss_and_grads(x)
     assert np.isfinite(loss)
-    assert model.theta.dtype == model.dtheta.dtype == np.float32
+    assert model.flat_params.dtype == model.flat_grads.dtype == np.float32
     assert all(model.grads[name].shape == p.shape for name, p in model.params.items())
     mu, logvar = model.encode(x)
     assert mu.shape == logvar.shape == (n, k) and mu.dtype == np.float32
@@ -149,10 +149,10 @@ def test_params_and_grads_share_keys_shapes_and_the_flat_buffers():
     assert list(model.params) == ["enc.fc1.W", "enc.fc1.b", "enc.mu.W", "enc.mu.b", "enc.logvar.W",
                                   "enc.logvar.b", "dec.fc1.W", "dec.fc1.b", "dec.logits.W", "dec.logits.b"]
     assert model.params["enc.fc1.W"].shape == (784, 400) and model.params["dec.logits.W"].shape == (400, 784)
-    assert model.theta.size == sum(p.size for p in model.params.values()) == 652_824
+    assert model.flat_params.size == sum(p.size for p in model.params.values()) == 652_824
     for name in model.params:
-        assert np.shares_memory(model.params[name], model.theta)
-        assert np.shares_memory(model.grads[name], model.dtheta)
+        assert np.shares_memory(model.params[name], model.flat_params)
+        assert np.shares_memory(model.grads[name], model.flat_grads)
 
 
 def test_gaussian_decoder_has_mean_and_logvar_heads():
@@ -163,8 +163,8 @@ def test_gaussian_decoder_has_mean_and_logvar_heads():
 
 def test_same_seed_same_initial_weights():
     a, b, c = VAE(20, [8], 3, seed=1), VAE(20, [8], 3, seed=1), VAE(20, [8], 3, seed=2)
-    np.testing.assert_array_equal(a.theta, b.theta)
-    assert not np.array_equal(a.theta, c.theta)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert not np.array_equal(a.flat_params, c.flat_params)
 
 
 @pytest.mark.parametrize("kwargs, message", [
