@@ -222,8 +222,10 @@ def _add_speed_arguments(parser, defaults):
     """--engine and --threads; defaults None (resume) keep what the checkpoint says."""
     speed = parser.add_argument_group("speed (what is computed stays the same)")
     speed.add_argument("--engine", choices=ENGINES, default=defaults and defaults.engine,
-                       help="plain: the read-along step of vae.py; fused: fast.py's fused step (one "
-                            "hidden layer, relu, bernoulli, one sample); auto: fused when the model allows"
+                       help="plain (default): the read-along step, VAE.loss_and_grads in vae.py; "
+                            "fused: fast.py's step for two cores, which computes the same numbers "
+                            "(tested in tests/test_fast.py; read about it in docs/derivations.md, "
+                            "section 11); one hidden layer, relu, bernoulli, one sample only"
                             + ("" if defaults else " (default: as in training)"))
     speed.add_argument("--threads", type=int, choices=(1, 2), default=defaults and defaults.threads,
                        help="CPU cores the fused step uses" + ("" if defaults else " (default: as in training)"))

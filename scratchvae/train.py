@@ -110,8 +110,8 @@ class TrainConfig:
     lr: float = 1e-3                      # Adam's learning rate
     epochs: int = 10                      # passes over the training split (the total, also on resume)
     seed: int = 1                         # master seed of every random stream (see the module docstring)
-    # --- speed (see fast.py): neither changes what is computed, beyond float rounding
-    engine: str = "auto"                  # "plain" (vae.py's read-along step), "fused" (fast.py), "auto": fused if it can
+    # --- speed: neither changes what is computed, beyond float rounding
+    engine: str = "plain"                 # "plain": vae.py's read-along step; "fused": fast.py's, the same numbers
     threads: int = 2                      # CPU cores for the fused step (1 or 2)
     # --- output
     out: Optional[str] = None             # run directory for checkpoint.npz and history.*; None: write nothing
@@ -174,6 +174,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d):
         """Inverse of ``to_dict``; unknown fields are an error, not silently dropped."""
+        if d.get("engine") == "auto":                  # written before "plain" became the default
+            d = {**d, "engine": "plain"}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -188,7 +190,7 @@ class TrainConfig:
 # continuation then equals the uninterrupted run only up to rounding).
 # All others must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
-ENGINES = ("auto", "plain", "fused")
+ENGINES = ("plain", "fused")
 
 
 def derive_streams(seed):
@@ -301,7 +303,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                 seed=config.seed)
     if config.engine == "fused" and unsupported_reason(model):
         raise ConfigError(f"engine 'fused' cannot train this model: {unsupported_reason(model)}; "
-                          f"use engine 'plain' or 'auto'")
+                          f"use engine 'plain' (the default)")
     optimizer = Adam(model.flat_params, model.flat_grads, lr=config.lr)
     streams = derive_streams(config.seed)
     data_rng = np.random.default_rng(streams["data"])
@@ -528,11 +530,11 @@ def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
 
 @contextmanager
 def _engine(config, model, optimizer, batch_rows):
-    """The fused step (fast.py) if config.engine allows it and the model fits it, else None.
+    """The fused step (fast.py) when config.engine is "fused", else None (vae.py's step).
 
     ``batch_rows``: the largest batch it will see, min(batch size, training images).
     """
-    if config.engine == "plain" or unsupported_reason(model):
+    if config.engine == "plain":
         yield None
         return
     with FusedStep(model, optimizer, batch_rows, workers=config.threads) as fused:
@@ -572,7 +574,7 @@ def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, positi
     text = (f"VAE {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
             f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
             f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
-            f"seed {config.seed}; {_engine_name(model, config)} step")
+            f"seed {config.seed}\n{_engine_name(model, config)}")
     if position["epochs_done"] or position["step_in_epoch"]:
         text += (f"\nresuming after epoch {position['epochs_done']}"
                  + (f", step {position['step_in_epoch']}" if position["step_in_epoch"] else ""))
@@ -580,10 +582,10 @@ def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, positi
 
 
 def _engine_name(model, config):
-    reason = unsupported_reason(model)
-    if config.engine == "plain" or reason:
-        return "plain (vae.py)" + (f" -- not fused: {reason}" if config.engine == "auto" and reason else "")
-    return f"fused (fast.py, {config.threads} {'core' if config.threads == 1 else 'cores'})"
+    if config.engine == "plain":
+        return "training step: VAE.loss_and_grads in scratchvae/vae.py, Adam in scratchvae/optim.py"
+    return (f"training step: the fused step of scratchvae/fast.py ({config.threads} "
+            f"{'core' if config.threads == 1 else 'cores'}; the same numbers as vae.py)")
 
 
 def _duration(seconds):

@@ -57,6 +57,7 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert "wall time" in captured.out
     assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
+    assert "training step: VAE.loss_and_grads in scratchvae/vae.py" in captured.err   # the read-along code runs
 
 
 def test_default_epochs_follow_the_image_budget():

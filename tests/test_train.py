@@ -52,6 +52,20 @@ def without_timing(history):
 
 
 # ------------------------------------------------------------------ configuration
+def test_the_read_along_step_trains_by_default_and_the_log_says_which_file_runs():
+    assert TrainConfig().engine == "plain"
+    for engine, named in (("plain", "scratchvae/vae.py"), ("fused", "scratchvae/fast.py")):
+        log = io.StringIO()
+        config = small_config(engine, epochs=1)
+        train(config, train_images=TRAIN, test_images=TEST, log=log)
+        step_line = next(line for line in log.getvalue().splitlines() if line.startswith("training step:"))
+        assert named in step_line, (engine, step_line)
+
+
+def test_an_old_checkpoints_engine_auto_reads_as_the_default():
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "engine": "auto"}).engine == "plain"
+
+
 @pytest.mark.parametrize("field, value", [
     ("dataset", "cifar"), ("train_split", "validation"), ("test_split", "test[::2]"),
     ("binarize", "yes"), ("hidden", [400, 0]), ("hidden", "400"), ("latent", 0), ("latent", 2.5),
