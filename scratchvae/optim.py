@@ -45,9 +45,10 @@ class Adam:
     steps; arithmetic on such subnormal numbers is many times slower on Intel CPUs. So
     every ``flush_every`` steps, moment entries below FLUSH_MARGIN * tiny (1.2e-35 in
     float32, 2.3e-305 in float64) are set to 0, and ``flush_every`` is short enough that
-    nothing larger can decay below tiny in between (this holds for gradient entries that are
-    0 or above 1e-19 in float32; a smaller one can make g^2 subnormal until the next
-    flush). What the flush changes is far below
+    nothing larger can decay below tiny in between. (This holds when every gradient entry is
+    0 or at least 4e-18 in size, 5e-153 in float64: a smaller one can put a value below the
+    threshold just after a flush -- g^2 itself, or m_sum + g cancelling -- which may then
+    sink into the subnormal range until the next flush.) What the flush changes is far below
     float32 rounding: an m_sum that small moves its parameter by at most
     lr * 1.2e-35 / eps = 1.2e-30 a step (defaults, float32), and a v_sum that small
     changes sqrt(v_sum) + eps_t by under 4e-10 of it (docs/derivations.md, section 10).

@@ -1,6 +1,8 @@
 """Adam against steps worked out by hand; state round trips; training lowers the loss."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scratchvae import SGD, VAE, Adam
 
@@ -102,3 +104,78 @@ def test_optimisers_lower_the_loss_on_synthetic_patterns(make_optimizer):
     model = VAE(30, [16], 2, seed=0)
     first, last = _train(model, x, 300, make_optimizer)
     assert last < 0.5 * first, (first, last)
+
+
+# ------------------------------------------------------------------ no subnormal numbers
+def _subnormal(a):
+    """Entries that are neither 0 nor normal: 0 < |a| < tiny (the slow numbers on Intel CPUs)."""
+    return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+
+def _run_with_gradients_that_stop(dtype, beta1, beta2, scale, stop_at, n, steps, seed, flush=True,
+                                  after_flush_only=False):
+    """Adam on a gradient that is random until step ``stop_at`` for some entries, then exactly 0
+    for all of them at once (the worst case: a whole block of moments starts decaying together).
+    Gradient entries have magnitude >= scale. Returns the largest count of subnormal moment
+    entries seen after any step (or only after the steps that flush)."""
+    rng = np.random.default_rng(seed)
+    w, g = np.zeros(n, dtype), np.zeros(n, dtype)
+    adam = Adam(w, g, beta1=beta1, beta2=beta2)
+    if not flush:
+        adam.flush_every = 10 ** 9
+    stops = rng.random(n) < 0.7                                    # these entries' gradient turns 0
+    worst = 0
+    for t in range(1, steps + 1):
+        g[...] = (scale * (1 + np.abs(rng.standard_normal(n))) * rng.choice([-1, 1], n)).astype(dtype)
+        if t >= stop_at:
+            g[stops] = 0
+        adam.step()
+        if not after_flush_only or t % adam.flush_every == 0:
+            worst = max(worst, int(_subnormal(adam.m_sum).sum() + _subnormal(adam.v_sum).sum()))
+    return worst
+
+
+@pytest.mark.parametrize("dtype, scale, steps", [(np.float32, 1e-3, 1500), (np.float32, 4e-18, 800),
+                                                 (np.float64, 1e-3, 7500), (np.float64, 5e-153, 4000)])
+def test_adams_moments_never_hold_a_subnormal_number(dtype, scale, steps):
+    # Without the flush the same run does produce subnormals (so this test can fail) ...
+    assert _run_with_gradients_that_stop(dtype, 0.9, 0.999, scale, 20, 200, steps, 0, flush=False) > 0
+    # ... and with it none, at any step.
+    assert _run_with_gradients_that_stop(dtype, 0.9, 0.999, scale, 20, 200, steps, 0) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]), beta1=st.floats(0.0, 0.99),
+       beta2=st.floats(0.5, 0.9999), exponent=st.floats(-17.4, 2), stop_at=st.integers(1, 100),
+       seed=st.integers(0, 2 ** 16))
+def test_no_subnormal_moments_for_any_betas_and_gradient_scale(dtype, beta1, beta2, exponent, stop_at, seed):
+    steps = stop_at + 900 if dtype == np.float32 else stop_at + 300   # float32: m decays into the range
+    assert _run_with_gradients_that_stop(dtype, beta1, beta2, 10.0 ** exponent, stop_at, 64, steps, seed) == 0
+
+
+def test_gradients_below_the_limit_leave_subnormals_only_until_the_next_flush():
+    """Below the documented limit (|g| >= 4e-18 in float32) g^2 can be subnormal: a flush clears them."""
+    assert _run_with_gradients_that_stop(np.float32, 0.9, 0.999, 1e-21, 20, 200, 800, 0) > 0
+    assert _run_with_gradients_that_stop(np.float32, 0.9, 0.999, 1e-21, 20, 200, 800, 0,
+                                         after_flush_only=True) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_flush_changes_no_parameter_beyond_rounding(dtype):
+    """The same 2,000 steps with and without the flush: the parameters come out bit for bit equal."""
+    runs = []
+    for flush in (True, False):
+        w, g = np.random.default_rng(1).standard_normal(500).astype(dtype), np.zeros(500, dtype)
+        w_start = w.copy()
+        rng_g = np.random.default_rng(2)
+        adam = Adam(w, g)
+        if not flush:
+            adam.flush_every = 10 ** 9
+        for t in range(2000):
+            g[...] = (1e-3 * rng_g.standard_normal(500)).astype(dtype) * (t < 50 + np.arange(500) % 7)
+            adam.step()
+        runs.append((w_start, w.copy(), _subnormal(adam.m_sum).sum()))
+    (start, flushed, none), (_, unflushed, some) = runs
+    assert none == 0 and (dtype is np.float64 or some > 0)         # float32 decayed into the range
+    assert not np.array_equal(flushed, start)
+    np.testing.assert_array_equal(flushed, unflushed)
