@@ -21,6 +21,7 @@ running log-sum-exp, for ``batch_size`` datapoints at a time.
 import numpy as np
 
 from .data import iterate_batches
+from .layers import exp_no_subnormal
 
 ESTIMATOR = "importance-sampled (IWAE) bound"
 
@@ -110,7 +111,8 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=100, batch_size=100, progr
             eps = rng.standard_normal((c, n, K), dtype=model.dtype)          # (c, n, K)
             log_w = model.log_weights(xb, eps).astype(np.float64)            # (c, n)
             m_new = np.maximum(m, log_w.max(axis=0))
-            s = s * np.exp(m - m_new) + np.exp(log_w - m_new).sum(axis=0)    # rescale old sum to new max
+            s = (s * exp_no_subnormal(m - m_new)                              # rescale old sum to new max
+                 + exp_no_subnormal(log_w - m_new).sum(axis=0))               # (weights far below it: no subnormals)
             m = m_new
             done += c * n
             if progress is not None:

@@ -10,7 +10,7 @@ import numpy as np
 
 # Adam's moments decay geometrically wherever the gradient is 0; below the smallest normal
 # float they would become subnormal, which is slow on many CPUs (docs/derivations.md,
-# section 10). Every few steps, entries smaller than FLUSH_MARGIN * tiny are set to 0.
+# section 12). Every few steps, entries smaller than FLUSH_MARGIN * tiny are set to 0.
 FLUSH_MARGIN = 2.0 ** 10
 # Adam updates the vector in blocks of this many entries (256 KB of float32 per array), so
 # that the ten passes over a block run in the CPU's cache rather than from main memory.
@@ -54,7 +54,7 @@ class Adam:
     sink into the subnormal range until the next flush.) What the flush changes is far below
     float32 rounding: an m_sum that small moves its parameter by at most
     lr * 1.2e-35 / eps = 1.2e-30 a step (defaults, float32), and a v_sum that small
-    changes sqrt(v_sum) + eps_t by under 4e-10 of it (docs/derivations.md, section 10).
+    changes sqrt(v_sum) + eps_t by under 4e-10 of it (docs/derivations.md, section 12).
     Source:  D. P. Kingma, J. Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015, Alg. 1.
     Derivation: docs/derivations.md, section 10 (why the bias correction; how step() computes it).
     Defaults are the paper's (and PyTorch's): lr 1e-3, betas (0.9, 0.999), eps 1e-8.

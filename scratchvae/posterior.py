@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import softplus
+from .layers import exp_no_subnormal, softplus
 from .losses import gaussian_log_density
 
 PRIOR_RADIUS = 5.0        # the coarse grid covers at least +-5 prior standard deviations
@@ -97,9 +97,13 @@ def square_grid(center, half_width, points):
 
 
 def logsumexp(a, axis=-1):
-    """log sum exp(a) along ``axis``, without overflow: m + log sum exp(a - m), m = max a."""
+    """log sum exp(a) along ``axis``, without overflow: m + log sum exp(a - m), m = max a.
+
+    Terms far below the largest (a - m < -707 in float64) would make exp subnormal, which
+    is slow; exp_no_subnormal floors them at e * tiny, which cannot change a sum >= 1.
+    """
     m = np.max(a, axis=axis, keepdims=True)
-    return np.squeeze(m, axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+    return np.squeeze(m, axis) + np.log(np.sum(exp_no_subnormal(a - m), axis=axis))
 
 
 def log_joint_on_grid(model, x, grid, chunk=CHUNK):
@@ -183,12 +187,12 @@ def variational_gap(model, x, grid, chunk=CHUNK):
     mu, logvar = (a.astype(np.float64) for a in model.encode(x))       # (N, 2) each
     z = grid.points                                                    # (G, 2)
     log_q = gaussian_log_density(z[None], mu[:, None], logvar[:, None])   # (N, G)
-    q = np.exp(log_q)
+    q = exp_no_subnormal(log_q)                                        # q(z_g|x); no subnormals, as in logsumexp
     elbo = area * np.sum(q * (log_joint - log_q), axis=1)              # E_q[log p(x,z) - log q]
     kl = area * np.sum(q * (log_q - log_posterior), axis=1)            # E_q[log q - log p(z|x)]
     q_mass = area * q.sum(axis=1)
 
-    posterior_mass = np.exp(log_posterior + np.log(area)).reshape(-1, *grid.shape)
+    posterior_mass = exp_no_subnormal(log_posterior + np.log(area)).reshape(-1, *grid.shape)
     interior = posterior_mass[:, 1:-1, 1:-1].sum(axis=(1, 2))
     edge_mass = np.maximum(posterior_mass.sum(axis=(1, 2)) - interior, 0.0)
     return GapOnGrid(grid=grid, mu=mu, logvar=logvar, log_joint=log_joint, log_px=log_px,
@@ -214,7 +218,7 @@ def posterior_window(model, x, coarse_points=101, threshold=23.0, max_radius=80.
         coarse = square_grid((0.0, 0.0), radius, coarse_points)
         log_joint = log_joint_on_grid(model, x, coarse)                # (N, G)
         log_post = log_joint - logsumexp(log_joint, axis=1)[:, None]
-        mass = np.exp(log_post).reshape(-1, *coarse.shape)
+        mass = exp_no_subnormal(log_post).reshape(-1, *coarse.shape)
         edge = mass.sum(axis=(1, 2)) - mass[:, 1:-1, 1:-1].sum(axis=(1, 2))
         if np.all(edge < 1e-9) or radius >= max_radius:
             break

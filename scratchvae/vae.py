@@ -110,7 +110,7 @@ class VAE:
         real number, and a standard deviation must be positive. Reading the output as
         logvar = log sigma^2 makes every output valid with no constraint or clipping,
         sigma = exp(logvar / 2) is positive by construction, and log sigma^2 is what the
-        KL and log q(z|x) need anyway (slide 12; docs/derivations.md, section 5).
+        KL and log q(z|x) need anyway (slide 12; docs/derivations.md, section 0).
         """
         x = self._check_x(x)
         h = self.encoder.forward(x)

@@ -131,6 +131,27 @@ def test_log_sum_exp_is_stable_for_tiny_weights(monkeypatch):
     np.testing.assert_allclose(shifted - 1e5, reference, rtol=0, atol=1e-6)
 
 
+def test_weights_hundreds_of_nats_apart_make_no_subnormal_and_lose_nothing(monkeypatch):
+    """Spread each datapoint's log w over 0 .. -2000 nats: exp(log w - max) would be subnormal
+    or underflow for most of them (slow on Intel). With underflow made an error, the estimate
+    still runs, and equals the float64 log-mean-exp computed directly."""
+    model = small_bernoulli_model()
+    x = binary_images(4).astype(np.float32) / 255
+    k, spread = 400, np.linspace(0.0, -2000.0, 400)
+    drawn = []
+
+    def log_weights(xb, eps):
+        lw = spread[np.random.default_rng(len(drawn)).permutation(k)][:len(eps), None] + np.zeros(len(xb))
+        drawn.append(lw)
+        return lw
+    monkeypatch.setattr(model, "log_weights", log_weights)
+    with np.errstate(under="raise"):
+        nll = importance_sampled_nll(model, x, k, rng=np.random.default_rng(0), chunk=k)
+    log_w = np.concatenate(drawn)                                        # (k, N)
+    exact = -(np.log(np.sum(np.exp(log_w - log_w.max(0)), axis=0)) + log_w.max(0) - np.log(k))
+    np.testing.assert_array_equal(nll, exact)
+
+
 def test_bad_arguments_are_refused():
     model = small_bernoulli_model()
     x = np.zeros((2, 16), np.float32)

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from scratchvae.gradcheck import numerical_gradient_array, rel_error
-from scratchvae.layers import ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, share_one_buffer, softplus
+from scratchvae.layers import (ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, exp_no_subnormal,
+                              share_one_buffer, softplus)
 
 SMOOTH_TOL = 1e-8          # float64 central differences on smooth pieces reach ~1e-10
 
@@ -96,7 +97,8 @@ def test_softplus_and_sigmoid_are_stable_in_both_tails():
     x = np.array([-1e4, -50.0, 0.0, 100.0, 1e4], dtype=np.float32)
     y = Softplus().forward(x)
     assert np.all(np.isfinite(y))
-    np.testing.assert_allclose(y, [0.0, np.exp(-50.0), np.log(2), 100.0, 1e4], rtol=1e-6)
+    np.testing.assert_allclose(y, [0.0, np.exp(-50.0), np.log(2), 100.0, 1e4], rtol=1e-6,
+                               atol=4 * np.finfo(np.float32).tiny)   # softplus(-1e4) = e * tiny, not 0
     np.testing.assert_allclose(Sigmoid().forward(x), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-7)
 
 
@@ -125,3 +127,30 @@ def test_softplus_is_accurate_to_a_few_ulps_everywhere(dtype):
     assert got.dtype == dtype
     tol = 4 * np.finfo(dtype).eps
     assert np.all(np.abs(got - exact) <= tol * exact + np.finfo(dtype).tiny)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.float64]),
+       a=st.lists(st.floats(-1e6, 0.0).filter(lambda v: v == 0 or v < -1e-30) | st.just(-np.inf),
+                  min_size=1, max_size=50))                 # (a subnormal exponent is no input)
+def test_exp_no_subnormal_is_exp_except_below_the_normal_range(dtype, a):
+    a = np.array(a, dtype=dtype)
+    tiny = np.finfo(dtype).tiny
+    with np.errstate(under="raise"):                  # a subnormal result or an underflow would raise
+        got = exp_no_subnormal(a)
+    assert got.dtype == dtype and np.all(got >= tiny)
+    with np.errstate(under="ignore"):
+        exact = np.exp(a.astype(np.float64))
+    normal = exact >= np.e * tiny
+    np.testing.assert_array_equal(got[normal], np.exp(a[normal]))
+    assert np.all(np.abs(got[~normal] - exact[~normal]) < 4 * tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_makes_no_subnormal_in_its_far_negative_tail(dtype):
+    x = -np.geomspace(1, 1e5, 2000).astype(dtype)
+    tiny = np.finfo(dtype).tiny
+    with np.errstate(under="raise"):
+        y = softplus(x)
+    exact = np.logaddexp(0, x.astype(np.float64))
+    assert np.all(y > 0) and np.all(np.abs(y - exact) <= 4 * np.finfo(dtype).eps * exact + 4 * tiny)

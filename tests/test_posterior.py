@@ -159,6 +159,13 @@ def test_logsumexp_does_not_overflow():
     np.testing.assert_allclose(logsumexp(a, axis=1), [1000 + np.log(2), -1000 + np.log(2)])
 
 
+def test_logsumexp_of_terms_far_below_the_largest_makes_no_subnormal():
+    a = np.array([[0.0, -720.0, -800.0, -5000.0], [3.0, 2.0, -1e4, -np.inf]])
+    with np.errstate(under="raise"):
+        got = logsumexp(a, axis=1)
+    np.testing.assert_array_equal(got, [0.0, 3 + np.log1p(np.exp(-1.0))])
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="2-D latent"):
         log_joint_on_grid(VAE(D, [4], 3), np.zeros((1, D)), square_grid((0, 0), 1.0, 3))
