@@ -1,6 +1,6 @@
 """Training throughput and peak memory of scratchvae, alone or side by side with PyTorch.
 
-    python benchmarks/bench_train.py [--epochs 5] [--warmup 1] [--engine auto] [--threads 2]
+    python benchmarks/bench_train.py [--epochs 5] [--warmup 1] [--engine plain] [--threads 2]
                                      [--batch 128] [--hidden 400] [--latent 20] [--data-dir DIR]
     python benchmarks/bench_train.py --torch [--rounds 7] [--warmup 1] [...the same options]
 
@@ -631,7 +631,7 @@ def main():
     ap.add_argument("--threads", type=int, choices=(1, 2), default=2,
                     help="cores for both implementations (scratchvae's fused step and BLAS; "
                          "torch.set_num_threads)")
-    ap.add_argument("--engine", choices=("auto", "fused", "plain"), default="auto",
+    ap.add_argument("--engine", choices=("plain", "fused"), default="plain",
                     help="scratchvae's training step (TrainConfig.engine)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured epochs first (each implementation)")
