@@ -155,6 +155,20 @@ def test_params_and_grads_share_keys_shapes_and_the_flat_buffers():
         assert np.shares_memory(model.grads[name], model.flat_grads)
 
 
+def test_theta_and_phi_are_the_encoders_and_the_decoders_parameters():
+    """The lecture's q_theta(z|x) and p_phi(x|z): theta moves only what encodes, phi only what decodes."""
+    model = VAE(12, [6], 2, dtype=np.float64, seed=0)
+    assert set(model.theta) | set(model.phi) == set(model.params) and not set(model.theta) & set(model.phi)
+    assert all(model.theta[k] is model.params[k] for k in model.theta)
+    x = np.random.default_rng(0).random((5, 12))
+    mu = model.encode(x)[0]
+    for p in model.phi.values():                      # the decoder's weights do not change q(z|x)
+        p += 1.0
+    np.testing.assert_array_equal(model.encode(x)[0], mu)
+    next(iter(model.theta.values()))[...] += 1.0      # the encoder's do
+    assert not np.array_equal(model.encode(x)[0], mu)
+
+
 def test_gaussian_decoder_has_mean_and_logvar_heads():
     model = VAE(10, [8, 6], 2, likelihood="gaussian")
     assert {"dec.mean.W", "dec.logvar.W", "dec.fc2.W"} <= set(model.params)
