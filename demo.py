@@ -12,6 +12,7 @@ What it does, each step one call into the package:
   3. train a VAE with a 2-D latent space, 784-400-2, whose p(x) can be integrated exactly
   4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/evaluate.py)
   5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
+  6. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
 Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main and
 OUT/latent2d; Ctrl-C stops training cleanly after saving one (resume it with
 ``scratchvae resume OUT/main/checkpoint.npz``). No display is needed.
@@ -27,6 +28,7 @@ import numpy as np
 
 from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
 from scratchvae.evaluate import evaluate
+from scratchvae.explore import FASHION_LABELS, MAX_POINTS, write_explorer
 from scratchvae.figures import make_figures
 from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted, derive_streams, train
 
@@ -116,6 +118,11 @@ def main(argv=None):
         paths = make_figures(args.out, model=model, model2d=model2d, images=x_test, labels=test_labels,
                              history=history, seed=args.seed, dataset=args.dataset,
                              sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
+        paths["explorer"] = args.out / "explorer.html"
+        write_explorer(paths["explorer"], model2d, images=x_test[:MAX_POINTS], labels=test_labels[:MAX_POINTS],
+                       title=f"scratchvae demo, {args.dataset}, 2-D latent space",
+                       source=f"{args.dataset} {args.test_split}",
+                       label_names=FASHION_LABELS if args.dataset == "fashion-mnist" else None)
     except KeyboardInterrupt:
         say(f"demo stopped by Ctrl-C; the trained models are in {args.out / 'main'} and {args.out / 'latent2d'}")
         return 130

@@ -1,9 +1,10 @@
-"""The ``scratchvae`` command (also ``python -m scratchvae``): train, resume, evaluate, sample.
+"""The ``scratchvae`` command (also ``python -m scratchvae``): train, resume, evaluate, sample, explore.
 
     scratchvae train --dataset fashion-mnist --data-dir DIR --epochs 10 --out RUN_DIR
     scratchvae resume RUN_DIR/checkpoint.npz --epochs 20
     scratchvae evaluate RUN_DIR/checkpoint.npz --is-k 1000 --limit 1000 --json
     scratchvae sample RUN_DIR/checkpoint.npz --n 64 --out samples.png
+    scratchvae explore RUN_DIR/checkpoint.npz --out explorer.html
 
 Each flag maps onto a ``TrainConfig`` field (train.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
@@ -23,8 +24,9 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import CheckpointError, load_checkpoint, load_model
-from .data import DataError, add_data_arguments, load
+from .data import DataError, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, format_report
+from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from .layers import ACTIVATIONS
 from .train import (CHECKPOINT_NAME, ENGINES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, train)
@@ -190,6 +192,23 @@ def build_parser():
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
     p.set_defaults(run=_sample, command_parser=p)
+
+    p = commands.add_parser("explore", help="write one HTML page to explore the latent space in a browser",
+                            description="Write one self-contained HTML file (the weights inside, "
+                            "no network, no server: open it from disk): the latent map with encoded "
+                            "test digits, the decoder's image at the pointer, a canvas to draw a "
+                            "digit on with q(z|x), its reconstruction and its negative ELBO, and a "
+                            "slider per latent dimension. The data flags default to the run's own; "
+                            "when the run's data cannot be found, the map has no test digits.",
+                            formatter_class=_HelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("--out", type=Path, default=Path("explorer.html"), help="the HTML file to write")
+    p.add_argument("--points", type=nonnegative_int, default=MAX_POINTS,
+                   help="encoded test digits on the map, the first of the test split (0: none)")
+    add_data_arguments(p, train_split=False)
+    p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
+    _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
+    p.set_defaults(run=_explore, command_parser=p)
     return parser
 
 
@@ -304,6 +323,49 @@ def _sample(args, parser):
     write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=cols,
                    scale=args.scale)
     print(f"wrote {args.out}: {args.n} images decoded from z ~ N(0, I) (seed {args.seed})")
+    return 0
+
+
+def _explore(args, parser):
+    if args.out.suffix.lower() not in (".html", ".htm"):
+        parser.error(f"--out must name an .html file, got {str(args.out)!r}")
+    checkpoint = load_checkpoint(args.checkpoint)
+    run = TrainConfig.from_dict(checkpoint["config"])
+    model = load_model(checkpoint)
+    try:
+        check_explorable(model)
+    except ValueError as e:
+        raise CheckpointError(f"{args.checkpoint}: {e}") from None
+    dataset, split = args.dataset or run.dataset, args.test_split or run.test_split
+    images = labels = None
+    if args.points:
+        asked = any(v is not None for v in (args.dataset, args.data_dir, args.test_split))
+        try:
+            test = load(dataset, split, args.data_dir if args.data_dir is not None else run.data_dir,
+                        run.download if args.download is None else args.download)
+        except DataError as e:
+            if asked:                                    # the data the user named: an error
+                raise
+            print(f"scratchvae explore: no test digits for the map ({e}); writing the page "
+                  f"without them (--data-dir adds them)", file=sys.stderr)
+        else:
+            if test.images.shape[1] != model.input_dim:
+                raise DataError(f"{dataset} images have {test.images.shape[1]} pixels, the model "
+                                f"expects {model.input_dim}")
+            n = min(args.points, len(test))
+            binarize = args.binarize or run.binarize
+            images = next(iterate_batches(test.images[:n], n, np.random.default_rng(run.seed),
+                                          binarize=binarize, shuffle=False))
+            labels = test.labels[:n]
+    source = f"{dataset} {split}" if images is not None else ""
+    try:
+        size = write_explorer(args.out, model, images=images, labels=labels, title=str(args.checkpoint),
+                              source=source, label_names=FASHION_LABELS if dataset == "fashion-mnist" else None)
+    except OSError as e:
+        raise ConfigError(f"cannot write {args.out}: {e.strerror or e}") from None
+    shown = f"{len(images):,} test digits ({source})" if images is not None else "no test digits"
+    print(f"wrote {args.out}: {size / 1e6:.1f} MB, {shown} on the map; open it in a browser "
+          f"(from disk, no server needed)")
     return 0
 
 

@@ -1,0 +1,122 @@
+"""Explore a trained VAE in the browser: one self-contained HTML page, written from NumPy.
+
+    scratchvae explore RUN/checkpoint.npz --out explorer.html
+
+The page (template: ``explorer.html`` beside this file) shows
+
+- the latent map: the encoder means mu of test digits, coloured by label, over a faint grid of
+  decoded digits; pointing anywhere decodes that z into a large digit (the decoder's mean, or a
+  sample x~ ~ p(x|z));
+- a 28 x 28 canvas to draw on: q(z|x) of the drawing as its mean and 1 sigma / 2 sigma ellipses
+  on the map, the reconstruction at z = mu, and the loss of slide 15 for that one digit,
+  reconstruction + KL = negative ELBO in nats (at z = mu, and with a few samples of eps);
+- for K > 2, one slider per latent dimension (the first dozen); two chosen dimensions drive the map.
+
+Nothing is fetched: the weights travel inside the file as base64 float32, and the page's
+JavaScript computes the same layers as vae.py (dense = x W + b, the activation, sigmoid or
+the Gaussian head). A Content-Security-Policy meta tag forbids every network request.
+From the browser console, ``scratchvae.decode(z)`` returns what ``VAE.decode_mean`` returns,
+``scratchvae.encode(pixels)`` what ``VAE.encode`` returns (tests/test_explore.py checks both
+in a real browser), and ``scratchvae.loss(pixels, eps)`` what ``VAE.loss`` returns.
+"""
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+
+TEMPLATE = Path(__file__).with_name("explorer.html")
+# What the page may load: nothing. Inline script and style only; no fetch, image, font, frame,
+# form target or <base>. (form-action and base-uri do not fall back to default-src.)
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+JS_ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus")      # what the page's script computes
+JS_LIKELIHOODS = ("bernoulli", "gaussian")
+MAX_POINTS = 3000         # encoded test digits on the map by default
+SLIDER_DIMS = 12          # the page shows sliders for the first dozen latent dimensions
+FASHION_LABELS = ["T-shirt", "trouser", "pullover", "dress", "coat",
+                  "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+def explorer_html(model, images=None, labels=None, title="scratchvae", source="", label_names=None):
+    """The page as a string.
+
+    Parameters
+    ----------
+    model : VAE             a trained model; its latent_dim >= 2, input_dim a square (28 x 28)
+    images : (N, D) array   optional test digits in [0, 1]: their encoder means become the
+                            map's dots (all N of them: slice before), one per label the
+                            "start from a test digit" buttons
+    labels : (N,) ints      their labels 0..9 (the dots' colours)
+    title, source : str     shown on the page (e.g. the checkpoint, "mnist test[9000:]")
+    label_names : list      ten names for the legend (e.g. FASHION_LABELS), default the digits
+    """
+    check_explorable(model)
+    data = {"title": title, "model": {"input_dim": model.input_dim, "hidden_dims": list(model.hidden_dims),
+                                      "latent_dim": model.latent_dim, "activation": model.activation,
+                                      "likelihood": model.likelihood},
+            "params": _layers(model), "range": 3.0, "points": None, "examples": None,
+            "label_names": label_names}
+    if images is not None and len(images):
+        images = np.asarray(images)
+        labels = np.asarray(labels, dtype=np.uint8)
+        if labels.shape != (len(images),):
+            raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")
+        mu, _ = model.encode(images)                                      # (N, K)
+        shown = mu[:, :SLIDER_DIMS]                                       # the dimensions a map can show
+        data["range"] = map_range(shown)
+        data["points"] = {"mu": _b64(shown), "labels": _b64(labels), "dims": shown.shape[1],
+                          "source": source or f"{len(images):,} test digits"}
+        first = [int(np.argmax(labels == c)) for c in range(10) if np.any(labels == c)]
+        pixels = np.round(np.clip(images[first], 0, 1) * 255).astype(np.uint8)
+        data["examples"] = {"labels": labels[first].tolist(), "pixels": _b64(pixels)}
+    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")   # cannot close the <script>
+    page = TEMPLATE.read_text(encoding="utf-8")
+    return page.replace("__CSP__", CSP).replace("__TITLE__", _html_escape(title)).replace("__DATA__", text)
+
+
+def write_explorer(path, model, **kwargs):
+    """Write ``explorer_html(model, **kwargs)`` to ``path``; return the number of bytes written."""
+    page, path = explorer_html(model, **kwargs).encode("utf-8"), Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(page)
+    return len(page)
+
+
+def check_explorable(model):
+    """Raise ValueError (one line) if the page cannot show this model."""
+    side = int(round(np.sqrt(model.input_dim)))
+    if side * side != model.input_dim:
+        raise ValueError(f"the model's {model.input_dim} pixels are not a square image")
+    if model.latent_dim < 2:
+        raise ValueError(f"the latent map needs at least 2 latent dimensions, the model has {model.latent_dim}")
+    if model.activation not in JS_ACTIVATIONS:
+        raise ValueError(f"the page computes the activations {', '.join(JS_ACTIVATIONS)}, "
+                         f"not {model.activation!r}")
+    if model.likelihood not in JS_LIKELIHOODS:
+        raise ValueError(f"the page computes the likelihoods {', '.join(JS_LIKELIHOODS)}, "
+                         f"not {model.likelihood!r}")
+
+
+def map_range(mu):
+    """Half-width R of the map's square [-R, R]^2: at least 3 (the prior's +-3 sigma), wide enough
+    for 99% of the encoded digits in every shown dimension, rounded up to a half."""
+    reach = float(np.quantile(np.abs(mu), 0.99)) if mu.size else 0.0
+    return max(3.0, np.ceil(2 * reach) / 2)
+
+
+def _layers(model):
+    """model.params as {"enc.fc1": {"shape": [D_in, D_out], "W": base64, "b": base64}, ...}."""
+    names = sorted({name.rsplit(".", 1)[0] for name in model.params})
+    return {name: {"shape": list(model.params[f"{name}.W"].shape),
+                   "W": _b64(model.params[f"{name}.W"].astype("<f4")),
+                   "b": _b64(model.params[f"{name}.b"].astype("<f4"))} for name in names}
+
+
+def _b64(array):
+    """An array's bytes (float32 little-endian or uint8, C order) as base64 text."""
+    array = np.ascontiguousarray(array, dtype="<f4" if np.issubdtype(array.dtype, np.floating) else np.uint8)
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _html_escape(text):
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
