@@ -54,7 +54,7 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
     data = {"title": title, "model": {"input_dim": model.input_dim, "hidden_dims": list(model.hidden_dims),
                                       "latent_dim": model.latent_dim, "activation": model.activation,
                                       "likelihood": model.likelihood},
-            "params": _layers(model), "range": 3.0, "points": None, "examples": None,
+            "params": _layers(model), "range": 3.0, "axes": [0, 1], "points": None, "examples": None,
             "label_names": label_names}
     if images is not None and len(images):
         images = np.asarray(images)
@@ -64,6 +64,7 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
         mu, _ = model.encode(images)                                      # (N, K)
         shown = mu[:, :SLIDER_DIMS]                                       # the dimensions a map can show
         data["range"] = map_range(shown)
+        data["axes"] = sorted(np.argsort(-shown.var(axis=0), kind="stable")[:2].tolist())   # the most spread
         data["points"] = {"mu": _b64(shown), "labels": _b64(labels), "dims": shown.shape[1],
                           "source": source or f"{len(images):,} test digits"}
         first = [int(np.argmax(labels == c)) for c in range(10) if np.any(labels == c)]

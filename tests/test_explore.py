@@ -45,7 +45,7 @@ def chromium():
                 "$SCRATCHVAE_CHROMIUM): the browser tests need one")
 
 
-def run_browser(page_path, *, screenshot=None, wait_ms=None):
+def run_browser(page_path, *, screenshot=None, wait_ms=None, fragment=""):
     """Open the file in headless Chromium; return the DOM after the scripts ran (or write a PNG)."""
     with tempfile.TemporaryDirectory() as profile:
         args = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -56,7 +56,8 @@ def run_browser(page_path, *, screenshot=None, wait_ms=None):
         if wait_ms:
             args.append(f"--virtual-time-budget={wait_ms}")
         args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-        done = subprocess.run(args + [page_path.resolve().as_uri()], capture_output=True, text=True,
+        uri = page_path.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+        done = subprocess.run(args + [uri], capture_output=True, text=True,
                               timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -77,6 +78,7 @@ def result(dom):
 
 
 def in_browser(tmp_path, page, script, **kwargs):
+    """Run ``script`` in the page; return what it reported."""
     path = tmp_path / "test.html"
     path.write_text(with_script(page, script), encoding="utf-8")
     return result(run_browser(path, **kwargs))
@@ -171,7 +173,7 @@ function look() {
   const map = document.getElementById('map');
   return {decoded: pixels('decoded'), recon: pixels('recon'), drawn: pixels('draw'), z: JSON.parse(map.dataset.z),
           ellipse: map.dataset.ellipse ? JSON.parse(map.dataset.ellipse) : null,
-          ink: Array.from(window.scratchvae.state.ink), nelbo: document.getElementById('loss').dataset.nelbo || null};
+          ink: Array.from(window.scratchvae.state.ink), axes: [window.scratchvae.state.a, window.scratchvae.state.b], nelbo: document.getElementById('loss').dataset.nelbo || null};
 }
 function strokeOn(id, points) {
   const c = document.getElementById(id);
@@ -209,7 +211,9 @@ def test_pointer_events_decode_on_the_map_and_draw_the_ellipse(latent, tmp_path)
     images, labels = digits(300)
     got = in_browser(tmp_path, explorer_html(model, images=images, labels=labels), EVENTS + "report(seen);")
     start, map1, map2, draw1, draw2 = (got[k] for k in ("start", "map1", "map2", "draw1", "draw2"))
-    R = map_range(model.encode(images)[0][:, :12])
+    mu_test = model.encode(images)[0][:, :12]
+    R, axes = map_range(mu_test), start["axes"]
+    assert axes == sorted(np.argsort(-mu_test.var(axis=0))[:2].tolist())   # the two most spread dimensions
 
     # hovering the map moves z and changes the decoded image: it is the decoder's mean at that z
     assert start["z"] == [0, 0] and start["ellipse"] is None and start["nelbo"] is None
@@ -217,7 +221,7 @@ def test_pointer_events_decode_on_the_map_and_draw_the_ellipse(latent, tmp_path)
     assert map2["z"][0] < -0.5 * R and map2["z"][1] < -0.5 * R
     for seen in (start, map1, map2):
         z = np.zeros((1, latent), np.float32)
-        z[0, :2] = seen["z"]
+        z[0, axes] = seen["z"]
         np.testing.assert_allclose(_grey(seen["decoded"]), model.decode_mean(z)[0], atol=0.5 / 255 + 1e-5)
     assert np.abs(_grey(map1["decoded"]) - _grey(map2["decoded"])).max() > 0.1
 
@@ -229,8 +233,8 @@ def test_pointer_events_decode_on_the_map_and_draw_the_ellipse(latent, tmp_path)
         assert ink.sum() > np.asarray(before["ink"]).sum() + 5
         assert after["ellipse"] is not None and after["ellipse"] != before["ellipse"]
         mu, logvar = model.encode(ink[None])
-        np.testing.assert_allclose(after["ellipse"]["mu"], mu[0, :2], atol=1e-5)
-        np.testing.assert_allclose(after["ellipse"]["sigma"], np.exp(0.5 * logvar[0, :2]), atol=1e-5)
+        np.testing.assert_allclose(after["ellipse"]["mu"], mu[0, axes], atol=1e-5)
+        np.testing.assert_allclose(after["ellipse"]["sigma"], np.exp(0.5 * logvar[0, axes]), atol=1e-5)
         np.testing.assert_allclose(_grey(after["recon"]), model.reconstruct(ink[None])[0], atol=0.5 / 255 + 1e-5)
         np.testing.assert_allclose(_grey(after["drawn"]), ink, atol=0.5 / 255 + 1e-6)
         assert after["nelbo"] is not None
@@ -297,6 +301,22 @@ report(out);"""
     assert got["zMap"][7] > 2 and got["zMap"][5] == 2.5 and got["zMap"][1] == 0   # across: z7, up: z1
     assert got["shownSliderValue"] == pytest.approx(got["zMap"][7], abs=0.01)
     assert set(np.unique(_grey(got["sample"]))) <= {0.0, 1.0}       # a Bernoulli draw: 0 or 1 per pixel
+
+
+def test_a_link_opens_the_page_on_a_test_digit_and_a_given_z(tmp_path):
+    model = trained(3)
+    images, labels = digits(100)
+    script = "report({z: window.scratchvae.state.z, ink: Array.from(window.scratchvae.state.ink)});"
+    got = result(run_browser(_page(tmp_path, explorer_html(model, images=images, labels=labels), script),
+                             fragment="example=3&z=1.5,-0.5"))
+    assert got["z"] == [1.5, -0.5, 0]
+    np.testing.assert_allclose(got["ink"], np.round(images[np.argmax(labels == 3)] * 255) / 255, atol=1e-12)
+
+
+def _page(tmp_path, page, script):
+    path = tmp_path / "test.html"
+    path.write_text(with_script(page, script), encoding="utf-8")
+    return path
 
 
 def test_the_decode_takes_well_under_a_frame(tmp_path):
