@@ -56,6 +56,8 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert "negative ELBO" in captured.out and "-log p(x)  <=" in captured.out and "k = 20" in captured.out
     assert "wall time" in captured.out
     assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
+    assert (out / "explorer.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")   # the 2-D model's page
+    assert str(out / "explorer.html") in captured.out
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
     assert "training step: VAE.loss_and_grads in scratchvae/vae.py" in captured.err   # the read-along code runs
 
