@@ -19,9 +19,19 @@ as the machine may be shared.
 
 Prints one JSON line: seconds, img_per_s, samples_per_s, the estimate itself (is_nll,
 nats), the settings and the peak RSS.
+
+Side by side with PyTorch (``--torch``, needs torch==2.13.0): the same estimator written in
+PyTorch (``pytorch_reference.importance_sampled_nll``: the same chunks, the same
+log w = log p(x|z) + log p(z) - log q(z|x), torch.logsumexp) on the same model -- the
+checkpoint's weights copied into the PyTorch example's module -- and the same images, with
+torch.set_num_threads(--threads). Each of ``--rounds`` rounds runs both, each in a fresh
+process, in alternating order; printed: every run, then the median of the per-round ratios
+PyTorch seconds / scratchvae seconds. The two estimates differ only by their random eps.
 """
 import argparse
 import json
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,9 +54,18 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="initialisation (no checkpoint) and the eps stream")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="wait up to this many s for a quiet machine")
+    ap.add_argument("--torch", action="store_true", help="side by side with PyTorch (needs --checkpoint)")
+    ap.add_argument("--rounds", type=int, default=3, help="side-by-side rounds (with --torch)")
+    ap.add_argument("--worker", choices=("scratchvae", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if min(args.k, args.limit, args.chunk, args.batch) < 1:
         ap.error("--k, --limit, --chunk and --batch must be positive")
+    if args.torch:
+        if not args.checkpoint:
+            ap.error("--torch compares the same trained model: give --checkpoint")
+        return side_by_side(args)
+    if args.worker == "torch":
+        return torch_worker(args)
 
     from scratchvae.checkpoint import load_model
     from scratchvae.data import load
@@ -79,6 +98,68 @@ def main():
                       "is_nll": round(float(nll.mean()), 3), "threads": args.threads,
                       "chunk": args.chunk, "batch": args.batch, "foreign_cpus": round(foreign, 3),
                       "peak_rss_mb": own_peak_rss_mb()}), flush=True)
+
+
+def torch_worker(args):
+    """The PyTorch side: the checkpoint's weights in pytorch_reference.VAE, the same estimator."""
+    import numpy as np
+    import torch
+    from pytorch_reference import VAE as TorchExampleVAE
+    from pytorch_reference import importance_sampled_nll as torch_is_nll
+
+    from scratchvae.checkpoint import load_model
+    from scratchvae.data import load
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = load_model(args.checkpoint)
+    if model.hidden_dims != [400] or model.latent_dim != 20 or model.likelihood != "bernoulli":
+        raise SystemExit("--torch needs the PyTorch example's architecture (784-400-20-400-784, bernoulli)")
+    net = TorchExampleVAE()
+    with torch.no_grad():
+        for layer, name in ((net.fc1, "enc.fc1"), (net.fc21, "enc.mu"), (net.fc22, "enc.logvar"),
+                            (net.fc3, "dec.fc1"), (net.fc4, "dec.logits")):
+            layer.weight.copy_(torch.from_numpy(model.params[f"{name}.W"].T.copy()))   # nn.Linear: (out, in)
+            layer.bias.copy_(torch.from_numpy(model.params[f"{name}.b"]))
+    images = load("fashion-mnist", f"test[:{args.limit}]", args.data_dir, download=False).images
+    x = torch.from_numpy(images.astype(np.float32) / np.float32(255))
+    t0 = time.perf_counter()
+    nll = torch_is_nll(net, x, args.k, chunk=args.chunk, batch_size=args.batch)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"what": "pytorch importance_sampled_nll", "k": args.k, "images": len(x),
+                      "seconds": round(seconds, 2), "is_nll": round(float(nll.mean()), 3),
+                      "threads": args.threads, "torch": torch.__version__,
+                      "peak_rss_mb": own_peak_rss_mb()}), flush=True)
+
+
+def side_by_side(args):
+    """Rounds of both workers, each in a fresh process, alternating who goes first."""
+    from scratchvae.workers import blas_core
+    common = ["--checkpoint", str(args.checkpoint), "--k", str(args.k), "--limit", str(args.limit),
+              "--chunk", str(args.chunk), "--batch", str(args.batch), "--threads", str(args.threads),
+              "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--quiet-wait", "0"]
+    print(json.dumps({"cpu": _cpu_model(), "blas_core": blas_core()}), flush=True)
+    ratios = []
+    for r in range(args.rounds):
+        seconds = {}
+        for who in (("scratchvae", "torch") if r % 2 == 0 else ("torch", "scratchvae")):
+            done = subprocess.run([sys.executable, __file__, "--worker", who, *common],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{who} worker failed: {done.stderr.strip()[-500:]}")
+            record = json.loads(done.stdout.strip().splitlines()[-1])
+            seconds[who] = record["seconds"]
+            print(json.dumps({"round": r + 1, "who": who, **record}), flush=True)
+        ratios.append(seconds["torch"] / seconds["scratchvae"])
+    print(json.dumps({"rounds": args.rounds, "pytorch / scratchvae seconds, per round": [round(x, 3) for x in ratios],
+                      "median ratio": round(statistics.median(ratios), 3)}), flush=True)
+
+
+def _cpu_model():
+    info = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return f"{info.get('model name', '?')} (family {info.get('cpu family')}, model {info.get('model')})"
 
 
 if __name__ == "__main__":
