@@ -7,7 +7,7 @@ Times ``scratchvae.evaluate.importance_sampled_nll`` -- the estimator behind
 ``scratchvae evaluate --is-k`` -- on the first ``--limit`` Fashion-MNIST test images
 (x = pixels / 255) with k importance samples each: k * limit passes of a z through the
 decoder (5 million for the defaults), processed ``--chunk`` samples x ``--batch``
-images at a time (the evaluate defaults, 100 x 100).
+images at a time (the evaluate defaults, 10 x 100).
 
 The model: the checkpoint's trained model with --checkpoint (e.g. the run directory of
 ``bench_train.py --out DIR``), otherwise a freshly initialised 784-400-20-400-784 VAE
@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--checkpoint", type=Path, help="a trained model (default: a freshly initialised one)")
     ap.add_argument("--k", type=int, default=5000, help="importance samples per image")
     ap.add_argument("--limit", type=int, default=1000, help="the first this many test images")
-    ap.add_argument("--chunk", type=int, default=100, help="samples per forward pass (memory, not result)")
+    ap.add_argument("--chunk", type=int, default=10, help="samples per forward pass (memory, not result)")
     ap.add_argument("--batch", type=int, default=100, help="images per forward pass (memory, not result)")
     ap.add_argument("--threads", type=int, choices=(1, 2), default=2, help="OpenBLAS threads")
     ap.add_argument("--seed", type=int, default=0, help="initialisation (no checkpoint) and the eps stream")
