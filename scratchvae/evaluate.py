@@ -108,12 +108,13 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
     for start in range(0, N, batch_size):
         xb = x[start:start + batch_size]                                     # (n, D)
         n = len(xb)
+        q = model.encode(xb)                                                 # (mu, logvar), once per batch
         m = np.full(n, -np.inf)                                              # running max of log w
         s = np.zeros(n)                                                      # running sum of exp(log w - m)
         for c0 in range(0, k, chunk):
             c = min(chunk, k - c0)
             eps = rng.standard_normal((c, n, K), dtype=model.dtype)          # (c, n, K)
-            log_w = model.log_weights(xb, eps).astype(np.float64)            # (c, n)
+            log_w = model.log_weights(xb, eps, q=q).astype(np.float64)       # (c, n)
             m_new = np.maximum(m, log_w.max(axis=0))
             s = (s * exp_no_subnormal(m - m_new)                              # rescale old sum to new max
                  + exp_no_subnormal(log_w - m_new).sum(axis=0))               # (weights far below it: no subnormals)

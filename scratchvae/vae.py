@@ -196,7 +196,7 @@ class VAE:
         return float(np.mean(rec + self.beta * kl)), parts
 
     # ------------------------------------------------------------------ the probabilistic view
-    def log_weights(self, x, eps=None):
+    def log_weights(self, x, eps=None, q=None):
         """Importance log-weights  log w_l = log p(x, z_l) - log q(z_l|x),  z_l = mu + sigma * eps_l.
 
         Implements:  log p(x, z) = log p(x|z) + log p(z)            (slide 17, joint = likelihood x prior)
@@ -205,10 +205,12 @@ class VAE:
         importance-weighted bound on log p(x) (see evaluate.py).
         Derivation:  docs/derivations.md, section 9
         Shapes:      x (N, D), eps (L, N, K) -> (L, N)
+        ``q``: (mu, logvar) = ``self.encode(x)``, if already computed (evaluate.py encodes a
+        batch once for all its chunks of samples).
         """
         x = self._check_x(x)
         eps = self._check_eps(eps, x.shape[0])
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x) if q is None else q
         log_px_z, z = self._log_px_z(x, mu, logvar, eps)                     # log p(x|z), z (L, N, K)
         log_pz = gaussian_log_density(z, 0.0, 0.0)                           # log p(z), p = N(0, I)
         log_qz_x = gaussian_log_density(z, mu, logvar)                       # log q(z|x)

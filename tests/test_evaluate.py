@@ -83,6 +83,13 @@ def test_importance_sampled_nll_is_below_the_nelbo_of_a_vae():
     assert report["is_nll"] < report["test_nelbo"]
 
 
+def test_log_weights_with_the_encoders_q_given_equal_those_it_computes():
+    model = small_bernoulli_model()
+    x = binary_images(6).astype(np.float32) / 255
+    eps = np.random.default_rng(3).standard_normal((4, 6, model.latent_dim)).astype(np.float32)
+    np.testing.assert_array_equal(model.log_weights(x, eps, q=model.encode(x)), model.log_weights(x, eps))
+
+
 def test_chunking_does_not_change_the_result():
     model, x, _, _ = linear_gaussian(N=10)
     whole = importance_sampled_nll(model, x, 60, rng=np.random.default_rng(5), chunk=60)
@@ -109,9 +116,9 @@ def test_memory_is_bounded_by_chunk_times_batch(monkeypatch):
     shapes = []
     original = model.log_weights
 
-    def recording(xb, eps):
+    def recording(xb, eps, q=None):
         shapes.append(eps.shape)
-        return original(xb, eps)
+        return original(xb, eps, q=q)
 
     monkeypatch.setattr(model, "log_weights", recording)
     importance_sampled_nll(model, x, 1000, rng=np.random.default_rng(0), chunk=64, batch_size=20)
@@ -125,7 +132,7 @@ def test_log_sum_exp_is_stable_for_tiny_weights(monkeypatch):
     x = binary_images(5).astype(np.float32) / 255
     reference = importance_sampled_nll(model, x, 50, rng=np.random.default_rng(0), chunk=8)
     original = model.log_weights
-    monkeypatch.setattr(model, "log_weights", lambda xb, eps: original(xb, eps).astype(np.float64) - 1e5)
+    monkeypatch.setattr(model, "log_weights", lambda xb, eps, q=None: original(xb, eps, q=q).astype(np.float64) - 1e5)
     shifted = importance_sampled_nll(model, x, 50, rng=np.random.default_rng(0), chunk=8)
     assert np.all(np.isfinite(shifted))
     np.testing.assert_allclose(shifted - 1e5, reference, rtol=0, atol=1e-6)
@@ -140,7 +147,7 @@ def test_weights_hundreds_of_nats_apart_make_no_subnormal_and_lose_nothing(monke
     k, spread = 400, np.linspace(0.0, -2000.0, 400)
     drawn = []
 
-    def log_weights(xb, eps):
+    def log_weights(xb, eps, q=None):
         lw = spread[np.random.default_rng(len(drawn)).permutation(k)][:len(eps), None] + np.zeros(len(xb))
         drawn.append(lw)
         return lw
