@@ -58,6 +58,8 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
             "label_names": label_names}
     if images is not None and len(images):
         images = np.asarray(images)
+        if labels is None:
+            raise ValueError("the test digits need their labels (the dots' colours)")
         labels = np.asarray(labels, dtype=np.uint8)
         if labels.shape != (len(images),):
             raise ValueError(f"labels must have shape ({len(images)},), got {labels.shape}")

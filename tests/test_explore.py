@@ -509,3 +509,5 @@ def test_models_the_page_cannot_show_are_refused():
         explorer_html(VAE(784, [8], 1))
     with pytest.raises(ValueError, match="not a square image"):
         explorer_html(VAE(780, [8], 2))
+    with pytest.raises(ValueError, match="need their labels"):
+        explorer_html(VAE(784, [8], 2), images=digits(3)[0])
