@@ -1,0 +1,197 @@
+"""Variational inference for one datapoint, before any encoder: choose lambda to maximise the ELBO.
+
+Read with the lecture's slides 19-24. For one x, with the decoder p_phi(x|z) fixed,
+
+    choose lambda = (mu, log sigma^2) to minimise KL( q_lambda(z|x) || p(z|x) )        (slides 19-20)
+    <=> maximise  ELBO(lambda) = E_{z ~ q_lambda}[ log p(x|z) ] - KL( q_lambda(z|x) || p(z) )   (slides 21-23)
+
+since log p(x) = ELBO(lambda) + KL(q_lambda || p(z|x)) and log p(x) does not depend on lambda.
+Slide 24 then lets a network output lambda = encoder_theta(x), one network for every x
+("amortised"). This module does the step before: it optimises lambda itself, for each x
+separately, by stochastic gradient ascent (Adam) on the reparameterised ELBO. The
+gradient is the VAE's backward pass (vae.py, ``loss_and_grads``) stopped at mu and
+logvar instead of going on into the encoder's weights:
+
+    z = mu + sigma * eps                       dz/dmu = 1,  dz/dlogvar = eps * sigma / 2
+    dELBO/dmu     = 1/L sum_l dlog p(x|z_l)/dz_l               - mu
+    dELBO/dlogvar = 1/L sum_l dlog p(x|z_l)/dz_l * eps_l sigma/2 - (sigma^2 - 1) / 2
+
+The best diagonal Gaussian q*(z|x) found this way splits the VAE's gap in two
+(Cremer, Li & Duvenaud, "Inference Suboptimality in Variational Autoencoders", ICML 2018):
+
+    log p(x) - ELBO(q_encoder) =  [ log p(x) - ELBO(q*) ]        approximation gap: the price of
+                                                                 a diagonal Gaussian family
+                                + [ ELBO(q*) - ELBO(q_encoder) ] amortisation gap: the price of
+                                                                 one network for all x
+
+``gaps_on_grid`` measures both exactly (no Monte Carlo) for a model with a 2-D latent,
+on the grids of posterior.py.
+
+Shapes: x (N, D), mu/logvar (N, K), eps (L, N, K). N datapoints are optimised at once, but
+each lambda_i only ever sees its own x_i: the objective is a sum of independent ELBOs.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from .losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
+from .layers import exp_no_subnormal
+from .optim import Adam
+from .posterior import Q_SIGMAS, posterior_window, square_grid, variational_gap
+
+
+def elbo_and_grads(model, x, mu, logvar, eps):
+    """The reparameterised ELBO of each datapoint and its gradient w.r.t. lambda = (mu, logvar).
+
+    Implements:  ELBO_i = 1/L sum_l log p(x_i | z_il) - KL( N(mu_i, diag sigma_i^2) || N(0, I) ),
+                 z_il = mu_i + sigma_i * eps_il,  sigma = exp(logvar / 2)      (slides 14, 21-23)
+    Gradients:   dELBO_i/dmu_i     = 1/L sum_l g_il - mu_i
+                 dELBO_i/dlogvar_i = 1/L sum_l g_il * eps_il * sigma_i / 2 - (sigma_i^2 - 1) / 2
+                 with g_il = d log p(x_i|z)/dz at z_il, the decoder's backward pass.
+    The decoder is the model's (its weights phi are not changed; the model's gradients are
+    left as they were). beta is 1 here: this is the ELBO itself, whatever the model trained with.
+    Shapes:      x (N, D), mu, logvar (N, K), eps (L, N, K) -> elbo (N,), dmu (N, K), dlogvar (N, K)
+    """
+    x = model._check_x(x)
+    mu, logvar = np.asarray(mu, model.dtype), np.asarray(logvar, model.dtype)
+    eps = model._check_eps(eps, x.shape[0])
+    L, N, K = eps.shape
+    saved_grads = model.flat_grads.copy()                    # the decoder's backward writes into them
+
+    sigma = np.exp(0.5 * logvar)                             # (N, K)
+    z = mu + sigma * eps                                     # (L, N, K)  slide 14
+    out = model._decoder_forward(z.reshape(L * N, K))        # logits (L*N, D), or (mean, logvar_x)
+    out = out.reshape(L, N, -1) if isinstance(out, np.ndarray) else tuple(o.reshape(L, N, -1) for o in out)
+    log_px_z = model._log_likelihood(x, out)                 # (L, N)  log p(x|z_l)
+    kl = kl_standard_normal(mu, logvar)                      # (N,)    KL(q || N(0, I)), slide 12
+    elbo = log_px_z.mean(axis=0) - kl                        # (N,)    slide 23
+
+    d_out = model._log_likelihood_grads(x, out)              # d log p(x|z_l) / d(decoder outputs)
+    if isinstance(d_out, np.ndarray):
+        d_out = d_out.reshape(L * N, -1) / L
+    else:
+        d_out = tuple(d.reshape(L * N, -1) / L for d in d_out)
+    dz = model._decoder_backward(d_out).reshape(L, N, K)     # 1/L d log p(x|z_l)/dz_l
+    dkl_dmu, dkl_dlogvar = kl_standard_normal_grads(mu, logvar)
+    dmu = dz.sum(axis=0) - dkl_dmu                           # dz/dmu = 1
+    dlogvar = (dz * eps).sum(axis=0) * 0.5 * sigma - dkl_dlogvar     # dz/dlogvar = eps sigma / 2
+
+    model.flat_grads[...] = saved_grads
+    return elbo, dmu, dlogvar
+
+
+@dataclass
+class FittedQ:
+    """q*(z|x) = N(mu, diag exp(logvar)) for each datapoint, and how the ascent went.
+
+    mu, logvar (N, K); elbo_trace (steps, N) the stochastic ELBO estimate at each step.
+    """
+    mu: np.ndarray
+    logvar: np.ndarray
+    elbo_trace: np.ndarray
+
+
+def fit_q(model, x, rng, steps=500, n_samples=16, lr=0.05, final_lr=0.002, init="encoder"):
+    """Stochastic gradient ascent on ELBO(lambda) for each x separately: q*(z|x) (slides 19-23).
+
+    Implements:  lambda_{t+1} = Adam step uphill on  1/L sum_l [ log p(x|z_l) ] - KL(q_lambda || p(z)),
+                 z_l = mu + sigma * eps_l, eps_l ~ N(0, I) fresh each step (L = ``n_samples``);
+                 the learning rate falls geometrically from ``lr`` to ``final_lr`` so that the
+                 last steps average out the Monte Carlo noise.
+    init:        "encoder" starts from the encoder's lambda (the usual way to find q*:
+                 the search begins where amortised inference ends); "prior" from mu = 0,
+                 logvar = 0, i.e. q = p(z), with no encoder at all.
+    Shapes:      x (N, D) -> FittedQ with mu, logvar (N, K)
+    """
+    x = model._check_x(x)
+    N, K = x.shape[0], model.latent_dim
+    lam = np.zeros(2 * N * K, dtype=model.dtype)             # lambda = (mu, logvar), one flat vector
+    dlam = np.zeros_like(lam)
+    mu, logvar = lam[:N * K].reshape(N, K), lam[N * K:].reshape(N, K)
+    dmu, dlogvar = dlam[:N * K].reshape(N, K), dlam[N * K:].reshape(N, K)
+    if init == "encoder":
+        mu[...], logvar[...] = model.encode(x)
+    elif init != "prior":
+        raise ValueError(f"init must be 'encoder' or 'prior', got {init!r}")
+    adam = Adam(lam, dlam, lr=lr)
+    decay = (final_lr / lr) ** (1.0 / max(1, steps - 1))
+    trace = np.empty((steps, N))
+    for t in range(steps):
+        eps = rng.standard_normal((n_samples, N, K)).astype(model.dtype)
+        elbo, g_mu, g_logvar = elbo_and_grads(model, x, mu, logvar, eps)
+        dmu[...], dlogvar[...] = -g_mu, -g_logvar            # Adam descends: minimise -ELBO
+        adam.step()
+        adam.lr *= decay
+        trace[t] = elbo
+    return FittedQ(mu=mu.copy(), logvar=logvar.copy(), elbo_trace=trace)
+
+
+def elbo_on_grid(gap, mu, logvar):
+    """ELBO of q = N(mu, diag exp(logvar)) by the midpoint rule on the grid of a GapOnGrid.
+
+    Implements:  ELBO = A sum_g q(z_g) [ log p(x, z_g) - log q(z_g) ]   (slide 21; posterior.py)
+    Returns (elbo (N,), q_mass (N,)): q_mass = A sum_g q(z_g) is 1 when the grid holds q.
+    Shapes:      gap with N datapoints, mu, logvar (N, 2)
+    """
+    z = gap.grid.points                                                  # (G, 2)
+    mu, logvar = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
+    log_q = gaussian_log_density(z[None], mu[:, None], logvar[:, None])  # (N, G)
+    q = exp_no_subnormal(log_q)
+    area = gap.grid.cell_area
+    return area * np.sum(q * (gap.log_joint - log_q), axis=1), area * q.sum(axis=1)
+
+
+@dataclass
+class Gaps:
+    """Cremer, Li & Duvenaud's decomposition for N datapoints, every number exact on a grid.
+
+    log_px, elbo_star, elbo_encoder, q_star_mass (N,); fitted: the FittedQ of q*;
+    grids: the per-datapoint GapOnGrid of posterior.exact_gap (the encoder's q in it).
+    """
+    log_px: np.ndarray
+    elbo_star: np.ndarray
+    elbo_encoder: np.ndarray
+    q_star_mass: np.ndarray
+    fitted: FittedQ
+    grids: list
+
+    @property
+    def approximation_gap(self):
+        """log p(x) - ELBO(q*): what no diagonal Gaussian can close."""
+        return self.log_px - self.elbo_star
+
+    @property
+    def amortisation_gap(self):
+        """ELBO(q*) - ELBO(q_encoder): what one network for all x costs."""
+        return self.elbo_star - self.elbo_encoder
+
+
+def gaps_on_grid(model, x, rng, points=201, **fit_kwargs):
+    """log p(x), ELBO(q*), ELBO(q_encoder) for each x, on its own grid (a model with a 2-D latent).
+
+    q* comes from ``fit_q``; log p(x) and both ELBOs are then computed by the midpoint rule
+    on one grid per datapoint that holds p(z|x) and the encoder's q (``posterior_window``)
+    and q* (its mu* +- 8 sigma*), so the gaps carry no Monte Carlo error.
+    Shapes:  x (N, D) -> Gaps with (N,) arrays
+    """
+    x = model._check_x(x)
+    fitted = fit_q(model, x, rng, **fit_kwargs)
+    grids = grids_holding(model, x, fitted.mu, fitted.logvar, points)
+    star = [elbo_on_grid(g, fitted.mu[i:i + 1], fitted.logvar[i:i + 1]) for i, g in enumerate(grids)]
+    return Gaps(log_px=np.array([g.log_px[0] for g in grids]),
+                elbo_star=np.array([s[0][0] for s in star]),
+                elbo_encoder=np.array([g.elbo[0] for g in grids]),
+                q_star_mass=np.array([s[1][0] for s in star]), fitted=fitted, grids=grids)
+
+
+def grids_holding(model, x, mu, logvar, points=201):
+    """posterior.variational_gap for each x on a square that holds p(z|x), the encoder's q and N(mu, logvar).
+
+    Shapes:  x (N, D), mu, logvar (N, 2) -> list of N GapOnGrid (the encoder's q in each)
+    """
+    centers, half_widths = posterior_window(model, x)
+    mu, sigma = np.asarray(mu, np.float64), np.exp(0.5 * np.asarray(logvar, np.float64))
+    lo = np.minimum(centers - half_widths[:, None], mu - Q_SIGMAS * sigma)
+    hi = np.maximum(centers + half_widths[:, None], mu + Q_SIGMAS * sigma)
+    return [variational_gap(model, x[i:i + 1], square_grid((lo[i] + hi[i]) / 2, np.max(hi[i] - lo[i]) / 2, points))
+            for i in range(len(x))]
