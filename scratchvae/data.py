@@ -428,7 +428,10 @@ def load(name, split="train", data_dir=None, download=True, *, mirrors=None, pro
 # 4. Batches: uint8 -> float32 in [0, 1], as they are drawn
 # ---------------------------------------------------------------------------------------
 
-BINARIZE = ("none", "dynamic", "static")
+BINARIZE = ("none", "dynamic", "threshold")
+RENAMED_BINARIZE = {"static": "'static' is now called 'threshold' (a fixed cut at 0.5, pixel >= 128); "
+                              "the literature's statically binarised MNIST (Larochelle & Murray 2011) is "
+                              "one fixed random Bernoulli draw per pixel, which scratchvae does not make"}
 
 
 def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
@@ -440,8 +443,11 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
       "dynamic"  x_bin ~ Bernoulli(pixels / 255), drawn as ``rng.random(...) < pixels/255``
                  afresh for every batch, so every epoch sees a new binarisation
                  (Burda, Grosse & Salakhutdinov 2016, "Importance Weighted Autoencoders").
-      "static"   x_bin = [pixels / 255 > 0.5], i.e. pixel >= 128: deterministic, the same
-                 every epoch, as if the data set had been thresholded once.
+      "threshold" x_bin = [pixels / 255 > 0.5], i.e. pixel >= 128: deterministic, the same
+                 every epoch, as if the data set had been thresholded once. This is not the
+                 "statically binarised MNIST" of the literature (Larochelle & Murray 2011: one
+                 fixed random draw x_bin ~ Bernoulli(pixels / 255) per pixel), and its numbers
+                 are not comparable with that data set's.
     Binary targets make the decoder's Bernoulli likelihood an exact model of the data.
 
     rng:       numpy.random.Generator for the shuffle and the dynamic draws (may be None
@@ -461,6 +467,8 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
                         f"{getattr(images_u8, 'shape', '')}")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if binarize in RENAMED_BINARIZE:
+        raise ValueError(f"binarize: {RENAMED_BINARIZE[binarize]}")
     if binarize not in BINARIZE:
         raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
     if (shuffle or binarize == "dynamic") and not isinstance(rng, np.random.Generator):
@@ -489,7 +497,7 @@ def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out):
             return
         pixels = np.take(images_u8, index, axis=0, out=pixels_buf[:B])    # (B, D) uint8
         x = out[:B] if out is not None else np.empty((B, D), dtype=np.float32)
-        if binarize == "static":
+        if binarize == "threshold":
             np.greater(pixels, 127, out=x)                    # x = [pixels / 255 > 0.5]
         else:
             np.divide(pixels, np.float32(255), out=x)         # x = pixels / 255
@@ -512,6 +520,15 @@ def _split_arg(spec):
     return spec
 
 
+def _binarize_arg(value):
+    """argparse type for --binarize: one of BINARIZE; a renamed choice says what it became."""
+    if value in RENAMED_BINARIZE:
+        raise argparse.ArgumentTypeError(RENAMED_BINARIZE[value])
+    if value not in BINARIZE:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from {', '.join(BINARIZE)})")
+    return value
+
+
 def add_data_arguments(parser, train_split=True, test_split=True):
     """Add the data flags to an argparse parser; ``--no-download`` sets ``args.download=False``."""
     group = parser.add_argument_group("data")
@@ -527,9 +544,9 @@ def add_data_arguments(parser, train_split=True, test_split=True):
     if test_split:
         group.add_argument("--test-split", type=_split_arg, default="test",
                            help="split to evaluate on, e.g. test, 'test[9000:]'")
-    group.add_argument("--binarize", choices=BINARIZE, default="none",
+    group.add_argument("--binarize", type=_binarize_arg, default="none", metavar="{" + ",".join(BINARIZE) + "}",
                        help="targets: grey levels (none), a fresh Bernoulli draw per epoch "
-                            "(dynamic), or a fixed threshold at 0.5 (static)")
+                            "(dynamic), or a fixed cut at 0.5, pixel >= 128 (threshold)")
     group.add_argument("--no-download", dest="download", action="store_false",
                        help="never download; fail with a message if the files are not found")
     return parser

@@ -606,15 +606,28 @@ def test_dynamic_binarisation_is_bernoulli_of_the_pixel_intensity():
     assert not np.array_equal(epochs[0], epochs[1])            # a fresh draw every epoch
 
 
-def test_static_binarisation_thresholds_at_half():
+def test_threshold_binarisation_cuts_at_half():
     pixels = np.array([[0, 127, 128, 255]], np.uint8)
-    (x,) = data.iterate_batches(pixels, 1, None, "static", shuffle=False)
+    (x,) = data.iterate_batches(pixels, 1, None, "threshold", shuffle=False)
     assert x.tolist() == [[0.0, 0.0, 1.0, 1.0]]
 
 
-def test_static_binarisation_is_the_same_every_epoch(images):
+def test_the_old_name_static_says_what_it_was_and_what_it_is_not(capsys):
+    """'static' was a 0.5 threshold, not the literature's fixed random draw: refused by name."""
+    pixels = np.array([[0, 255]], np.uint8)
+    with pytest.raises(ValueError, match="now called 'threshold'.*one fixed random Bernoulli draw"):
+        data.iterate_batches(pixels, 1, None, "static", shuffle=False)
+    parser = data.add_data_arguments(argparse.ArgumentParser(prog="p"))
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--binarize", "static"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "now called 'threshold'" in err and "Traceback" not in err
+    assert parser.parse_args(["--binarize", "threshold"]).binarize == "threshold"
+
+
+def test_threshold_binarisation_is_the_same_every_epoch(images):
     rng = np.random.default_rng(4)
-    first, second = (np.concatenate(list(data.iterate_batches(images, 16, rng, "static",
+    first, second = (np.concatenate(list(data.iterate_batches(images, 16, rng, "threshold",
                                                                shuffle=False)))
                      for _ in range(2))
     np.testing.assert_array_equal(first, second)

@@ -180,7 +180,7 @@ def test_nelbo_is_the_mean_over_images_of_the_loss_with_the_seeded_noise():
     np.testing.assert_allclose(result["nelbo"], result["rec"] + result["kl"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("binarize", ["none", "dynamic", "static"])
+@pytest.mark.parametrize("binarize", ["none", "dynamic", "threshold"])
 def test_nelbo_is_reproducible_for_a_seed_and_independent_of_batch_size(binarize):
     model = small_bernoulli_model()
     images = ((np.random.default_rng(0).random((50, 16))) * 255).astype(np.uint8)
