@@ -94,7 +94,7 @@ class TrainConfig:
     data_dir: Optional[str] = None        # directory with the IDX files; None: data.py's lookup order
     train_split: str = "train"            # split trained on, e.g. "train", "test[:9000]"
     test_split: str = "test"              # split evaluated after every epoch, e.g. "test[9000:]"
-    binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "static" 0/1
+    binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "threshold" 0/1
     download: bool = True                 # may data.py download missing files
     # --- model (see vae.py)
     hidden: tuple = (400,)                # hidden sizes of the encoder; the decoder mirrors them
@@ -266,8 +266,11 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     -------
     model : VAE              the trained model
     history : list[dict]     one record per epoch: epoch, step, beta, train_loss, train_nelbo,
-                             train_rec, train_kl, test_nelbo, test_rec, test_kl, img_per_s,
-                             seconds (all losses in nats per image)
+                             train_rec, train_kl (running means during the epoch),
+                             train_eval_nelbo, train_eval_rec, train_eval_kl (the first
+                             train_eval_n training images, as many as the test images, evaluated
+                             after the epoch like the test), test_nelbo, test_rec, test_kl,
+                             img_per_s, seconds (all losses in nats per image)
     Writes (when ``config.out`` is set) out/checkpoint.npz, out/history.json, out/history.csv
     after every epoch. Raises TrainingDiverged (last good checkpoint kept) and
     TrainingInterrupted (on Ctrl-C, after saving).
@@ -364,16 +367,22 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
             # ---- end of epoch: evaluate, record, save --------------------------------------
             test = evaluate_nelbo(model, test_x, batch_size=config.eval_batch, seed=streams["eval"],
                                   binarize=config.binarize)
-            if not math.isfinite(test["nelbo"]):             # the guard covers the evaluation too:
+            # the same number on training images, after the epoch as the test's: the train_* sums
+            # above are running means *during* the epoch, taken while the model still changed
+            seen = evaluate_nelbo(model, train_x[:min(N, len(test_x))], batch_size=config.eval_batch,
+                                  seed=streams["eval"], binarize=config.binarize)
+            if not math.isfinite(test["nelbo"] + seen["nelbo"]):   # the guard covers the evaluation too:
                 raise TrainingDiverged(                      # this epoch's parameters are not saved
                     f"training diverged in epoch {epoch}: every step's loss was finite, but the "
                     f"test negative ELBO after it is {test['nelbo']} (rec {test['rec']}, KL "
-                    f"{test['kl']}); {_kept(ckpt_path, last_saved)}. Try a smaller learning rate "
+                    f"{test['kl']}; on training images {seen['nelbo']}); {_kept(ckpt_path, last_saved)}. Try a smaller learning rate "
                     f"(lr={config.lr:g}) or a KL warm-up.")
             n = sums["n"]
             record = {"epoch": epoch, "step": global_step, "beta": model.beta,
                       "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
                       "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
+                      "train_eval_nelbo": seen["nelbo"], "train_eval_rec": seen["rec"],
+                      "train_eval_kl": seen["kl"], "train_eval_n": seen["n"],
                       "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
                       "img_per_s": n / train_seconds if train_seconds > 0 else float("nan"),
                       "seconds": seconds_before + time.perf_counter() - t_start}
@@ -493,7 +502,8 @@ def _save(ckpt_path, model, optimizer, config, history, rng_states, position, da
     write_text_atomic(ckpt_path.parent / HISTORY_NAMES[0], json.dumps(history, indent=1) + "\n")
     if history:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(key for record in history for key in record))   # older records may lack some
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
         write_text_atomic(ckpt_path.parent / HISTORY_NAMES[1], text.getvalue())

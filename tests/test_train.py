@@ -116,6 +116,20 @@ def test_training_lowers_the_test_nelbo_and_logs_both_terms():
     assert isinstance(model, VAE) and model.latent_dim == 3
 
 
+def test_the_training_images_are_evaluated_after_each_epoch_like_the_test_images():
+    """train_nelbo is a running mean during the epoch; train_eval_nelbo is the number the test
+    gets, on a fixed subset of the training images (as many as the test images), after the epoch."""
+    from scratchvae.evaluate import evaluate_nelbo
+    config = small_config(epochs=2, binarize="none", warmup_epochs=0)
+    model, history = run(config)
+    assert [r["train_eval_n"] for r in history] == [len(TEST)] * 2
+    after = evaluate_nelbo(model, TRAIN[:len(TEST)], batch_size=config.eval_batch,
+                           seed=derive_streams(config.seed)["eval"], binarize="none")
+    assert history[-1]["train_eval_nelbo"] == after["nelbo"]
+    assert (history[-1]["train_eval_rec"], history[-1]["train_eval_kl"]) == (after["rec"], after["kl"])
+    assert history[0]["train_eval_nelbo"] < history[0]["train_nelbo"]   # the running mean lags behind
+
+
 def test_same_seed_same_run_other_seed_other_run():
     a_model, a = run(small_config(epochs=1))
     b_model, b = run(small_config(epochs=1))
@@ -220,7 +234,7 @@ def test_a_non_finite_test_nelbo_is_a_divergence_and_its_epoch_is_not_saved(tmp_
     def broken_after_the_first_epoch(*args, **kwargs):
         calls.append(1)
         result = real(*args, **kwargs)
-        return result if len(calls) == 1 else {**result, "nelbo": np.nan, "kl": np.inf}
+        return result if len(calls) <= 2 else {**result, "nelbo": np.nan, "kl": np.inf}   # test, training subset
 
     monkeypatch.setattr(train_module, "evaluate_nelbo", broken_after_the_first_epoch)
     path = tmp_path / "checkpoint.npz"
