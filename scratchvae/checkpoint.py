@@ -17,8 +17,13 @@ JSON writes Python ints in full, so ``json.loads(json.dumps(state)) == state`` e
 
 Safety and robustness:
 
-- Loading uses ``np.load(..., allow_pickle=False)``: a checkpoint is data, never code. A file
-  holding pickled objects (an object array) is refused with ``CheckpointError``.
+- A checkpoint is data, never code: nothing is ever unpickled. Loading reads the zip
+  archive member by member (not ``np.load``): only the members the format defines, each
+  stored uncompressed, each .npy header checked against model.json's architecture before
+  its data is read -- so memory stays about the file's size, whatever the file claims --
+  and every field of every document is checked in one place (``load_checkpoint``) before
+  any work starts. Anything else is one ``CheckpointError`` naming the member and field.
+- The JSON documents are strict JSON: NaN and Infinity are neither written nor accepted.
 - Saving is atomic: the bytes go to a temporary file in the same directory, are flushed
   and fsync'ed, then ``os.replace`` puts the file in place. A crash mid-save leaves the
   previous checkpoint untouched.
@@ -26,7 +31,9 @@ Safety and robustness:
   naming the field ("checkpoint has latent_dim=20, model has latent_dim=2") or the parameter.
 """
 import json
+import math
 import os
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -73,7 +80,7 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     documents = {"model": model.config(), "optimizer": state, "config": config,
                  "history": history, "rng": rng_states, "progress": progress or {}}
     for key, document in documents.items():
-        arrays[f"{key}.json"] = np.array(json.dumps(document))
+        arrays[f"{key}.json"] = np.array(json.dumps(document, allow_nan=False))   # strict JSON
 
     _write_atomic(path, "wb", lambda f: _write_npz(f, arrays))
     return path
@@ -89,12 +96,20 @@ def write_text_atomic(path, text):
     _write_atomic(Path(path), "w", lambda f: f.write(text))
 
 
+def file_mode():
+    """The mode open() gives a new file: 0666 minus the process's umask (mkstemp uses 0600)."""
+    umask = os.umask(0o022)                      # reading the umask means setting it: put it back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomic(path, mode, write):
     """write(f) into a temporary file beside ``path``, flush it to disk, then rename it over
     ``path``: readers (and a crash) see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())               # mkstemp makes it 0600; a new file follows the umask
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
             f.flush()
@@ -109,8 +124,34 @@ def _write_atomic(path, mode, write):
 
 
 # ---------------------------------------------------------------------------------------
-# Loading
+# Loading: every member read by hand, checked before its data is read
 # ---------------------------------------------------------------------------------------
+#
+# A checkpoint may come from anywhere (a download, a shared drive, a damaged disk), so
+# ``load_checkpoint`` trusts nothing in it, and checks everything in one place, before any
+# work starts:
+#   1. the zip directory: only the members the format defines, each stored uncompressed
+#      (as np.savez writes them) and inside the file -- so no member can inflate beyond the
+#      file's own size, and nothing unknown is read at all;
+#   2. the JSON documents: strict JSON (no NaN), bounded in size, then every field of each
+#      against what train.py writes (types, ranges, consistency with each other);
+#   3. each array's .npy header against the architecture of model.json, BEFORE its data is
+#      read; then its values (finite parameters and moments).
+# Whatever is wrong becomes one ``CheckpointError`` naming the member and the field.
+
+MAX_JSON_CHARS = 1 << 22          # 4 Mi characters per document (1,000 epochs of history: ~0.3 Mi)
+MAX_DIM = 1 << 24                 # the largest layer size accepted in model.json
+MAX_HIDDEN_LAYERS = 64
+MAX_HEADER = 10_000               # bytes of a .npy header (NumPy's own limit)
+# train.py's per-epoch record: every run writes these (a field added there is added here) ...
+HISTORY_FIELDS = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
+                  "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
+# ... and these newer ones, absent from the records of runs begun before them
+HISTORY_NEWER = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n")
+PROGRESS_FIELDS = ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds", "train_seconds")
+OPTIMIZERS = {"adam": {"t", "lr", "beta1", "beta2", "eps"}, "sgd": {"t", "lr", "momentum"}}
+OPTIMIZER_ARRAYS = {"adam": ["m_sum", "v_sum"], "sgd": ["buf"]}
+
 
 def load_checkpoint(path):
     """Read a checkpoint written by ``save_checkpoint`` into a dict, refusing anything unsafe.
@@ -122,7 +163,8 @@ def load_checkpoint(path):
         "optimizer"  the optimiser state dict ("t", "m_sum", "v_sum", "lr", ... and "name")
         "model"      VAE constructor arguments;  "config", "history", "rng", "progress": as saved
         "path"       the path it was read from
-    Raises ``CheckpointError`` with one message naming the file and the problem.
+    Raises ``CheckpointError`` with one message naming the file, the member and the problem;
+    memory used is at most about the file's size (nothing is decompressed).
     """
     path = Path(path)
     if path.is_dir():
@@ -131,8 +173,11 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as f:
-        magic = f.read(6)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the file ({e.strerror or e})") from None
     if magic.startswith(b"\x80"):                                  # pickle protocol 2 and later
         raise CheckpointError(f"{path}: the file is a Python pickle (pickled objects); refusing to load it ({SAFETY})")
     if magic.startswith(b"\x93NUMPY"):
@@ -141,70 +186,380 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: not a readable .npz checkpoint (not a zip archive; "
                               f"it starts with {magic!r})")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({e})") from None
-
-    try:
-        with npz:
-            entries = {key: _read_entry(npz, key, path) for key in npz.files}
+        with zipfile.ZipFile(path) as archive:
+            return _read_archive(archive, path)
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            NotImplementedError, RuntimeError, struct.error, OverflowError) as e:
         raise CheckpointError(f"{path}: corrupt .npz checkpoint ({e})") from None
 
-    fmt = entries.get("format")
-    if fmt is None or str(fmt) != FORMAT:
-        raise CheckpointError(f"{path}: not a scratchvae checkpoint (format entry is "
-                              f"{None if fmt is None else str(fmt)!r}, expected {FORMAT!r})")
-    missing = [f"{k}.json" for k in JSON_ENTRIES if f"{k}.json" not in entries]
-    if not missing:
-        try:
-            optimizer_arrays = json.loads(str(entries["optimizer.json"])).get("arrays", [])
-        except (json.JSONDecodeError, AttributeError):
-            optimizer_arrays = []                           # reported as invalid JSON just below
-        missing += [f"optimizer.{k}" for k in optimizer_arrays if f"optimizer.{k}" not in entries]
+
+def _read_archive(archive, path):
+    """Steps 1-3 above; ``archive`` is the open zipfile.ZipFile."""
+    def fail(text):
+        raise CheckpointError(f"{path}: {text}")
+
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        fail("the archive holds a member twice (crafted or damaged); refusing it")
+    members = {name[:-len(".npy")] if name.endswith(".npy") else name: info
+               for name, info in zip(names, infos)}
+    disk_bytes = path.stat().st_size
+    for key, info in members.items():
+        if info.compress_type != zipfile.ZIP_STORED:
+            fail(f"member {key!r} is compressed; checkpoints are stored uncompressed (np.savez), "
+                 f"so that no member can inflate beyond the file's own size")
+        if info.file_size != info.compress_size or info.header_offset + info.file_size > disk_bytes:
+            fail(f"member {key!r} claims {info.file_size:,} bytes, more than the file holds")
+
+    if "format" not in members:
+        fail(f"not a scratchvae checkpoint (format entry is None, expected {FORMAT!r})")
+    fmt = _read_text(archive, members["format"], "format", path, limit=64)
+    if fmt != FORMAT:
+        fail(f"not a scratchvae checkpoint (format entry is {fmt[:64]!r}, expected {FORMAT!r})")
+    missing = [f"{k}.json" for k in JSON_ENTRIES if f"{k}.json" not in members]
     if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+        fail(f"incomplete checkpoint, missing {', '.join(missing)}")
     checkpoint = {"path": path}
     for key in JSON_ENTRIES:
-        try:
-            checkpoint[key] = json.loads(str(entries[f"{key}.json"]))
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: entry {key}.json is not valid JSON ({e})") from None
-    _check_documents(checkpoint, path)
-    checkpoint["params"] = {k[len("param."):]: v for k, v in entries.items() if k.startswith("param.")}
-    for key in checkpoint["optimizer"].pop("arrays", []):
-        checkpoint["optimizer"][key] = entries[f"optimizer.{key}"]
+        checkpoint[key] = _parse_json(_read_text(archive, members[f"{key}.json"], f"{key}.json", path),
+                                      f"{key}.json", path)
+    shapes, dtype, arrays = _check_documents(checkpoint, path)     # member name -> expected shape
+
+    unknown = sorted(set(members) - {"format", *(f"{k}.json" for k in JSON_ENTRIES), *shapes})
+    if unknown:
+        fail(f"member {unknown[0]!r} is not part of the checkpoint format "
+             f"(for this model: format, the .json documents, {len(shapes)} arrays); refusing the file")
+    absent = [name for name in shapes if name not in members]
+    if absent:
+        fail(f"incomplete checkpoint, missing {', '.join(absent)}")
+    values = {name: _read_array(archive, members[name], name, shape, dtype, path)
+              for name, shape in shapes.items()}
+    for name, value in values.items():
+        bad = value.size - np.count_nonzero(np.isfinite(value))
+        if bad:
+            fail(f"member {name!r} holds {bad:,} non-finite values (nan or inf) of {value.size:,}; "
+                 f"a checkpoint holds only finite numbers")
+    if "optimizer.v_sum" in values and (values["optimizer.v_sum"] < 0).any():
+        fail("member 'optimizer.v_sum' holds negative values; Adam's second moments are sums of squares")
+    checkpoint["params"] = {k[len("param."):]: v for k, v in values.items() if k.startswith("param.")}
+    for key in arrays:
+        checkpoint["optimizer"][key] = values[f"optimizer.{key}"]
     return checkpoint
 
 
-def _check_documents(checkpoint, path):
-    """The JSON entries have the shapes save_checkpoint writes; else one CheckpointError."""
-    for key in JSON_ENTRIES:
-        kind = list if key == "history" else dict
-        if not isinstance(checkpoint[key], kind):
-            raise CheckpointError(f"{path}: entry {key}.json holds a {type(checkpoint[key]).__name__}, "
-                                  f"expected a JSON {'list' if kind is list else 'object'}")
-    if not all(isinstance(record, dict) for record in checkpoint["history"]):
-        raise CheckpointError(f"{path}: entry history.json must be a list of per-epoch records")
-    for name, state in checkpoint["rng"].items():
-        try:                                            # the generators are PCG64 (default_rng)
-            np.random.PCG64().state = state
-        except (TypeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: rng.json: {name!r} is not a valid PCG64 generator "
-                                  f"state ({e})") from None
-
-
-def _read_entry(npz, key, path):
-    """One array from the archive; an object (pickled) array is refused, never unpickled."""
+def _read_header(f, key, path):
+    """The .npy header of one member: (shape, fortran_order, dtype), or CheckpointError."""
     try:
-        return npz[key]
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
-            raise CheckpointError(f"{path}: entry {key!r} holds pickled Python objects; "
-                                  f"refusing to load it ({SAFETY})") from None
-        raise
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER)
+        else:
+            raise ValueError(f".npy format version {version} (checkpoints use 1.0)")
+    except (ValueError, TypeError, SyntaxError, EOFError, OverflowError, MemoryError, RecursionError) as e:
+        raise CheckpointError(f"{path}: member {key!r} is not a valid .npy array "
+                              f"({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
+    if header[2].hasobject:                      # its data would be a pickle: never read it
+        raise CheckpointError(f"{path}: member {key!r} holds pickled Python objects; "
+                              f"refusing to load it ({SAFETY})")
+    return header
+
+
+def _read_body(f, info, key, shape, dtype, path):
+    """Check the member's size against its header, then read exactly its bytes (no more)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size != f.tell() + nbytes:
+        raise CheckpointError(f"{path}: member {key!r} has {info.file_size - f.tell():,} bytes of "
+                              f"data, its header declares {nbytes:,} (truncated or crafted)")
+    value = np.empty(shape, dtype=dtype)
+    view, filled = memoryview(value.reshape(-1).view(np.uint8)), 0
+    while filled < nbytes:
+        n = f.readinto(view[filled:])
+        if not n:
+            raise CheckpointError(f"{path}: member {key!r} is truncated")
+        filled += n
+    if f.read(1):                              # reading to the end also checks the CRC-32
+        raise CheckpointError(f"{path}: member {key!r} is longer than its header says")
+    return value
+
+
+def _read_array(archive, info, key, shape, dtype, path):
+    """One parameter or moment array, of exactly ``shape`` and ``dtype`` (either byte order)."""
+    with archive.open(info) as f:
+        got_shape, fortran, got_dtype = _read_header(f, key, path)
+        if got_shape != shape or got_dtype not in (dtype, dtype.newbyteorder()) or fortran:
+            raise CheckpointError(f"{path}: member {key!r} is a {got_dtype} array of shape "
+                                  f"{got_shape}{' (Fortran order)' if fortran else ''}; model.json's "
+                                  f"architecture needs {dtype} {shape}")
+        value = _read_body(f, info, key, got_shape, got_dtype, path)
+    return value.astype(dtype.newbyteorder("="), copy=False)
+
+
+def _read_text(archive, info, key, path, limit=MAX_JSON_CHARS):
+    """A 0-d string member (the format tag and the JSON documents), at most ``limit`` characters."""
+    with archive.open(info) as f:
+        shape, _, dtype = _read_header(f, key, path)
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * limit:
+            raise CheckpointError(f"{path}: member {key!r} must be a text string of at most "
+                                  f"{limit:,} characters, found {dtype} of shape {shape}")
+        value = _read_body(f, info, key, shape, dtype, path)
+    return str(value)
+
+
+def _parse_json(text, key, path):
+    """Strict JSON: NaN, Infinity and numbers that overflow a float are refused."""
+    def no_constant(name):
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite_float(s):
+        value = float(s)
+        if not math.isfinite(value):
+            raise ValueError(f"number {s[:30]} overflows a float")
+        return value
+    try:
+        return json.loads(text, parse_constant=no_constant, parse_float=finite_float)
+    except RecursionError:
+        raise CheckpointError(f"{path}: {key} is nested too deeply to be a checkpoint document") from None
+    except ValueError as e:                                  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: entry {key} is not valid JSON ({str(e)[:200]})") from None
+
+
+def _show(value):
+    """A short description of a JSON value for a message (never a megabyte of it)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    if isinstance(value, str):
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} fields"
+    return repr(value)
+
+
+def _is_int(v, low=0, high=1 << 62):
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_number(v, low=-math.inf, high=math.inf):
+    """A finite JSON number (not a bool) in [low, high]."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int) and v.bit_length() > 1000:
+        return False
+    return math.isfinite(v) and low <= v <= high
+
+
+class _Checker:
+    """need(ok, member, field, what): one place that words every document error."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def need(self, ok, member, field, what, value):
+        if not ok:
+            where = f"{member}: field {field!r}" if field else member
+            raise CheckpointError(f"{self.path}: {where} must be {what}, got {_show(value)}")
+
+    def fields(self, doc, member, required, optional=()):
+        """``doc`` is an object whose fields are all in required + optional, with every required one."""
+        self.need(isinstance(doc, dict), member, None, "a JSON object", doc)
+        unknown = [k for k in doc if k not in required and k not in optional]
+        if unknown:
+            known = ", ".join(dict.fromkeys([*required, *optional]))
+            raise CheckpointError(f"{self.path}: {member}: unknown field {_show(unknown[0])} "
+                                  f"(known: {known})")
+        missing = [k for k in required if k not in doc]
+        if missing:
+            raise CheckpointError(f"{self.path}: {member}: field {missing[0]!r} is missing")
+
+
+def _check_documents(checkpoint, path):
+    """Check every field of the six documents; return what the arrays must be.
+
+    Returns (shapes, dtype, optimizer_arrays): member name -> shape for every array member
+    the architecture of model.json implies, their dtype, and the optimiser's array names.
+    """
+    c = _Checker(path)
+    model = _check_model(checkpoint["model"], c)
+    shapes = {f"param.{k}": v for k, v in parameter_shapes(model).items()}
+    n_params = sum(math.prod(s) for s in shapes.values())
+
+    opt = checkpoint["optimizer"]
+    c.need(isinstance(opt, dict), "optimizer.json", None, "a JSON object", opt)
+    c.need(opt.get("name", "adam") in OPTIMIZERS if isinstance(opt.get("name", "adam"), str) else False,
+           "optimizer.json", "name", f"one of {', '.join(OPTIMIZERS)}", opt.get("name"))
+    name = opt.setdefault("name", "adam")
+    c.fields(opt, "optimizer.json", ["name", "arrays", *sorted(OPTIMIZERS[name])])
+    c.need(opt["arrays"] == OPTIMIZER_ARRAYS[name], "optimizer.json", "arrays",
+           f"{OPTIMIZER_ARRAYS[name]} for {name}", opt["arrays"])
+    c.need(_is_int(opt["t"]), "optimizer.json", "t", "an integer >= 0 (the step count)", opt["t"])
+    c.need(_is_number(opt["lr"]) and opt["lr"] > 0, "optimizer.json", "lr", "a finite number > 0", opt["lr"])
+    for key in ("beta1", "beta2", "momentum"):
+        if key in opt:
+            c.need(_is_number(opt[key], 0) and opt[key] < 1, "optimizer.json", key, "a number in [0, 1)", opt[key])
+    if "eps" in opt:
+        c.need(_is_number(opt["eps"], 0), "optimizer.json", "eps", "a finite number >= 0", opt["eps"])
+    arrays = opt.pop("arrays")
+    shapes.update({f"optimizer.{k}": (n_params,) for k in arrays})
+
+    config = _check_config(checkpoint["config"], model, c)
+    progress = checkpoint["progress"]
+    training = isinstance(progress, dict) and bool(progress)       # written by train(), not by hand
+    _check_history(checkpoint["history"], training, c)
+    _check_rng(checkpoint["rng"], training, c)
+    if training:
+        _check_progress(progress, checkpoint, config, model, c)
+    else:
+        c.need(progress == {}, "progress.json", None, "a JSON object", progress)
+    return shapes, np.dtype(model["dtype"]), arrays
+
+
+MODEL_DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "n_samples": 1, "beta": 1.0,
+                  "dtype": "float32"}
+
+
+def _check_model(doc, c):
+    """model.json: VAE constructor arguments that build a model (sizes bounded, names known)."""
+    from .layers import ACTIVATIONS
+    from .vae import LIKELIHOODS
+    c.fields(doc, "model.json", ["input_dim", "hidden_dims", "latent_dim"], list(MODEL_DEFAULTS))
+    for key in ("input_dim", "latent_dim"):
+        c.need(_is_int(doc[key], 1, MAX_DIM), "model.json", key, f"an integer in 1..{MAX_DIM:,}", doc[key])
+    hidden = doc["hidden_dims"]
+    c.need(isinstance(hidden, list) and len(hidden) <= MAX_HIDDEN_LAYERS
+           and all(_is_int(h, 1, MAX_DIM) for h in hidden), "model.json", "hidden_dims",
+           f"a list of at most {MAX_HIDDEN_LAYERS} layer sizes in 1..{MAX_DIM:,}", hidden)
+    full = {**MODEL_DEFAULTS, **doc}
+    c.need(full["activation"] in ACTIVATIONS if isinstance(full["activation"], str) else False,
+           "model.json", "activation", f"one of {', '.join(ACTIVATIONS)}", full["activation"])
+    c.need(full["likelihood"] in LIKELIHOODS if isinstance(full["likelihood"], str) else False,
+           "model.json", "likelihood", f"one of {', '.join(LIKELIHOODS)}", full["likelihood"])
+    c.need(_is_int(full["n_samples"], 1, 1 << 20), "model.json", "n_samples", "a positive integer",
+           full["n_samples"])
+    c.need(_is_number(full["beta"], 0), "model.json", "beta", "a finite number >= 0", full["beta"])
+    c.need(full["dtype"] in ("float32", "float64"), "model.json", "dtype", "float32 or float64", full["dtype"])
+    doc.update({k: v for k, v in full.items() if k not in doc})
+    return doc
+
+
+def parameter_shapes(model):
+    """The parameters VAE(**model) has, name -> shape, computed without building it.
+
+    Mirrors vae.py's layers: encoder MLP "enc.fc1" ..., heads "enc.mu", "enc.logvar";
+    decoder MLP "dec.fc1" ..., heads "dec.logits" (Bernoulli) or "dec.mean", "dec.logvar".
+    (tests/test_checkpoint.py checks it against VAE(...).params for random architectures.)
+    """
+    D, K, H = model["input_dim"], model["latent_dim"], list(model["hidden_dims"])
+    shapes = {}
+
+    def dense(name, d_in, d_out):
+        shapes[f"{name}.W"], shapes[f"{name}.b"] = (d_in, d_out), (d_out,)
+    sizes = [D, *H]
+    for i in range(len(H)):
+        dense(f"enc.fc{i + 1}", sizes[i], sizes[i + 1])
+    dense("enc.mu", sizes[-1], K)
+    dense("enc.logvar", sizes[-1], K)
+    sizes = [K, *H[::-1]]
+    for i in range(len(H)):
+        dense(f"dec.fc{i + 1}", sizes[i], sizes[i + 1])
+    for head in (["logits"] if model.get("likelihood", "bernoulli") == "bernoulli" else ["mean", "logvar"]):
+        dense(f"dec.{head}", sizes[-1], D)
+    return shapes
+
+
+def _check_config(doc, model, c):
+    """config.json: a TrainConfig (train.py checks each field) that agrees with model.json."""
+    from .train import ConfigError, TrainConfig          # train.py imports this module
+    c.need(isinstance(doc, dict), "config.json", None, "a JSON object", doc)
+    try:
+        config = TrainConfig.from_dict(doc)
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{c.path}: config.json: {str(e)[:300]}") from None
+    for field, arch in (("hidden", "hidden_dims"), ("latent", "latent_dim"), ("activation", "activation"),
+                        ("likelihood", "likelihood"), ("n_samples", "n_samples")):
+        ours = list(getattr(config, field)) if field == "hidden" else getattr(config, field)
+        if field in doc and ours != model[arch]:
+            raise CheckpointError(f"{c.path}: config.json has {field}={ours!r} but model.json has "
+                                  f"{arch}={model[arch]!r}")
+    return config
+
+
+def _check_history(doc, training, c):
+    """history.json: per-epoch records numbered 1, 2, ...; complete when train() wrote them."""
+    c.need(isinstance(doc, list), "history.json", None, "a JSON list of per-epoch records", doc)
+    for i, record in enumerate(doc):
+        member = f"history.json record {i + 1}"
+        c.fields(record, member, list(HISTORY_FIELDS) if training else ["epoch"],
+                 HISTORY_FIELDS + HISTORY_NEWER)
+        c.need(record["epoch"] == i + 1 and _is_int(record["epoch"]), member, "epoch", f"{i + 1}",
+               record["epoch"])
+        for key, value in record.items():
+            if key in ("step", "train_eval_n"):
+                c.need(_is_int(value), member, key, "an integer >= 0", value)
+            elif key != "epoch":
+                c.need(_is_number(value) or (key == "img_per_s" and value is None), member, key,
+                       "a finite number", value)
+
+
+def _check_rng(doc, training, c):
+    """rng.json: PCG64 generator states under the names train.py uses ("eps", "data")."""
+    c.fields(doc, "rng.json", ["eps", "data"] if training else [], ["eps", "data"])
+    for name, state in doc.items():
+        try:                                            # the generators are PCG64 (default_rng)
+            c.need(isinstance(state, dict), "rng.json", name, "a PCG64 generator state", state)
+            np.random.PCG64().state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise CheckpointError(f"{c.path}: rng.json: {name!r} is not a valid PCG64 generator "
+                                  f"state ({str(e)[:200]})") from None
+
+
+def _check_progress(doc, checkpoint, config, model, c):
+    """progress.json of a training run: where it stopped, consistent with the other documents."""
+    c.fields(doc, "progress.json", PROGRESS_FIELDS, ["data"])
+    for key in ("epochs_done", "step_in_epoch", "global_step"):
+        c.need(_is_int(doc[key]), "progress.json", key, "an integer >= 0", doc[key])
+    for key in ("seconds", "train_seconds"):
+        c.need(_is_number(doc[key], 0), "progress.json", key, "a finite number >= 0", doc[key])
+    sums = doc["sums"]
+    c.fields(sums, "progress.json sums", ["n", "loss", "rec", "kl"])
+    c.need(_is_int(sums["n"]), "progress.json sums", "n", "an integer >= 0", sums["n"])
+    for key in ("loss", "rec", "kl"):
+        c.need(_is_number(sums[key]), "progress.json sums", key, "a finite number", sums[key])
+    history, epochs_done = checkpoint["history"], doc["epochs_done"]
+    if len(history) != epochs_done:
+        raise CheckpointError(f"{c.path}: inconsistent checkpoint: {len(history)} history records "
+                              f"for {epochs_done} completed epochs (progress.json)")
+    if checkpoint["optimizer"]["t"] != doc["global_step"]:
+        raise CheckpointError(f"{c.path}: inconsistent checkpoint: optimizer.json has taken "
+                              f"{checkpoint['optimizer']['t']} steps, progress.json says "
+                              f"global_step={doc['global_step']}")
+    if "data" not in doc:                              # written before the fingerprints existed
+        return
+    data = doc["data"]
+    c.fields(data, "progress.json data", ["train", "test"])
+    for part in ("train", "test"):
+        member = f"progress.json data.{part}"
+        c.fields(data[part], member, ["images", "pixels", "crc32"])
+        c.need(_is_int(data[part]["images"], 1), member, "images", "a positive integer", data[part]["images"])
+        c.need(data[part]["pixels"] == model["input_dim"], member, "pixels",
+               f"model.json's input_dim {model['input_dim']}", data[part]["pixels"])
+        c.need(_is_int(data[part]["crc32"], 0, (1 << 32) - 1), member, "crc32", "a CRC-32 (0..2^32-1)",
+               data[part]["crc32"])
+    n, batch = data["train"]["images"], config.batch_size
+    steps = -(-n // batch)                              # steps per epoch: ceil(n / batch)
+    step = doc["step_in_epoch"]
+    consistent = (step < steps and doc["global_step"] == epochs_done * steps + step
+                  and sums["n"] == min(step * batch, n))
+    if not consistent:
+        raise CheckpointError(f"{c.path}: inconsistent checkpoint: progress.json has epochs_done="
+                              f"{epochs_done}, step_in_epoch={step}, global_step={doc['global_step']}, "
+                              f"sums.n={sums['n']}, but {n:,} images in batches of {batch} make "
+                              f"{steps} steps per epoch")
 
 
 def check_architecture(model_config, checkpoint):

@@ -18,8 +18,8 @@ children of ``numpy.random.SeedSequence(seed)``:
     child 3  evaluation: the noise of the test negative ELBO, the same every epoch
 So ``VAE(..., seed=s)`` starts from exactly the weights of ``train`` with ``seed=s``.
 
-Resuming is exact. A checkpoint is written at the end of every epoch and, on Ctrl-C, at
-the step boundary where training stopped. It holds the parameters, Adam's moments, the
+Resuming is exact. A checkpoint is written at the end of every epoch and, on Ctrl-C (or
+SIGTERM, SIGHUP), at the step boundary where training stopped. It holds the parameters, Adam's moments, the
 eps generator, the data generator's state *at the start of the epoch*, the step within
 the epoch and the running sums of the epoch's losses. Resuming mid-epoch replays the
 epoch's batches from that state without training on them (cheap: no forward pass), so the
@@ -45,6 +45,11 @@ from typing import Optional
 
 import numpy as np
 
+try:
+    import fcntl                                          # the run directory's lock (POSIX)
+except ImportError:                                       # pragma: no cover  (Windows)
+    fcntl = None
+
 from .checkpoint import CheckpointError, load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
 from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
 from .evaluate import evaluate_nelbo, substream
@@ -68,14 +73,15 @@ class TrainingDiverged(RuntimeError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training at a step boundary; ``checkpoint`` is where the state was saved.
 
-    Attributes: checkpoint (Path or None when ``config.out`` is None), epoch, step (within
-    the epoch), model, history.
+    Also raised for SIGTERM and SIGHUP. Attributes: checkpoint (Path or None when
+    ``config.out`` is None), epoch, step (within the epoch), model, history, signum (the
+    signal that stopped it; a shell reports 128 + signum).
     """
 
-    def __init__(self, message, *, checkpoint, epoch, step, model, history):
+    def __init__(self, message, *, checkpoint, epoch, step, model, history, signum=signal.SIGINT):
         super().__init__(message)
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
-        self.model, self.history = model, history
+        self.model, self.history, self.signum = model, history, signum
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,16 +135,22 @@ class TrainConfig:
         def is_int(v):
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
-        def is_number(v):
-            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        def is_number(v):                   # finite, and not a bool (huge ints count as infinite)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                return False
+            return (abs(v) < 1e300 if isinstance(v, int) else math.isfinite(v))
 
-        need(self.dataset in DATASETS, "dataset", f"one of {', '.join(DATASETS)}")
+        def one_of(v, names):               # names are strings; a list or dict is not one of them
+            return isinstance(v, str) and v in names
+
+        need(one_of(self.dataset, DATASETS), "dataset", f"one of {', '.join(DATASETS)}")
         for field in ("train_split", "test_split"):
+            need(isinstance(getattr(self, field), str), field, "a split like 'train' or 'test[9000:]'")
             try:
                 parse_split(getattr(self, field))
             except DataError as e:
                 raise ConfigError(f"{field}: {e}") from None
-        need(self.binarize in BINARIZE, "binarize", f"one of {', '.join(BINARIZE)}")
+        need(one_of(self.binarize, BINARIZE), "binarize", f"one of {', '.join(BINARIZE)}")
         need(isinstance(self.download, bool), "download", "True or False")
         if is_int(self.hidden):
             self.hidden = (self.hidden,)
@@ -146,20 +158,23 @@ class TrainConfig:
              "hidden", "a list of positive integers (e.g. [400] or [512, 256]; [] for linear maps)")
         self.hidden = tuple(int(h) for h in self.hidden)
         need(is_int(self.latent) and self.latent >= 1, "latent", "a positive integer")
-        need(self.activation in ACTIVATIONS, "activation", f"one of {', '.join(ACTIVATIONS)}")
-        need(self.likelihood in LIKELIHOODS, "likelihood", f"one of {', '.join(LIKELIHOODS)}")
+        need(one_of(self.activation, ACTIVATIONS), "activation", f"one of {', '.join(ACTIVATIONS)}")
+        need(one_of(self.likelihood, LIKELIHOODS), "likelihood", f"one of {', '.join(LIKELIHOODS)}")
         need(is_int(self.n_samples) and self.n_samples >= 1, "n_samples", "a positive integer")
-        need(is_number(self.beta) and math.isfinite(self.beta) and self.beta >= 0, "beta",
-             "a finite number >= 0")
-        need(is_number(self.warmup_epochs) and math.isfinite(self.warmup_epochs)
-             and self.warmup_epochs >= 0, "warmup_epochs", "a finite number >= 0 (0 = no warm-up)")
+        need(is_number(self.beta) and self.beta >= 0, "beta", "a finite number >= 0")
+        need(is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
+             "a finite number >= 0 (0 = no warm-up)")
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
-        need(is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(is_int(self.epochs) and self.epochs >= 1, "epochs", "a positive integer")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
-        need(self.engine in ENGINES, "engine", f"one of {', '.join(ENGINES)}")
+        need(one_of(self.engine, ENGINES), "engine", f"one of {', '.join(ENGINES)}")
         need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
+        for field in ("data_dir", "out"):
+            value = getattr(self, field)
+            need(value is None or (isinstance(value, (str, os.PathLike)) and "\0" not in str(value)),
+                 field, "a directory path (or None)")
         # absolute, so that a run resumed or evaluated from another directory finds its data
         self.data_dir = None if self.data_dir is None else os.path.abspath(os.path.expanduser(self.data_dir))
         self.out = None if self.out is None else str(self.out)
@@ -273,10 +288,12 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                              img_per_s, seconds (all losses in nats per image)
     Writes (when ``config.out`` is set) out/checkpoint.npz, out/history.json, out/history.csv
     after every epoch. Raises TrainingDiverged (last good checkpoint kept) and
-    TrainingInterrupted (on Ctrl-C, after saving).
+    TrainingInterrupted (on Ctrl-C, SIGTERM or SIGHUP, after saving), and ConfigError when
+    another training holds ``config.out`` (one run at a time per directory).
     """
     checkpoint = None
     if resume is not None:
+        resume_stat = _stat(resume)                     # to see whether it changes before we hold the lock
         checkpoint = load_checkpoint(resume)
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = saved if config is None else config
@@ -286,14 +303,33 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     config.validate()
     out = Path(config.out) if config.out is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    if ckpt_path is not None and ckpt_path.exists() and not overwrite and (
-            checkpoint is None or ckpt_path.resolve() != checkpoint["path"].resolve()):
-        raise ConfigError(f"{ckpt_path} already exists: resume it (scratchvae resume {ckpt_path}), "
-                          f"choose another output directory, or overwrite it (--overwrite)")
     log = _Log(log)
-    if out is not None:
-        _check_writable(out)                           # before any data is loaded or trained on
+    if out is None:
+        return _train(config, checkpoint, None, log, train_images, test_images)
+    _check_writable(out)                               # before any data is loaded or trained on
+    with _exclusive(out):                              # one run at a time writes into a run directory
+        if ckpt_path.exists() and not overwrite and (
+                checkpoint is None or ckpt_path.resolve() != checkpoint["path"].resolve()):
+            raise ConfigError(
+                f"{ckpt_path} already exists and is not the checkpoint being resumed: choose "
+                f"another output directory (--out)" if checkpoint is not None else
+                f"{ckpt_path} already exists: resume it (scratchvae resume {ckpt_path}), "
+                f"choose another output directory, or overwrite it (--overwrite)")
+        if checkpoint is not None and _stat(resume) != resume_stat:
+            raise ConfigError(f"{resume} was rewritten while this run started (by another "
+                              f"training?); start the resume again")
+        _remove_stale_temporaries(out, log)
+        if checkpoint is not None and ckpt_path.resolve() == checkpoint["path"].resolve():
+            _write_history(out, checkpoint["history"])  # the checkpoint's history is the true one
+        return _train(config, checkpoint, ckpt_path, log, train_images, test_images)
 
+
+def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
+    """The body of ``train``: data, model, the loop; ckpt_path None = write nothing.
+
+    Runs while ``train`` holds the run directory's lock.
+    """
+    resuming = checkpoint is not None
     # ---- data, model, optimiser, random streams ----------------------------------------
     train_x = _images(train_images, config, config.train_split, "train_images")   # (N, D) uint8
     test_x = _images(test_images, config, config.test_split, "test_images")       # (M, D) uint8
@@ -327,7 +363,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
 
     x_buffer = np.empty((min(config.batch_size, N), D), dtype=np.float32)   # every batch lands here
     session_epoch_seconds = []
-    with _ctrl_c_sets_flag() as interrupt, _engine(config, model, optimizer, min(config.batch_size, N)) as fused:
+    with _stop_requests() as interrupt, _engine(config, model, optimizer, min(config.batch_size, N)) as fused:
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
@@ -344,7 +380,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                     loss, parts = _train_step(model, optimizer, x, fused)
                 except NonFiniteStep as e:
                     raise TrainingDiverged(_diverged_message(e.what, epoch, step, steps_per_epoch,
-                                                             global_step + 1, config, ckpt_path, last_saved)) from None
+                                                             global_step + 1, config, ckpt_path, last_saved,
+                                                             resuming)) from None
                 global_step += 1
                 B = len(x)
                 sums["n"] += B
@@ -361,7 +398,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                                 "train_seconds": train_seconds_before + elapsed}
                     rng_states = {"eps": model.rng.bit_generator.state, "data": data_state_at_epoch_start}
                     _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
-                    raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log)
+                    raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log,
+                                       interrupt.signum)
             train_seconds = train_seconds_before + time.perf_counter() - t_start
 
             # ---- end of epoch: evaluate, record, save --------------------------------------
@@ -375,8 +413,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                 raise TrainingDiverged(                      # this epoch's parameters are not saved
                     f"training diverged in epoch {epoch}: every step's loss was finite, but the "
                     f"test negative ELBO after it is {test['nelbo']} (rec {test['rec']}, KL "
-                    f"{test['kl']}; on training images {seen['nelbo']}); {_kept(ckpt_path, last_saved)}. Try a smaller learning rate "
-                    f"(lr={config.lr:g}) or a KL warm-up.")
+                    f"{test['kl']}; on training images {seen['nelbo']}); {_kept(ckpt_path, last_saved)}. "
+                    f"{_advice(config, resuming)}")
             n = sums["n"]
             record = {"epoch": epoch, "step": global_step, "beta": model.beta,
                       "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
@@ -384,7 +422,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                       "train_eval_nelbo": seen["nelbo"], "train_eval_rec": seen["rec"],
                       "train_eval_kl": seen["kl"], "train_eval_n": seen["n"],
                       "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
-                      "img_per_s": n / train_seconds if train_seconds > 0 else float("nan"),
+                      "img_per_s": n / train_seconds if train_seconds > 0 else None,   # JSON has no NaN
                       "seconds": seconds_before + time.perf_counter() - t_start}
             history.append(record)
             position = {"epochs_done": epoch, "step_in_epoch": 0, "global_step": global_step,
@@ -396,7 +434,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
             left = (config.epochs - epoch) * float(np.mean(session_epoch_seconds))
             log.epoch(record, config.epochs, left)
             if interrupt.requested and epoch < config.epochs:
-                raise _interrupted(ckpt_path, epoch + 1, 0, steps_per_epoch, model, history, log)
+                raise _interrupted(ckpt_path, epoch + 1, 0, steps_per_epoch, model, history, log,
+                                   interrupt.signum)
     return model, history
 
 
@@ -497,16 +536,87 @@ def _save(ckpt_path, model, optimizer, config, history, rng_states, position, da
     """
     if ckpt_path is None:
         return
+    _write_history(ckpt_path.parent, history)          # first: the files are never behind the checkpoint
     save_checkpoint(ckpt_path, model, optimizer, config.to_dict(), history, rng_states,
                     {**position, "data": data})
-    write_text_atomic(ckpt_path.parent / HISTORY_NAMES[0], json.dumps(history, indent=1) + "\n")
+
+
+def _write_history(out, history):
+    """out/history.json and out/history.csv from the records (each file replaced atomically).
+
+    Written before the checkpoint: a crash between the two leaves the files one epoch
+    ahead, never behind, and the next start rewrites them from the checkpoint's history.
+    """
+    write_text_atomic(out / HISTORY_NAMES[0], json.dumps(history, indent=1, allow_nan=False) + "\n")
     if history:
         text = io.StringIO()
         columns = list(dict.fromkeys(key for record in history for key in record))   # older records may lack some
         writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
-        write_text_atomic(ckpt_path.parent / HISTORY_NAMES[1], text.getvalue())
+        write_text_atomic(out / HISTORY_NAMES[1], text.getvalue())
+
+
+def _stat(path):
+    """What tells whether a file was replaced: (inode, size, mtime), None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+LOCK_NAME = ".scratchvae.lock"
+
+
+@contextmanager
+def _exclusive(out):
+    """Hold an exclusive lock on the run directory ``out`` (flock on out/.scratchvae.lock).
+
+    A second training into the same directory is refused at once (ConfigError naming the
+    process holding it) instead of both writing, the later silently replacing the other's
+    checkpoint. The kernel releases the lock when its process ends, however it ends: after a
+    kill -9 there is no stale lock to clean up. (Without fcntl, as on Windows: no lock.)
+    """
+    if fcntl is None:
+        yield
+        return
+    path = out / LOCK_NAME
+    try:
+        f = open(path, "a+", encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot create the lock file {path}: {e.strerror or e}") from None
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read(100).strip()
+            raise ConfigError(f"another training is writing to {out} ({holder or 'a running process'}); "
+                              f"wait for it to end, or choose another output directory (--out)") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_stale_temporaries(out, log):
+    """Delete the temporary files of saves a crash interrupted (.checkpoint.npz.*.tmp, ...).
+
+    Only called while holding the lock, so no other run can be writing them.
+    """
+    stale = [p for name in (CHECKPOINT_NAME, *HISTORY_NAMES) for p in out.glob(f".{name}.*.tmp")]
+    for p in stale:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    if stale:
+        log.line(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted save")
 
 
 def _where(epochs_done, step_in_epoch):
@@ -521,21 +631,28 @@ def _kept(ckpt_path, last_saved):
             "no epoch had finished, so no checkpoint was written")
 
 
-def _diverged_message(what, epoch, step, steps_per_epoch, global_step, config, ckpt_path, last_saved):
+def _diverged_message(what, epoch, step, steps_per_epoch, global_step, config, ckpt_path, last_saved,
+                      resuming):
     return (f"training diverged at epoch {epoch}, step {step}/{steps_per_epoch} (global step "
             f"{global_step}): the {what}. The parameters were not updated with it; "
-            f"{_kept(ckpt_path, last_saved)}. "
-            f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up.")
+            f"{_kept(ckpt_path, last_saved)}. {_advice(config, resuming)}")
 
 
-def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log):
+def _advice(config, resuming):
+    """What to try after a divergence: a resumed run can change only its learning rate."""
+    if resuming:
+        return f"Resume with a smaller learning rate (--lr; it was {config.lr:g})."
+    return f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up (warmup_epochs)."
+
+
+def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log, signum):
     where = f"epoch {epoch}, after step {step}/{steps_per_epoch}" if step else f"the start of epoch {epoch}"
     saved = (f"saved {ckpt_path}; continue with: scratchvae resume {ckpt_path}"
              if ckpt_path is not None else "nothing saved (no output directory)")
-    message = f"interrupted at {where}: {saved}"
+    message = f"interrupted by {signal.Signals(signum).name} at {where}: {saved}"
     log.line(message)
     return TrainingInterrupted(message, checkpoint=ckpt_path, epoch=epoch, step=step,
-                               model=model, history=history)
+                               model=model, history=history, signum=signum)
 
 
 @contextmanager
@@ -551,27 +668,37 @@ def _engine(config, model, optimizer, batch_rows):
         yield fused
 
 
+# Ctrl-C (SIGINT), and what `kill`, `timeout`, job schedulers (SIGTERM) and a closed terminal
+# (SIGHUP) send: each asks training to save and stop.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextmanager
-def _ctrl_c_sets_flag():
-    """While training, the first Ctrl-C only sets ``flag.requested`` (the loop then saves at
-    the next step boundary and stops); a second Ctrl-C raises KeyboardInterrupt at once.
-    Only in the main thread and when nobody else has installed a SIGINT handler."""
-    flag = SimpleNamespace(requested=False)
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+def _stop_requests():
+    """While training, the first stop signal only sets ``flag.requested`` (and ``flag.signum``;
+    the loop then saves at the next step boundary and stops); a second one raises
+    KeyboardInterrupt at once. Only in the main thread, and only for signals whose handler
+    is still Python's default (nobody else has installed one)."""
+    flag = SimpleNamespace(requested=False, signum=signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
 
     def handler(signum, frame):
         if flag.requested:
             raise KeyboardInterrupt
-        flag.requested = True
+        flag.requested, flag.signum = True, signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    defaults = {signal.SIGINT: signal.default_int_handler}
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    ours = [s for s in STOP_SIGNALS if previous[s] is defaults.get(s, signal.SIG_DFL)]
+    for s in ours:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in ours:
+            signal.signal(s, previous[s])
 
 
 # ---------------------------------------------------------------------------------------
@@ -617,10 +744,18 @@ class _Log:
         if self.stream is None:
             return
         if self._shown:
-            self.stream.write("\r\033[K")                     # clear the in-place line
+            self._write("\r\033[K")                            # clear the in-place line
             self._shown = False
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write(text + "\n")
+
+    def _write(self, text):
+        """Write and flush; a stream that fails (the terminal closed: SIGHUP) is dropped, so
+        that losing the log never stops the training or its final save."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.stream = None
 
     def progress(self, epoch, epochs, step, steps, sums, elapsed, seconds_before, steps_now):
         now = time.perf_counter()
@@ -629,17 +764,16 @@ class _Log:
         self._last = now
         rate = sums["n"] / (seconds_before + elapsed) if seconds_before + elapsed > 0 else 0.0
         eta = (steps - step) * elapsed / steps_now
-        self.stream.write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% "
-                          f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} "
-                          f"(KL {sums['kl'] / sums['n']:.2f})  {rate:,.0f} img/s  "
-                          f"epoch ETA {_duration(eta)}\033[K")
-        self.stream.flush()
-        self._shown = True
+        self._write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% "
+                    f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} "
+                    f"(KL {sums['kl'] / sums['n']:.2f})  {rate:,.0f} img/s  "
+                    f"epoch ETA {_duration(eta)}\033[K")
+        self._shown = self.stream is not None
 
     def epoch(self, r, epochs, time_left):
         beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
         self.line(f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  "
                   f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
                   f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f})"
-                  f"{beta}  {r['img_per_s']:,.0f} img/s  {r['seconds']:.1f} s  "
+                  f"{beta}  {r['img_per_s'] or 0:,.0f} img/s  {r['seconds']:.1f} s  "
                   f"time left {_duration(time_left)}")

@@ -25,14 +25,16 @@ def trained_state(latent=3, seed=0, steps=3):
     data_rng = np.random.default_rng(123)
     data_rng.random(7)
     rng_states = {"eps": model.rng.bit_generator.state, "data": data_rng.bit_generator.state}
-    config = {"latent": latent, "hidden": [8], "note": "unicode ✓"}
+    config = {"latent": latent, "hidden": [8], "data_dir": "/données ✓"}     # unicode survives
     history = [{"epoch": 1, "test_nelbo": 8.123456789012345}]
     return model, adam, config, history, rng_states
 
 
 def test_round_trip_restores_everything_exactly(tmp_path):
     model, adam, config, history, rng_states = trained_state()
-    progress = {"epochs_done": 1, "step_in_epoch": 2, "sums": {"rec": 0.1 + 0.2}}
+    history = [{"epoch": 1, "step": 1, **{k: 0.1 + 0.2 for k in ckpt.HISTORY_FIELDS[2:]}}]
+    progress = {"epochs_done": 1, "step_in_epoch": 2, "global_step": 3, "seconds": 0.1 + 0.2,
+                "train_seconds": 1e-300, "sums": {"n": 20, "loss": 0.1 + 0.2, "rec": 1 / 3, "kl": 2.5}}
     path = save_checkpoint(tmp_path / "run" / "checkpoint.npz", model, adam, config, history,
                            rng_states, progress)
     loaded = load_checkpoint(path)
@@ -164,13 +166,13 @@ def rewrite_entry(path, key, text):
 
 
 @pytest.mark.parametrize("key, text, message", [
-    ("config.json", "[1, 2]", "entry config.json holds a list, expected a JSON object"),
-    ("history.json", "{}", "entry history.json holds a dict, expected a JSON list"),
-    ("history.json", "[1]", "history.json must be a list of per-epoch records"),
+    ("config.json", "[1, 2]", "config.json must be a JSON object, got a list of 2"),
+    ("history.json", "{}", "history.json must be a JSON list of per-epoch records"),
+    ("history.json", "[1]", "history.json record 1 must be a JSON object, got 1"),
     ("rng.json", '{"eps": 5}', "rng.json: 'eps' is not a valid PCG64 generator state"),
     ("rng.json", '{"eps": {"bit_generator": "PCG64", "state": "x"}}',
      "rng.json: 'eps' is not a valid PCG64 generator state"),
-    ("progress.json", '"done"', "entry progress.json holds a str"),
+    ("progress.json", '"done"', "progress.json must be a JSON object, got 'done'"),
 ])
 def test_malformed_documents_are_clear_errors(tmp_path, key, text, message):
     model, adam, config, history, rng_states = trained_state()
