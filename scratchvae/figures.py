@@ -19,12 +19,13 @@ import numpy as np
 
 from . import plots
 from .estimators import compare_estimators, decoder_log_likelihood
+from .inference import gaps_on_grid
 from .posterior import exact_gap
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FIGURES = ("reconstructions", "samples", "manifold", "latent_space", "interpolation",
-           "training_curves", "variational_gap", "gradient_estimators")
+           "training_curves", "variational_gap", "gradient_estimators", "inference_gaps")
 
 
 def one_per_class(labels, n, rng):
@@ -80,6 +81,28 @@ def interpolation_arrays(model, x_a, x_b, steps):
     return model.decode_mean(z.reshape(P * steps, K)).reshape(P, steps, -1)
 
 
+def importance_sampled_log_px(model, x, k, rng, chunk=500):
+    """log p(x) by importance sampling with q(z|x), and its standard error: an independent check
+    of the grid's log p(x) (figure 7), which shares no step with the grid integration.
+
+    Implements:  log p(x) ~ log (1/k) sum_l w_l,  w_l = p(x, z_l) / q(z_l|x),  z_l ~ q(z|x)
+                 standard error (delta method): sd_l(w_l) / (sqrt(k) mean_l(w_l)), from the
+                 weights rescaled by their largest, so nothing overflows.
+    The estimate is unbiased for p(x), not for log p(x): in expectation it lies below log p(x)
+    (Jensen), by about half the squared standard error when that is small.
+    Shapes:  x (N, D) -> estimates (N,), standard errors (N,), float64
+    """
+    x = np.asarray(x)
+    log_w = np.concatenate([model.log_weights(x, rng.standard_normal((min(chunk, k - start), len(x),
+                                                                       model.latent_dim), dtype=model.dtype))
+                            for start in range(0, k, chunk)]).astype(np.float64)        # (k, N)
+    top = log_w.max(axis=0)
+    w = np.exp(log_w - top)                                                            # (k, N), largest 1
+    estimate = top + np.log(w.mean(axis=0))
+    stderr = w.std(axis=0, ddof=1) / (np.sqrt(k) * w.mean(axis=0))
+    return estimate, stderr
+
+
 def gradient_arrays(model, x, rng, n_samples=10, n_repeats=500, n_reference=10_000):
     """Both gradient estimators of E_q[log p(x|z)] at the encoder's mu, sigma for x.
 
@@ -97,13 +120,14 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
 
     ``images`` (N, D) in [0, 1] and ``labels`` (N,) are test images as the models see them.
     ``model2d`` must have latent_dim = 2 (figures 3, 4, 7). ``sizes`` overrides the default
-    amounts of work (keys: n_recon, n_grid, n_manifold, n_latent, n_pairs, n_steps, n_gap, gap_points,
-    n_grad, grad_samples, grad_repeats, grad_reference), e.g. smaller for a quick run.
+    amounts of work (keys: n_recon, n_grid, n_manifold, n_latent, n_pairs, n_steps, n_gap, gap_points, gap_is_k,
+    n_grad, grad_samples, grad_repeats, grad_reference, infer_steps), e.g. smaller for a quick run.
     """
     if model2d.latent_dim != 2:
         raise ValueError(f"model2d must have a 2-D latent space, got latent_dim={model2d.latent_dim}")
     s = dict(n_recon=10, n_grid=10, n_manifold=16, n_latent=5000, n_pairs=4, n_steps=10, n_gap=4,
-             gap_points=201, n_grad=2, grad_samples=10, grad_repeats=500, grad_reference=10_000)
+             gap_points=201, gap_is_k=5000, n_grad=2, grad_samples=10, grad_repeats=500, grad_reference=10_000,
+             infer_steps=500)
     unknown = set(sizes or {}) - set(s)
     if unknown:
         raise ValueError(f"unknown figure size key(s) {sorted(unknown)}; known: {sorted(s)}")
@@ -120,8 +144,11 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
         return f"{out_dir}/{len(paths) + 1}_{name}.png"
 
     pick = one_per_class(labels, s["n_recon"], rng["reconstructions"])
-    paths["reconstructions"] = plots.plot_reconstructions(
-        images[pick], model.reconstruct(images[pick]), out("reconstructions"))
+    means = model.reconstruct(images[pick])                            # E[x|z], z = mu
+    drawn = ((rng["reconstructions"].random(means.shape) < means).astype(means.dtype)
+             if model.likelihood == "bernoulli" else None)
+    paths["reconstructions"] = plots.plot_reconstructions(               # x~ ~ Bernoulli(mean), slide 8
+        images[pick], means, out("reconstructions"), samples=drawn)
 
     paths["samples"] = plots.plot_samples(model.sample(s["n_grid"] ** 2, rng["samples"]), out("samples"))
 
@@ -143,10 +170,17 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
 
     pick = one_per_class(labels, s["n_gap"], rng["variational_gap"])
     gaps = exact_gap(model2d, images[pick], points=s["gap_points"])
-    paths["variational_gap"] = plots.plot_variational_gap(gaps, images[pick], out("variational_gap"))
+    checks = importance_sampled_log_px(model2d, images[pick], s["gap_is_k"], rng["variational_gap"])
+    paths["variational_gap"] = plots.plot_variational_gap(gaps, images[pick], out("variational_gap"),
+                                                          is_estimates=list(zip(*checks)))
 
     pick = one_per_class(labels, s["n_grad"], rng["gradient_estimators"])
     comparison = gradient_arrays(model, images[pick], rng["gradient_estimators"], s["grad_samples"],
                                  s["grad_repeats"], s["grad_reference"])
     paths["gradient_estimators"] = plots.plot_gradient_estimators(comparison, out("gradient_estimators"))
+
+    pick = one_per_class(labels, s["n_gap"], rng["inference_gaps"])       # slides 19-24: q* beside q_encoder
+    gaps = gaps_on_grid(model2d, images[pick], rng["inference_gaps"], points=s["gap_points"],
+                        steps=s["infer_steps"])
+    paths["inference_gaps"] = plots.plot_inference_gaps(gaps, images[pick], out("inference_gaps"))
     return paths

@@ -195,3 +195,53 @@ def grids_holding(model, x, mu, logvar, points=201):
     hi = np.maximum(centers + half_widths[:, None], mu + Q_SIGMAS * sigma)
     return [variational_gap(model, x[i:i + 1], square_grid((lo[i] + hi[i]) / 2, np.max(hi[i] - lo[i]) / 2, points))
             for i in range(len(x))]
+
+
+def main(argv=None):
+    """python -m scratchvae.inference CHECKPOINT --data-dir DIR --split 'test[9000:]' --n 100
+
+    Prints log p(x), ELBO(q*), ELBO(q_encoder) and the two gaps averaged over the first n
+    images of the split (grey levels / 255, as the demo trains), for a 2-D-latent checkpoint.
+    """
+    import argparse
+    import sys
+    import time
+
+    from .checkpoint import CheckpointError, load_model
+    from .data import DataError, load
+
+    parser = argparse.ArgumentParser(prog="python -m scratchvae.inference",
+                                     description="approximation and amortisation gaps of a 2-D-latent VAE")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--split", default="test[9000:]")
+    parser.add_argument("--n", type=int, default=100, help="images (default 100)")
+    parser.add_argument("--steps", type=int, default=500, help="Adam steps on lambda (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.checkpoint)
+        split = load(args.dataset, args.split, args.data_dir, download=False)
+        if model.latent_dim != 2:
+            raise ValueError(f"needs a model with latent_dim 2, this one has {model.latent_dim}")
+    except (CheckpointError, DataError, ValueError) as e:
+        print(f"python -m scratchvae.inference: error: {e}", file=sys.stderr)
+        return 2
+    x = split.images[:args.n].reshape(min(args.n, len(split.images)), -1).astype(model.dtype) / 255
+    start = time.perf_counter()
+    g = gaps_on_grid(model, x, np.random.default_rng(args.seed), steps=args.steps)
+    sem = lambda a: a.std(ddof=1) / np.sqrt(len(a))
+    print(f"{len(x)} images of {args.dataset} {args.split}, {args.steps} Adam steps on lambda, "
+          f"{time.perf_counter() - start:.0f} s")
+    for name, a in (("log p(x)", g.log_px), ("ELBO(q*)", g.elbo_star), ("ELBO(q_encoder)", g.elbo_encoder),
+                    ("approximation gap log p(x) - ELBO(q*)", g.approximation_gap),
+                    ("amortisation gap ELBO(q*) - ELBO(q_encoder)", g.amortisation_gap)):
+        print(f"  {name:45s} mean {a.mean():9.3f} +/- {sem(a):.3f}   median {np.median(a):9.3f}")
+    print(f"  amortisation gap < 0 (q* worse than the encoder) on {np.sum(g.amortisation_gap < 0)} images, "
+          f"smallest {g.amortisation_gap.min():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

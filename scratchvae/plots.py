@@ -90,20 +90,30 @@ def _as_images(name, images, D=None):
 
 
 # ------------------------------------------------------------------------------- 1
-def plot_reconstructions(originals, reconstructions, path, title=None, dpi=DPI):
-    """Figure 1: test images (top row) above their reconstructions (bottom row).
+def plot_reconstructions(originals, reconstructions, path, samples=None, title=None, dpi=DPI):
+    """Figure 1: test images (top row) above their reconstructions (the decoder's mean images).
 
-    Size: 8 x 2.1 inches.   Shapes: originals, reconstructions (N, D).
+    With ``samples``, a third row: one draw x~ ~ p(x|z) for each (Bernoulli pixels with the
+    mean image's probabilities): "reconstruction x~, drawn from distribution of the data"
+    (slide 8). The mean image is E[x|z], not itself a sample of the model.
+    Size: 8 x 2.1 inches (8 x 2.9 with samples).   Shapes: originals, reconstructions, samples (N, D).
     """
     originals = _as_images("originals", originals)
     reconstructions = _as_images("reconstructions", reconstructions, originals.shape[1])
     if len(reconstructions) != len(originals):
         raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
-    fig = _figure(8, 2.1)
+    rows, names = [originals, reconstructions], ["test image x", "reconstruction\n(decoder mean)"]
+    if samples is not None:
+        samples = _as_images("samples", samples, originals.shape[1])
+        if len(samples) != len(originals):
+            raise ValueError(f"{len(originals)} originals but {len(samples)} samples")
+        rows.append(samples)
+        names.append("x~ ~ p(x|z)\n(a sample)")
+    fig = _figure(8, 2.1 if samples is None else 2.9)
     ax = fig.add_axes([0.16, 0.03, 0.82, 0.8])
-    _show_mosaic(ax, mosaic(np.stack([originals, reconstructions])))
+    _show_mosaic(ax, mosaic(np.stack(rows)))
     s = _side(originals.shape[1])
-    ax.set_yticks([s / 2, s * 1.5 + 1], ["test image x", "reconstruction"])
+    ax.set_yticks([s / 2 + i * (s + 1) for i in range(len(rows))], names)
     fig.suptitle(title or "Reconstructions: x -> encoder -> z = mu -> decoder mean", y=0.97)
     return _save(fig, path, dpi)
 
@@ -226,10 +236,16 @@ def plot_interpolation(images, path, ends=None, title=None, dpi=DPI):
 
 # ------------------------------------------------------------------------------- 6
 def plot_training_curves(history, path, title=None, dpi=DPI):
-    """Figure 6: negative ELBO, reconstruction term and KL per epoch, train and test.
+    """Figure 6: negative ELBO, reconstruction term and KL per epoch, on training and test images.
 
-    ``history`` is a list of per-epoch dicts with keys train_nelbo, train_rec, train_kl and
-    (optionally) test_nelbo, test_rec, test_kl, in nats per datapoint (as ``train`` returns).
+    Solid and dashed lines are comparable numbers: the same evaluation after each epoch, on a
+    fixed subset of the training images (train_eval_*) and on the test images (test_*). The
+    faint dotted line is the running mean of the training loss *during* the epoch (train_*),
+    taken while the model was still changing, so it lies above the after-epoch values early on.
+    A test curve above the training one is the generalisation gap: the model fits the images
+    it was trained on better than images it never saw.
+    ``history`` is a list of per-epoch dicts (as ``train`` returns) with keys train_nelbo,
+    train_rec, train_kl and, when present, train_eval_* and test_*, in nats per datapoint.
     Size: 11 x 3.6 inches.
     """
     if not history:
@@ -238,17 +254,29 @@ def plot_training_curves(history, path, title=None, dpi=DPI):
     fig = _figure(11, 3.6)
     panels = [("nelbo", "negative ELBO = rec + KL"), ("rec", "reconstruction  -E_q[log p(x|z)]"),
               ("kl", "KL(q(z|x) || p(z))")]
+    n_seen = history[-1].get("train_eval_n")
+    series = (("train", ":", dict(color="0.55", lw=1.0), "training images, running mean during the epoch"),
+              ("train_eval", "-o", dict(color="tab:blue", ms=3),
+               f"training images ({n_seen:,}), after the epoch" if n_seen else "training images, after the epoch"),
+              ("test", "--s", dict(color="tab:red", ms=3), "test images, after the epoch"))
     for i, (key, label) in enumerate(panels):
-        ax = fig.add_axes([0.06 + i * 0.33, 0.16, 0.26, 0.68])
-        for split, style in (("train", "-o"), ("test", "--s")):
+        ax = fig.add_axes([0.06 + i * 0.33, 0.24, 0.26, 0.6])
+        for split, style, look, name in series:
             values = [h.get(f"{split}_{key}") for h in history]
             if all(v is not None for v in values):
-                ax.plot(epochs, values, style, ms=3, label=split)
+                ax.plot(epochs, values, style, label=name, **look)
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("nats per datapoint")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if i == 0:
+            handles, labels = ax.get_legend_handles_labels()
+            fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    last = history[-1]
+    if "train_eval_nelbo" in last and "test_nelbo" in last:
+        fig.text(0.5, 0.075, f"after the last epoch: test - training = {last['test_nelbo'] - last['train_eval_nelbo']:.2f} "
+                 "nats, the generalisation gap (the model fits its training images better than new ones)",
+                 ha="center", fontsize=8)
     fig.suptitle(title or "Training curves (slide 15: the loss is reconstruction + KL)", y=0.98)
     return _save(fig, path, dpi)
 
@@ -266,24 +294,32 @@ def mass_levels(density, cell_area, masses=(0.99, 0.9, 0.5)):
     return np.sort(d[index])
 
 
-def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
-    """Figure 7: the true posterior p(z|x) beside the encoder's q(z|x), and the gap between them.
+def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=DPI):
+    """Figure 7: the true posterior p(z|x) beside the encoder's q(z|x), and log p(x) checked twice.
 
     One panel per datapoint: filled contours of p(z|x) (computed exactly on a grid), red
     contour lines of q(z|x) = N(mu, diag sigma^2), both at the levels holding 50/90/99 %
-    of their mass; the image in the corner; and the numbers of slides 20-21:
-    log p(x), ELBO, and gap = log p(x) - ELBO next to KL(q || p(z|x)).
+    of their mass; the image in the corner. What the picture teaches: q is a diagonal
+    Gaussian, its ellipses are axis-parallel and cannot tilt with p(z|x), and the encoder's
+    q sits offset from the true posterior and narrower than it.
+    Below each panel: log p(x) on the grid and, as an independent check of it, the
+    importance-sampled estimate with its standard error (``is_estimates``: pairs
+    (log p(x) estimate, standard error), e.g. from ``figures.importance_sampled_log_px``);
+    then the ELBO and the gap log p(x) - ELBO = KL(q || p(z|x)) (on the grid this identity
+    holds by construction, so it is stated once, not checked).
     ``gaps`` is a list of ``posterior.GapOnGrid``, one datapoint each (``exact_gap``).
-    Size: 3.4 n x 4.4 inches for n panels.   Shapes: images (n, D).
+    Size: 3.4 n x 4.6 inches for n panels.   Shapes: images (n, D).
     """
     images = _as_images("images", images)
     if len(gaps) != len(images) or not gaps:
         raise ValueError(f"need one image per posterior, got {len(gaps)} posteriors and {len(images)} images")
+    if is_estimates is not None and len(is_estimates) != len(gaps):
+        raise ValueError(f"need one importance-sampled estimate per posterior, got {len(is_estimates)}")
     n = len(gaps)
-    fig = _figure(3.4 * n, 4.4)
+    fig = _figure(3.4 * n, 4.6)
     width = 0.77 / n
     for i, (g, image) in enumerate(zip(gaps, images)):
-        ax = fig.add_axes([(i + 0.19) / n, 0.3, width, 0.56])
+        ax = fig.add_axes([(i + 0.19) / n, 0.33, width, 0.53])
         z1, z2, area = g.grid.z1, g.grid.z2, g.grid.cell_area
         p = np.exp(g.log_posterior[0]).reshape(g.grid.shape)
         q = np.exp(g.log_q[0]).reshape(g.grid.shape)
@@ -297,19 +333,23 @@ def plot_variational_gap(gaps, images, path, title=None, dpi=DPI):
         ax.tick_params(labelsize=7)
         inset = ax.inset_axes([0.0, 0.74, 0.26, 0.26])
         _show_mosaic(inset, mosaic(image[None, None]))
-        text = (f"log p(x)        = {g.log_px[0]:8.2f}\n"
-                f"ELBO            = {g.elbo[0]:8.2f}\n"
-                f"log p(x) - ELBO = {g.gap[0]:8.3f}\n"
-                f"KL(q || p(z|x)) = {g.kl[0]:8.3f}")
-        fig.text((i + 0.5) / n, 0.03, text, ha="center", va="bottom", ma="left", fontsize=9,
+        text = f"log p(x), grid     = {g.log_px[0]:8.2f}\n"
+        if is_estimates is not None:
+            estimate, stderr = is_estimates[i]
+            text += f"log p(x), IS       = {estimate:8.2f} +- {stderr:.2f}\n"
+        text += (f"ELBO               = {g.elbo[0]:8.2f}\n"
+                 f"KL(q || p(z|x))    = {g.kl[0]:8.3f}")
+        fig.text((i + 0.5) / n, 0.025, text, ha="center", va="bottom", ma="left", fontsize=8.5,
                  family="monospace")
     handles = [Patch(color="tab:blue", alpha=0.6, label="true posterior p(z|x), exact on a grid"),
-               Line2D([], [], color="tab:red", label="encoder q(z|x)"),
+               Line2D([], [], color="tab:red", label="encoder q(z|x), a diagonal Gaussian"),
                Line2D([], [], color="none", label="(regions of 50, 90, 99 % mass)")]
-    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.99), fontsize=8,
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.935), fontsize=8,
                frameon=False, ncol=3)
-    fig.suptitle(title or "The variational gap: log p(x) - ELBO = KL(q(z|x) || p(z|x))",
-                 x=0.02, ha="left", y=0.985, fontsize=11)
+    fig.suptitle(title or "q(z|x) cannot tilt: the encoder's diagonal Gaussian sits offset from, and narrower "
+                          "than, the true posterior.\nlog p(x) - ELBO = KL(q || p(z|x)); the grid's log p(x) "
+                          "is checked against importance sampling (IS, +- one standard error)",
+                 x=0.02, ha="left", y=0.995, fontsize=10)
     return _save(fig, path, dpi)
 
 
@@ -348,6 +388,11 @@ def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=
     estimator's average over the R repeats against the reference, every coordinate, with
     +-2 standard errors of their difference (unbiased: points on the diagonal, about 95 %
     within 2 s.e.). Right: the variance ratio Var(score) / Var(reparam) per coordinate.
+    One colour per estimator in every panel (blue reparameterisation, orange score function);
+    the derivative is told apart by the marker (filled circle d/dmu, open triangle d/dsigma)
+    and, in the ratio panel, which compares the two and so has neither colour, by grey shade.
+    The score function is used without a baseline, on purpose: it is the plain estimator
+    of slide 14's comparison; a baseline (control variate) would lower its variance.
     ``comparison`` is an ``estimators.EstimatorComparison``.
     Size: 13 x 4 inches.
     """
@@ -380,14 +425,15 @@ def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=
 
     ax = fig.add_axes([0.39, 0.14, 0.26, 0.7])
     within = {k: [] for k in names}
-    for param, marker in (("mu", "o"), ("sigma", "s")):
+    for param, marker, face in (("mu", "o", None), ("sigma", "^", "white")):
         reference = getattr(c, f"reference_{param}")
         for k in names:
             average = getattr(c, f"{k}_{param}").mean(axis=0)
             stderr = c.difference_stderr(k, param)
             within[k].append(np.abs(average - reference) <= 2 * stderr)
-            ax.errorbar(reference.ravel(), average.ravel(), yerr=2 * stderr.ravel(), fmt=marker, ms=3,
-                        color=colours[k], alpha=0.8, lw=0.8, label=f"{names[k]}, d/d{param}")
+            ax.errorbar(reference.ravel(), average.ravel(), yerr=2 * stderr.ravel(), fmt=marker, ms=5,
+                        color=colours[k], mfc=face or colours[k], mew=1.0, alpha=0.8, lw=0.8,
+                        label=f"{names[k]}, d/d{param}")
     lo, hi = ax.get_xlim()
     ax.plot([lo, hi], [lo, hi], "k-", lw=0.6)
     for row, k in enumerate(names):                      # expect about 95 % for an unbiased estimator
@@ -400,14 +446,71 @@ def plot_gradient_estimators(comparison, path, datapoint=0, coordinate=0, title=
 
     ax = fig.add_axes([0.72, 0.14, 0.26, 0.7])
     ratios = c.variance_ratio()
-    for param, ratio, offset in (("mu", ratios[0], -0.2), ("sigma", ratios[1], 0.2)):
+    for param, ratio, offset, shade in (("mu", ratios[0], -0.2, "0.25"), ("sigma", ratios[1], 0.2, "0.65")):
         r = ratio.ravel()
-        ax.bar(np.arange(len(r)) + offset, r, width=0.4, label=f"d/d{param}: median {np.median(r):.3g}")
+        ax.bar(np.arange(len(r)) + offset, r, width=0.4, color=shade,
+               label=f"d/d{param}: median {np.median(r):.3g}")
     ax.set_yscale("log")
     ax.set_xlabel("coordinate (datapoint x latent dimension)")
     ax.set_ylabel("Var(score function) / Var(reparam.)")
     ax.set_title("variance ratio", fontsize=10)
     ax.legend(fontsize=8)
-    fig.suptitle(title or "Why reparameterise: two unbiased gradients of E_q[log p(x|z)], "
-                          "very different variances", y=0.98)
+    fig.suptitle(title or "Why reparameterise: two unbiased gradients of E_q[log p(x|z)], very different "
+                          "variances (the score function without a baseline, on purpose)", y=0.98)
+    return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 9
+def plot_inference_gaps(gaps, images, path, title=None, dpi=DPI):
+    """Figure 9: p(z|x), the encoder's q(z|x) and the best diagonal Gaussian q*(z|x), and the two gaps.
+
+    One panel per datapoint: filled contours of the true posterior p(z|x) (exact on a grid),
+    red lines for the encoder's q(z|x), black dashed lines for q*(z|x) found by gradient
+    ascent on the ELBO of that x alone (inference.py), each at the levels holding 50/90/99 %
+    of its mass. Below: log p(x), ELBO(q*), ELBO(q_encoder), the approximation gap
+    log p(x) - ELBO(q*) and the amortisation gap ELBO(q*) - ELBO(q_encoder) (Cremer et al. 2018).
+    ``gaps`` is an ``inference.Gaps``.   Size: 3.4 n x 4.8 inches.   Shapes: images (n, D).
+    """
+    images = _as_images("images", images)
+    n = len(gaps.grids)
+    if n != len(images) or not n:
+        raise ValueError(f"need one image per posterior, got {n} posteriors and {len(images)} images")
+    fig = _figure(3.4 * n, 4.8)
+    width = 0.77 / n
+    for i, (g, image) in enumerate(zip(gaps.grids, images)):
+        ax = fig.add_axes([(i + 0.19) / n, 0.34, width, 0.52])
+        z1, z2, area, pts = g.grid.z1, g.grid.z2, g.grid.cell_area, g.grid.points
+        p = np.exp(g.log_posterior[0]).reshape(g.grid.shape)
+        q = np.exp(g.log_q[0]).reshape(g.grid.shape)
+        mu_s, logvar_s = gaps.fitted.mu[i].astype(np.float64), gaps.fitted.logvar[i].astype(np.float64)
+        q_s = np.exp(-0.5 * np.sum(np.log(2 * np.pi) + logvar_s + (pts - mu_s) ** 2 * np.exp(-logvar_s),
+                                   axis=1)).reshape(g.grid.shape)
+        ax.contourf(z1, z2, p, levels=[*mass_levels(p, area), p.max()], cmap="Blues", extend="neither")
+        ax.contour(z1, z2, q, levels=mass_levels(q, area), colors="tab:red", linewidths=1.0)
+        ax.contour(z1, z2, q_s, levels=mass_levels(q_s, area), colors="black", linewidths=1.0,
+                   linestyles="dashed")
+        ax.plot(*g.mu[0], "+", color="tab:red", ms=8)
+        ax.plot(*mu_s, "x", color="black", ms=6)
+        ax.set_aspect("equal")
+        _zoom(ax, g.grid, [(d, mass_levels(d, area, [0.999])[0]) for d in (p, q, q_s)])
+        ax.set_xlabel("z_1", fontsize=9)
+        ax.set_ylabel("z_2", fontsize=9)
+        ax.tick_params(labelsize=7)
+        inset = ax.inset_axes([0.0, 0.74, 0.26, 0.26])
+        _show_mosaic(inset, mosaic(image[None, None]))
+        text = (f"log p(x)          = {gaps.log_px[i]:8.2f}\n"
+                f"ELBO(q*)          = {gaps.elbo_star[i]:8.2f}\n"
+                f"ELBO(q_encoder)   = {gaps.elbo_encoder[i]:8.2f}\n"
+                f"approximation gap = {gaps.approximation_gap[i]:8.3f}\n"
+                f"amortisation gap  = {gaps.amortisation_gap[i]:8.3f}")
+        fig.text((i + 0.5) / n, 0.02, text, ha="center", va="bottom", ma="left", fontsize=8.5,
+                 family="monospace")
+    handles = [Patch(color="tab:blue", alpha=0.6, label="true posterior p(z|x)"),
+               Line2D([], [], color="tab:red", label="encoder q(z|x)"),
+               Line2D([], [], color="black", linestyle="dashed", label="best diagonal Gaussian q*(z|x)")]
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.99), fontsize=8,
+               frameon=False, ncol=3)
+    fig.suptitle(title or "Inference for one x, then amortised: log p(x) - ELBO(q_enc) = "
+                          "approximation gap + amortisation gap",
+                 x=0.02, ha="left", y=0.985, fontsize=11)
     return _save(fig, path, dpi)

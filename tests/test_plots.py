@@ -41,6 +41,22 @@ def test_reconstructions(tmp_path, rng):
     path = plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "a.png")
     assert path == tmp_path / "a.png"
     assert_png(path, (8, 2.1))
+    drawn = (rng.random((5, D)) < 0.5).astype(float)                 # x~ ~ p(x|z): a third row
+    assert_png(plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "b.png",
+                                          samples=drawn), (8, 2.9))
+    with pytest.raises(ValueError, match="5 originals but 4 samples"):
+        plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "c.png",
+                                   samples=drawn[:4])
+
+
+def test_inference_gaps(tmp_path, rng):
+    from scratchvae.inference import gaps_on_grid
+    model = VAE(D, [8], 2, dtype=np.float64, seed=1)
+    images = rng.random((2, D))
+    gaps = gaps_on_grid(model, images, np.random.default_rng(0), points=31, steps=20)
+    assert_png(plots.plot_inference_gaps(gaps, images, tmp_path / "g.png"), (6.8, 4.8))
+    with pytest.raises(ValueError, match="one image per posterior"):
+        plots.plot_inference_gaps(gaps, images[:1], tmp_path / "h.png")
 
 
 def test_samples_and_dpi(tmp_path, rng):
@@ -64,17 +80,59 @@ def test_interpolation(tmp_path, rng):
                                         ends=rng.random((2, 2, D))), (8, 3.2))
 
 
+def drawn_figure(monkeypatch):
+    """Capture the matplotlib Figure a plot function saves (to look at what it drew)."""
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig) or save(fig, path, dpi))
+    return figures
+
+
 def test_training_curves(tmp_path, rng):
     history = [{f"{s}_{k}": float(v) for s in ("train", "test") for k, v in
                 zip(("nelbo", "rec", "kl"), rng.random(3))} for _ in range(3)]
     assert_png(plots.plot_training_curves(history, tmp_path / "t.png"), (11, 3.6))
 
 
-def test_variational_gap(tmp_path, rng):
+def test_training_curves_compare_numbers_taken_the_same_way(tmp_path, rng, monkeypatch):
+    """After-epoch training and test values are the curves; the running mean is drawn apart."""
+    figures = drawn_figure(monkeypatch)
+    history = [{f"{s}_{k}": float(v) for s in ("train", "train_eval", "test") for k, v in
+                zip(("nelbo", "rec", "kl"), rng.random(3))} | {"train_eval_n": 1000} for _ in range(3)]
+    plots.plot_training_curves(history, tmp_path / "t.png")
+    ax = figures[0].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    after = lines["training images (1,000), after the epoch"]
+    assert list(after.get_ydata()) == [h["train_eval_nelbo"] for h in history]
+    assert list(lines["test images, after the epoch"].get_ydata()) == [h["test_nelbo"] for h in history]
+    running = lines["training images, running mean during the epoch"]
+    assert running.get_linestyle() == ":" and list(running.get_ydata()) == [h["train_nelbo"] for h in history]
+    gap = history[-1]["test_nelbo"] - history[-1]["train_eval_nelbo"]
+    assert any(f"test - training = {gap:.2f}" in t.get_text() for t in figures[0].texts)
+
+
+def test_variational_gap(tmp_path, rng, monkeypatch):
+    figures = drawn_figure(monkeypatch)
     model = VAE(D, [8], 2, seed=1)
     x = rng.random((2, D))
     gaps = exact_gap(model, x, points=41, coarse_points=21)
-    assert_png(plots.plot_variational_gap(gaps, x, tmp_path / "g.png"), (3.4 * 2, 4.4))
+    checks = [(-12.345, 0.012), (-6.789, 0.034)]
+    assert_png(plots.plot_variational_gap(gaps, x, tmp_path / "g.png", is_estimates=checks), (3.4 * 2, 4.6))
+    text = " ".join(t.get_text() for t in figures[0].texts)
+    assert "log p(x), IS       =   -12.35 +- 0.01" in text and "-6.79 +- 0.03" in text
+    assert f"log p(x), grid     = {gaps[0].log_px[0]:8.2f}" in text
+
+
+def test_the_importance_sampled_check_agrees_with_the_grid():
+    """Figure 7's independent check: IS shares no step with the grid, yet both give log p(x)."""
+    from scratchvae.figures import importance_sampled_log_px
+    model = VAE(D, [8], 2, dtype=np.float64, seed=3)
+    x = np.random.default_rng(4).random((3, D))
+    grid = np.array([g.log_px[0] for g in exact_gap(model, x)])
+    estimate, stderr = importance_sampled_log_px(model, x, 5000, np.random.default_rng(5), chunk=700)
+    assert np.all(stderr > 0) and np.all(stderr < 0.02), stderr
+    assert np.all(np.abs(estimate - grid) < 4 * stderr + 1e-9), (estimate - grid, stderr)
+    wrong = grid + 0.1                                                  # and the check has power
+    assert np.all(np.abs(estimate - wrong) > 4 * stderr)
 
 
 def test_gradient_estimators(tmp_path, rng):
@@ -82,6 +140,34 @@ def test_gradient_estimators(tmp_path, rng):
     f = lambda z: -0.5 * np.sum(z ** 2, axis=-1)
     comparison = compare_estimators(f, lambda z: -z, mu, sigma, 5, 20, rng, n_reference=200)
     assert_png(plots.plot_gradient_estimators(comparison, tmp_path / "e.png"), (13, 4))
+
+
+def test_gradient_estimators_keep_one_colour_per_estimator(tmp_path, rng, monkeypatch):
+    """Blue is the reparameterisation and orange the score function in every panel; the ratio
+    panel, which is neither, uses neither colour."""
+    from matplotlib.colors import to_hex
+    figures = drawn_figure(monkeypatch)
+    mu, sigma = rng.standard_normal((2, 3)), np.full((2, 3), 0.5)
+    f = lambda z: -0.5 * np.sum(z ** 2, axis=-1)
+    comparison = compare_estimators(f, lambda z: -z, mu, sigma, 5, 20, rng, n_reference=200)
+    plots.plot_gradient_estimators(comparison, tmp_path / "e.png")
+    spread, averages, ratio = [ax for ax in figures[0].axes if ax.get_legend() is not None]
+    colour_of = {"reparameterisation": to_hex("tab:blue"), "score function": to_hex("tab:orange")}
+    for ax in (spread, averages):
+        handles, labels = ax.get_legend_handles_labels()
+        seen = set()
+        for handle, label in zip(handles, labels):
+            for name, colour in colour_of.items():
+                if label.startswith(name):
+                    artist = handle[0] if isinstance(handle, tuple) else handle
+                    face = artist.get_color() if hasattr(artist, "get_linestyle") and not hasattr(artist, "get_width") \
+                        else artist.get_facecolor()
+                    assert to_hex(face) == colour, (label, to_hex(face))
+                    seen.add(name)
+        assert seen == set(colour_of), labels
+    bars = [to_hex(patch.get_facecolor()) for patch in ratio.patches]
+    assert bars and not set(bars) & set(colour_of.values())
+    assert "without a baseline" in figures[0]._suptitle.get_text()
 
 
 def test_mosaic_places_tiles_with_padding():
@@ -133,7 +219,8 @@ def tiny_figures(out, seed):
     images, labels = rng.random((40, D)).astype(np.float32), np.arange(40) % 10
     history = [{"train_nelbo": 3.0, "train_rec": 2.0, "train_kl": 1.0},
                {"train_nelbo": 2.0, "train_rec": 1.5, "train_kl": 0.5}]
-    sizes = dict(n_latent=30, gap_points=31, n_gap=2, grad_repeats=5, grad_reference=50, n_manifold=4)
+    sizes = dict(n_latent=30, gap_points=31, n_gap=2, grad_repeats=5, grad_reference=50, n_manifold=4,
+                 infer_steps=20)
     return make_figures(out, model=VAE(D, [8], 3, seed=3), model2d=VAE(D, [8], 2, seed=4),
                         images=images, labels=labels, history=history, seed=seed, sizes=sizes,
                         log=lambda _: None)
