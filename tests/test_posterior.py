@@ -114,6 +114,25 @@ def test_log_px_converges_as_the_grid_refines():
     assert errors[0] > 1e-3 and errors[-1] < 1e-10, errors
 
 
+def test_log_px_converges_only_polynomially_for_a_relu_decoder():
+    """A ReLU decoder puts kinks into p(x, z): the midpoint rule's error falls like a power of h,
+    where the same network with tanh converges faster than any power (the module docstring's numbers)."""
+    errors = {}
+    for activation in ("relu", "tanh"):
+        model = VAE(D, [8], 2, activation=activation, dtype=np.float64, seed=0)
+        for value in model.params.values():
+            value *= 3                                                   # sharper kinks
+        x = np.random.default_rng(1).random((1, D))
+        (center,), (half,) = posterior_window(model, x)
+        log_px = lambda n: variational_gap(model, x, square_grid(center, half, n)).log_px[0]
+        reference = log_px(1601)
+        errors[activation] = [abs(log_px(n) - reference) for n in (101, 201, 401)]
+    relu, tanh = errors["relu"], errors["tanh"]
+    assert relu[0] > 4 * relu[2] and max(relu) < 1e-3, relu          # it converges ...
+    assert min(relu) > 1e-6, relu                                     # ... only polynomially
+    assert tanh[1] < 1e-9 and tanh[2] < 1e-11, tanh                   # smooth: spectral
+
+
 def test_bernoulli_shortcut_equals_the_likelihood_function():
     """x . l - sum softplus(l) is bernoulli_log_likelihood, and log p(z) is added."""
     model = VAE(D, [8], 2, dtype=np.float64, seed=8)
