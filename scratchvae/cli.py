@@ -10,8 +10,9 @@ Each flag maps onto a ``TrainConfig`` field (train.py) or an argument of evaluat
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
 
 Exit codes: 0 done; 1 training diverged or an output could not be written; 2 a bad
-argument, data set or checkpoint (one line on stderr); 130 stopped by Ctrl-C (a
-checkpoint was saved first, when training).
+argument, data set or checkpoint (one line on stderr); 128 + the signal's number when
+stopped by one: 130 Ctrl-C, 143 SIGTERM (kill, timeout), 129 SIGHUP (terminal closed) --
+training saves a checkpoint first.
 """
 import argparse
 import dataclasses
@@ -23,16 +24,23 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .checkpoint import CheckpointError, load_checkpoint, load_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model, write_bytes_atomic
 from .data import DataError, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, format_report
 from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from .layers import ACTIVATIONS
 from .train import (CHECKPOINT_NAME, ENGINES, ConfigError, TrainConfig, TrainingDiverged,
-                    TrainingInterrupted, derive_streams, train)
+                    TrainingInterrupted, derive_streams, fingerprint, train)
 from .vae import LIKELIHOODS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
+    "train": "use a smaller --batch-size, --eval-batch or --hidden",
+    "resume": "use a smaller --eval-batch",
+    "evaluate": "use a smaller --batch-size or --is-k",
+    "sample": "ask for fewer images (--n) or a smaller --scale",
+    "explore": "put fewer digits on the map (--points)",
+}
 MAX_PNG_PIXELS = 50_000_000          # `sample`: a larger grid is surely a typo (and gigabytes of memory)
 
 
@@ -266,8 +274,8 @@ def _run_training(command, config, resume, overwrite):
     except TrainingDiverged as e:
         print(f"scratchvae {command}: error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    except TrainingInterrupted:
-        return EXIT_INTERRUPTED                          # train() has said where it saved
+    except TrainingInterrupted as e:
+        return 128 + int(e.signum)                       # train() has said where it saved
     if history:
         last = history[-1]
         where = f"; checkpoint {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
@@ -289,14 +297,23 @@ def _evaluate(args, parser):
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
+    run_data = checkpoint["progress"].get("data", {}).get("test")          # None: not recorded
+    now = fingerprint(images)
+    same_data = None if run_data is None else now == run_data
+    if same_data is False:
+        print(f"scratchvae evaluate: note: these are not the images the run was tested on "
+              f"({dataset} {split}: {len(images):,} images, CRC-32 {now['crc32']}; the run's: "
+              f"{run_data['images']:,} images, CRC-32 {run_data['crc32']}), so the numbers are not "
+              f"comparable with its training log", file=sys.stderr)
     seed = run.seed if args.seed is None else args.seed
     batch_size = run.eval_batch if args.batch_size is None else args.batch_size
     report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
                       binarize=binarize, batch_size=batch_size, progress=_progress_line("-log p(x)"))
     report.update(dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
-                  epochs_trained=len(checkpoint["history"]))
-    if args.json:
-        print(json.dumps(report))
+                  epochs_trained=len(checkpoint["history"]), same_data_as_training=same_data)
+    if args.json:                                        # strict JSON: a non-finite number is null
+        print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                          for k, v in report.items()}, allow_nan=False))
     else:
         print(f"{args.checkpoint} ({report['epochs_trained']} epochs) on {dataset} {split}, "
               f"binarize={binarize}:")
@@ -385,9 +402,8 @@ def write_grid_png(images, path, cols=None, pad=2, scale=1):
         r, c = divmod(i, cols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = image
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(path, grid, cmap="gray_r", vmin=0, vmax=1, format="png")
+    path = Path(path)                                     # a failed write keeps the previous picture:
+    write_bytes_atomic(path, lambda f: imsave(f, grid, cmap="gray_r", vmin=0, vmax=1, format="png"))
     return path
 
 
@@ -422,8 +438,8 @@ def main(argv=None):
         return EXIT_FAILED
     except MemoryError as e:
         detail = f" ({e})" if str(e) else ""
-        print(f"scratchvae {args.command}: error: not enough memory{detail}; use a smaller "
-              f"--batch-size, --eval-batch or --hidden", file=sys.stderr)
+        print(f"scratchvae {args.command}: error: not enough memory{detail}; "
+              f"{MEMORY_ADVICE[args.command]}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"scratchvae {args.command}: interrupted", file=sys.stderr)

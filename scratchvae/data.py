@@ -83,6 +83,9 @@ def read_idx(path):
         opener = gzip.open if compressed else open
         with opener(path, "rb") as f:
             return _read_idx_stream(f, path)
+    except PermissionError as e:                   # not the file's fault: say so, not "corrupt"
+        raise DataError(f"{path}: permission denied: this user may not read the file "
+                        f"({e.strerror})") from None
     except (OSError, EOFError, zlib.error) as e:   # gzip.BadGzipFile is an OSError
         what = "truncated or corrupt gzip stream" if compressed else "cannot read the file"
         raise DataError(f"{path}: {what} ({e})") from e
@@ -160,6 +163,9 @@ DATASETS = {
                 "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
                 "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
                 "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+        # bytes of each published file: a download stops there, whatever the server sends
+        "size": {"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+                 "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542},
         "system_dirs": [],
     },
     "fashion-mnist": {
@@ -171,12 +177,15 @@ DATASETS = {
                 "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
                 "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
                 "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+        "size": {"train-images-idx3-ubyte.gz": 26421880, "train-labels-idx1-ubyte.gz": 29515,
+                 "t10k-images-idx3-ubyte.gz": 4422102, "t10k-labels-idx1-ubyte.gz": 5148},
         # Debian's package dataset-fashion-mnist (recompressed: its MD5s differ, so local
         # files are never checksummed -- only downloads are).
         "system_dirs": ["/usr/share/datasets/fashion-mnist"],
     },
 }
 ENV_VAR = "SCRATCHVAE_DATA_DIR"
+MAX_DOWNLOAD = 64 << 20         # bytes read from a URL whose size nobody states (the largest file: 26 MB)
 DOWNLOAD_TIMEOUT = 30.0          # seconds without data before a mirror is given up
 TEST_ONLY_HINT = "--train-split 'test[:9000]' --test-split 'test[9000:]'"
 
@@ -221,6 +230,9 @@ def _check_explicit_dir(directory, name, splits):
     """An explicitly given directory must hold ``splits``; otherwise say what it does hold."""
     if not directory.is_dir():
         raise DataError(f"data directory {directory} does not exist or is not a directory")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise DataError(f"data directory {directory}: permission denied: this user may not list "
+                        f"or read it")
     if _named_for_other(directory, name):
         raise DataError(f"data directory {directory} is named after the dataset "
                         f"{directory.name!r}, but {name!r} was asked for; point --data-dir "
@@ -229,8 +241,10 @@ def _check_explicit_dir(directory, name, splits):
     missing = [s for s in splits if s not in present]
     if not missing:
         return directory
-    names = ", ".join(f"{b}[.gz]" for s in missing for b in FILES[s])
+    names = ", ".join(f"{b}[.gz]" for s in missing for b in FILES[s] if not _file_in(directory, b))
+    found = [b for s in missing for b in FILES[s] if _file_in(directory, b)]
     holds = (f"it holds only the {' and '.join(map(repr, present))} split" if present else
+             f"it has {', '.join(found)} but not the rest of the split" if found else
              f"it holds none of the {_info(name)['title']} files (contents: "
              f"{', '.join(sorted(p.name for p in directory.iterdir())[:8]) or 'empty'})")
     hint = (f"; to train and evaluate on parts of the test split, use {TEST_ONLY_HINT}"
@@ -276,10 +290,17 @@ def find_dataset(name, data_dir=None, download=True, progress=True, *,
     failures = []
     for filename in wanted:
         urls = [m if m.endswith("/") else m + "/" for m in (mirrors or info["mirrors"])]
-        if not _download_from_mirrors([u + filename for u in urls], target / filename,
-                                      info["md5"][filename], progress, timeout, failures):
+        if not _download_from_mirrors([u + filename for u in urls], target / filename, info["md5"][filename],
+                                      info["size"][filename], progress, timeout, failures):
             raise _not_found(name, wanted, places, failures)
     return target
+
+
+def _file_mode():
+    """The mode open() gives a new file: 0666 minus the process's umask."""
+    umask = os.umask(0o022)                     # reading the umask means setting it: put it back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _not_found(name, missing, searched, failures):
@@ -297,23 +318,26 @@ def _not_found(name, missing, searched, failures):
     return DataError("\n".join(lines))
 
 
-def _download_from_mirrors(urls, target, md5, progress, timeout, failures):
+def _download_from_mirrors(urls, target, md5, size, progress, timeout, failures):
     """Try each URL until one gives a file with the right MD5; record why the others failed."""
     for url in urls:
         try:
-            download(url, target, md5, progress=progress, timeout=timeout)
+            download(url, target, md5, size=size, progress=progress, timeout=timeout)
             return True
         except (OSError, http.client.HTTPException, DataError) as e:   # URLError is an OSError
             failures.append(f"{url}: {e}")
     return False
 
 
-def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT):
+def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=None):
     """Download ``url`` to ``target`` atomically: all of it with the right MD5, or nothing.
 
     The bytes go to a temporary file next to ``target``; only when the length matches
     Content-Length and the MD5 matches the published one is it renamed (os.replace) to
-    ``target``. On any failure -- HTTP error, dropped connection, short read, checksum
+    ``target``. ``size``, the published file's length, bounds what is read: a server that
+    announces another length is refused before any byte is read, and one that sends more
+    is cut off at size + 1 bytes (without ``size``: at Content-Length, or MAX_DOWNLOAD bytes).
+    On any failure -- HTTP error, dropped connection, short read, too long, checksum
     mismatch, Ctrl-C -- the temporary file is removed and the exception propagates.
     Progress: an in-place percentage on a terminal; otherwise one line before and one after.
     """
@@ -321,15 +345,27 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT):
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
+        os.fchmod(fd, _file_mode())                 # mkstemp makes it 0600; cached data follows the umask
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+            if length is not None and not (length.strip().isdigit() and length.strip().isascii()):
+                raise DataError(f"the server sent an invalid Content-Length {length[:40]!r}")
+            total = int(length) if length is not None else None
+            if size is not None and total is not None and total != size:
+                raise DataError(f"the server announces {total:,} bytes, the published file "
+                                f"has {size:,}")
+            limit = size if size is not None else total if total is not None else MAX_DOWNLOAD
+            bound = ("of the published file" if size is not None else "it announced" if total is not None
+                     else f"scratchvae reads from a URL that states no length")
+            total = limit if total is None and size is not None else total
             digest, received = hashlib.md5(), 0
             in_place = progress and sys.stderr.isatty()
             if progress and not in_place:
-                size = f" ({total:,} bytes)" if total else ""
-                print(f"downloading {url}{size} ...", file=sys.stderr, flush=True)
-            while chunk := response.read(1 << 16):
+                shown = f" ({total:,} bytes)" if total else ""
+                print(f"downloading {url}{shown} ...", file=sys.stderr, flush=True)
+            while chunk := response.read(min(1 << 16, limit + 1 - received)):
+                if received + len(chunk) > limit:          # more than the file can be: stop now
+                    raise DataError(f"the server sent more than the {limit:,} bytes {bound}")
                 out.write(chunk)
                 digest.update(chunk)
                 received += len(chunk)

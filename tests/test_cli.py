@@ -288,7 +288,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_with_130(data_dir, tmp_path):
     finally:
         process.kill()
     assert process.returncode == 130, err
-    assert "interrupted at" in err and "scratchvae resume" in err and "Traceback" not in err
+    assert "interrupted by SIGINT at" in err and "scratchvae resume" in err and "Traceback" not in err
     checkpoint = load_checkpoint(tmp_path / "checkpoint.npz")
     done = len(checkpoint["history"])
     assert done >= 1
