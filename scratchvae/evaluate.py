@@ -38,6 +38,25 @@ def substream(seed, i):
     return np.random.SeedSequence(ss.entropy, spawn_key=(*ss.spawn_key, i), pool_size=ss.pool_size)
 
 
+ACTIVE_THRESHOLD = 0.01      # Burda, Grosse & Salakhutdinov 2016, section 5.2
+
+
+def active_units(mu, threshold=ACTIVE_THRESHOLD):
+    """How many latent units the encoder uses: unit u is active if Cov_x( E_q[z_u] ) > 0.01.
+
+    Implements:  A_u = Var_x( mu_u(x) ),  E_q(z|x)[z_u] = mu_u(x);   active = #{u : A_u > threshold}
+                 (the variance over the data set, 1/N sum_i (mu_iu - mean_i mu_iu)^2).
+    A unit whose mean does not move with x carries no information about x: its q(z_u|x)
+    is the same for every image, and the KL term pushes such a unit to q = p(z_u) = N(0, 1)
+    (posterior collapse, slides 12-13).
+    Source:      Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016, sec. 5.2.
+    Shapes:      mu (N, K) -> (count, activity (K,))
+    """
+    mu = np.asarray(mu, dtype=np.float64)
+    activity = mu.var(axis=0)
+    return int(np.sum(activity > threshold)), activity
+
+
 def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none", n_samples=1):
     """The negative ELBO of a data set, averaged over its images, with its two parts.
 
@@ -48,15 +67,17 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     eps (and its dynamic binarisation) is drawn in image order from its own stream, so the
     draws do not depend on ``batch_size``.
     Shapes:      images_u8 (N, D) uint8
-    Returns:     dict(nelbo, rec, kl, n) in nats per image
+    Returns:     dict(nelbo, rec, kl, n) in nats per image, and active_units: how many of
+                 the K latent units have Var_x(mu_u) > 0.01 over these images (``active_units``)
     """
     binarize_rng = np.random.default_rng(substream(seed, 0))
     eps_rng = np.random.default_rng(substream(seed, 1))
     K, L = model.latent_dim, int(n_samples)
-    totals = {"rec": 0.0, "kl": 0.0}
+    totals, means = {"rec": 0.0, "kl": 0.0}, []
     batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False)
     for x in batches:
         B = len(x)
+        means.append(model.encode(x)[0].astype(np.float64))           # E_q[z] = mu, for active_units
         eps = eps_rng.standard_normal((B, L, K), dtype=model.dtype).transpose(1, 0, 2)   # (L, B, K)
         with np.errstate(over="ignore", invalid="ignore"):         # a diverged model: inf / nan, reported
             _, parts = model.loss(x, eps)
@@ -64,7 +85,8 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
         totals["kl"] += parts["kl"] * B
     n = len(images_u8)
     rec, kl = totals["rec"] / n, totals["kl"] / n
-    return {"nelbo": rec + kl, "rec": rec, "kl": kl, "n": n}
+    return {"nelbo": rec + kl, "rec": rec, "kl": kl, "n": n,
+            "active_units": active_units(np.concatenate(means))[0]}
 
 
 def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None):
@@ -134,12 +156,14 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
     samples (``is_k = 0`` skips it). Everything is reproducible from ``seed`` (int or
     SeedSequence); the negative ELBO is ``evaluate_nelbo(..., seed=seed)``, the number the
     trainer logs each epoch when given the run's evaluation stream.
-    Returns a JSON-ready dict: test_nelbo, test_rec, test_kl, n, is_nll, is_nll_sem (its
+    Returns a JSON-ready dict: test_nelbo, test_rec, test_kl, n, active_units (of latent_dim; see
+    ``active_units``), is_nll, is_nll_sem (its
     standard error over images), is_k, is_n, estimator, binarize.
     """
     bound = evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize)
     report = {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"],
-              "n": bound["n"], "is_nll": None, "is_nll_sem": None, "is_k": int(is_k), "is_n": 0,
+              "n": bound["n"], "active_units": bound["active_units"], "latent_dim": model.latent_dim,
+              "is_nll": None, "is_nll_sem": None, "is_k": int(is_k), "is_n": 0,
               "estimator": None, "binarize": binarize}
     if is_k:
         subset = images_u8 if is_limit is None else images_u8[:int(is_limit)]
@@ -160,6 +184,9 @@ def format_report(report, what="test"):
     lines = [f"{what} negative ELBO  {report['test_nelbo']:10.3f} nats  "
              f"(rec {report['test_rec']:.3f} + KL {report['test_kl']:.3f}; {report['n']:,} images, "
              f"one z sample each)"]
+    if report.get("active_units") is not None:
+        lines.append(f"active latent units {report['active_units']:>4d} of {report['latent_dim']}  "
+                     f"(Var_x E_q[z_u] > {ACTIVE_THRESHOLD}, Burda et al. 2016)")
     if report["is_nll"] is not None:
         lines.append(f"{what} -log p(x)    {report['is_nll']:10.3f} nats  "
                      f"(+/- {report['is_nll_sem']:.3f} s.e.; {report['estimator']}; "

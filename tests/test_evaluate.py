@@ -202,3 +202,29 @@ def test_report_states_the_estimator_and_k():
     assert "importance-sampled (IWAE) bound, k=20" in text and "first 10 images" in text
     skipped = evaluate(model, binary_images(30), is_k=0, seed=0)
     assert skipped["is_nll"] is None and "log p(x)" not in format_report(skipped)
+
+
+def test_active_units_counts_the_units_whose_mean_moves_with_x():
+    from scratchvae.evaluate import active_units
+    rng = np.random.default_rng(0)
+    # four units with Var_x(mu_u) = 1, 0.02, 0.005, 0 by construction (scaled unit-variance columns)
+    base = rng.standard_normal((1000, 4))
+    base = (base - base.mean(axis=0)) / base.std(axis=0)
+    mu = base * np.sqrt([1.0, 0.02, 0.005, 0.0]) + [3.0, -1.0, 0.5, 2.0]   # offsets do not count
+    count, activity = active_units(mu)
+    assert count == 2
+    np.testing.assert_allclose(activity, [1.0, 0.02, 0.005, 0.0], atol=1e-12)
+    assert active_units(mu, threshold=0.001)[0] == 3
+
+
+def test_evaluate_reports_a_collapsed_unit_as_inactive():
+    # a linear encoder whose mu ignores x in unit 1 (zero weights): one of two units active
+    model = VAE(6, [], 2, dtype=np.float64, seed=0)
+    model.params["enc.mu.W"][:, 1] = 0
+    images = np.random.default_rng(1).integers(0, 256, (300, 6), dtype=np.uint8)
+    assert evaluate_nelbo(model, images)["active_units"] == 1
+    report = evaluate(model, images, is_k=0)
+    assert (report["active_units"], report["latent_dim"]) == (1, 2)
+    assert "active latent units    1 of 2" in format_report(report)
+    model.params["enc.mu.W"][:, 1] = 1.0                      # now it moves with x: Var >> 0.01
+    assert evaluate_nelbo(model, images)["active_units"] == 2
