@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from scratchvae.gradcheck import numerical_gradient_array, rel_error
 from scratchvae.layers import (ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, exp_no_subnormal,
-                              share_one_buffer, softplus)
+                              share_one_buffer, sigmoid, softplus)
 
 SMOOTH_TOL = 1e-8          # float64 central differences on smooth pieces reach ~1e-10
 
@@ -154,3 +154,28 @@ def test_softplus_makes_no_subnormal_in_its_far_negative_tail(dtype):
         y = softplus(x)
     exact = np.logaddexp(0, x.astype(np.float64))
     assert np.all(y > 0) and np.all(np.abs(y - exact) <= 4 * np.finfo(dtype).eps * exact + 4 * tiny)
+
+
+def test_the_tanh_sigmoid_is_absolutely_but_not_relatively_exact():
+    """sigmoid's docstring: in float32 within 6e-8 of 1/(1 + e^-x) everywhere, but relative
+    precision is lost in the far negative tail (0 from x = -20 on); and why it does not matter
+    where it is used: the gradient sigmoid(l) - x, and dW = h^T (sigmoid(l) - x) from it."""
+    x = np.linspace(-30, 30, 600_001).astype(np.float32)
+    exact = 1 / (1 + np.exp(-x.astype(np.float64)))
+    got = sigmoid(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - exact)) < 6.1e-8                            # 5.98e-8 measured: ~half a step at 1/2
+    assert sigmoid(np.float32(-20)) == 0 and exact[x == -20][0] == pytest.approx(2.0612e-9, rel=1e-4)
+    relative = np.abs(got - exact) / exact
+    assert relative[x == -17][0] > 0.3 and np.max(relative[x > -5]) < 1e-6
+    # where it is used: sigmoid(l) - x, logits over the tails, binary and grey targets
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((64, 300)) * 12).astype(np.float32)       # many beyond -17
+    target = rng.choice(np.float32([0, 1, 0.3]), size=logits.shape)
+    exact_grad = 1 / (1 + np.exp(-logits.astype(np.float64))) - target
+    grad = sigmoid(logits) - target
+    assert np.mean(logits < -17) > 0.05
+    assert np.max(np.abs(grad - exact_grad)) < 1.2e-7                      # a float32 step near 1
+    h = rng.random((64, 50)).astype(np.float32)                            # a layer's input
+    dW, exact_dW = h.T @ grad, h.T.astype(np.float64) @ exact_grad
+    assert np.max(np.abs(dW - exact_dW)) / np.max(np.abs(exact_dW)) < 1e-5  # float32 matmul rounding
