@@ -167,7 +167,7 @@ def test_the_tanh_sigmoid_is_absolutely_but_not_relatively_exact():
     assert np.max(np.abs(got - exact)) < 6.1e-8                            # 5.98e-8 measured: ~half a step at 1/2
     assert sigmoid(np.float32(-20)) == 0 and exact[x == -20][0] == pytest.approx(2.0612e-9, rel=1e-4)
     relative = np.abs(got - exact) / exact
-    assert relative[x == -17][0] > 0.3 and np.max(relative[x > -5]) < 1e-6
+    assert relative[x == -17][0] > 0.3 and np.max(relative[x > 0]) < 1.2e-7
     # where it is used: sigmoid(l) - x, logits over the tails, binary and grey targets
     rng = np.random.default_rng(0)
     logits = (rng.standard_normal((64, 300)) * 12).astype(np.float32)       # many beyond -17
