@@ -147,7 +147,7 @@ MAX_HEADER = 10_000               # bytes of a .npy header (NumPy's own limit)
 HISTORY_FIELDS = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
                   "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
 # ... and these newer ones, absent from the records of runs begun before them
-HISTORY_NEWER = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n")
+HISTORY_NEWER = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n", "test_active_units")
 PROGRESS_FIELDS = ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds", "train_seconds")
 OPTIMIZERS = {"adam": {"t", "lr", "beta1", "beta2", "eps"}, "sgd": {"t", "lr", "momentum"}}
 OPTIMIZER_ARRAYS = {"adam": ["m_sum", "v_sum"], "sgd": ["buf"]}
@@ -499,7 +499,7 @@ def _check_history(doc, training, c):
         c.need(record["epoch"] == i + 1 and _is_int(record["epoch"]), member, "epoch", f"{i + 1}",
                record["epoch"])
         for key, value in record.items():
-            if key in ("step", "train_eval_n"):
+            if key in ("step", "train_eval_n", "test_active_units"):
                 c.need(_is_int(value), member, key, "an integer >= 0", value)
             elif key != "epoch":
                 c.need(_is_number(value) or (key == "img_per_s" and value is None), member, key,

@@ -285,6 +285,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                              train_eval_nelbo, train_eval_rec, train_eval_kl (the first
                              train_eval_n training images, as many as the test images, evaluated
                              after the epoch like the test), test_nelbo, test_rec, test_kl,
+                             test_active_units (latent units in use, evaluate.active_units),
                              img_per_s, seconds (all losses in nats per image)
     Writes (when ``config.out`` is set) out/checkpoint.npz, out/history.json, out/history.csv
     after every epoch. Raises TrainingDiverged (last good checkpoint kept) and
@@ -422,6 +423,7 @@ def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
                       "train_eval_nelbo": seen["nelbo"], "train_eval_rec": seen["rec"],
                       "train_eval_kl": seen["kl"], "train_eval_n": seen["n"],
                       "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
+                      "test_active_units": test["active_units"],     # Var_x E_q[z_u] > 0.01 (evaluate.py)
                       "img_per_s": n / train_seconds if train_seconds > 0 else None,   # JSON has no NaN
                       "seconds": seconds_before + time.perf_counter() - t_start}
             history.append(record)

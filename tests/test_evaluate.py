@@ -228,3 +228,18 @@ def test_evaluate_reports_a_collapsed_unit_as_inactive():
     assert "active latent units    1 of 2" in format_report(report)
     model.params["enc.mu.W"][:, 1] = 1.0                      # now it moves with x: Var >> 0.01
     assert evaluate_nelbo(model, images)["active_units"] == 2
+
+
+def test_the_training_history_records_the_active_units_of_each_epoch(tmp_path):
+    from scratchvae.checkpoint import load_checkpoint
+    from scratchvae.train import TrainConfig, derive_streams, train
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((4, 36)) < 0.3
+    images = ((prototypes[rng.integers(0, 4, 120)] ^ (rng.random((120, 36)) < 0.05)) * 255).astype(np.uint8)
+    config = TrainConfig(hidden=[12], latent=3, batch_size=16, epochs=2, lr=3e-3, eval_batch=20, seed=3,
+                         out=str(tmp_path / "run"))
+    model, history = train(config, train_images=images[:100], test_images=images[100:], log=False)
+    assert [type(r["test_active_units"]) for r in history] == [int, int]
+    last = evaluate_nelbo(model, images[100:], batch_size=20, seed=derive_streams(3)["eval"])
+    assert history[-1]["test_active_units"] == last["active_units"]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["history"] == history   # it is saved, and reads back
