@@ -72,12 +72,16 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b)) / max(1e-8, float(np.max(np.abs(a) + np.abs(b)))))
 
 
-def check_model_gradients(model, x, eps, h=1e-5):
+def check_model_gradients(model, x, eps=None, h=1e-5):
     """Compare every analytic gradient of ``model.loss_and_grads(x, eps)`` with finite differences.
 
     The model must be float64. ``eps`` is frozen so the loss is a deterministic function
-    of the parameters. Returns {parameter name: rel_error}.
+    of the parameters; ``eps=None`` draws it once from ``model.rng`` and keeps it for every
+    evaluation (a fresh eps per evaluation would make every difference noise).
+    Returns {parameter name: rel_error}.
     """
+    if eps is None:
+        eps = model.rng.standard_normal((model.n_samples, len(x), model.latent_dim), dtype=model.dtype)
     model.loss_and_grads(x, eps)
     analytic = {name: g.copy() for name, g in model.grads.items()}
     loss = lambda _: model.loss(x, eps)[0]

@@ -77,7 +77,7 @@ class VAE:
     def __init__(self, input_dim, hidden_dims, latent_dim, activation="relu",
                  likelihood="bernoulli", n_samples=1, beta=1.0, dtype=np.float32, seed=0):
         hidden_dims, dtype = _check_architecture(input_dim, hidden_dims, latent_dim, likelihood,
-                                                 n_samples, dtype)
+                                                 n_samples, dtype, beta)
         self.input_dim, self.hidden_dims, self.latent_dim = int(input_dim), hidden_dims, int(latent_dim)
         self.activation, self.likelihood, self.dtype = activation, likelihood, dtype
         self.n_samples, self.beta = int(n_samples), float(beta)
@@ -232,6 +232,7 @@ class VAE:
         """
         rng = self.rng if rng is None else rng
         x = self._check_x(x)
+        _need_count(n_samples, "n_samples", at_least=2, why=" (the standard error needs two)")
         eps = rng.standard_normal((int(n_samples), x.shape[0], self.latent_dim), dtype=self.dtype)
         log_w = self.log_weights(x, eps)                                     # (S, N)
         return log_w.mean(axis=0), log_w.std(axis=0, ddof=1) / np.sqrt(log_w.shape[0])
@@ -257,6 +258,7 @@ class VAE:
         "Generates MNIST digits from random (Gaussian) noise" (slide 6).
         """
         rng = self.rng if rng is None else rng
+        _need_count(n, "n, the number of images to generate,")
         return self.decode_mean(rng.standard_normal((int(n), self.latent_dim), dtype=self.dtype))
 
     def reconstruct(self, x):
@@ -327,7 +329,19 @@ class VAE:
             raise ValueError("x holds no datapoints (shape (0, D))")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
             raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
-        return x.astype(self.dtype, copy=False)
+        if np.issubdtype(x.dtype, np.integer) and x.max() > 1:
+            raise ValueError(f"x holds {x.dtype} values up to {x.max()}, like pixels 0..255: divide "
+                             f"uint8 images by 255 (data.iterate_batches does) to get values in [0, 1]")
+        x = x.astype(self.dtype, copy=False)
+        lowest, highest = x.min(), x.max()               # nan or inf in x propagates to both
+        if not (np.isfinite(lowest) and np.isfinite(highest)):
+            raise ValueError(f"x holds {np.size(x) - np.count_nonzero(np.isfinite(x))} values that "
+                             f"are nan or inf; every datapoint must be finite")
+        if self.likelihood == "bernoulli" and (lowest < 0 or highest > 1):
+            raise ValueError(f"x holds values in [{lowest:g}, {highest:g}], but the Bernoulli "
+                             f"likelihood needs x in [0, 1] (grey levels or 0/1 pixels); rescale "
+                             f"x, or use likelihood='gaussian' for real-valued data")
+        return x
 
     def _check_eps(self, eps, N):
         K = self.latent_dim
@@ -336,9 +350,9 @@ class VAE:
         eps = np.asarray(eps)
         if eps.ndim == 2:
             eps = eps[None]                                        # L = 1
-        if eps.ndim != 3 or eps.shape[1:] != (N, K):
-            raise ValueError(f"eps must have shape (L, {N}, {K}) or ({N}, {K}) for a batch of "
-                             f"{N} with latent_dim {K}, got shape {np.shape(eps)}")
+        if eps.ndim != 3 or eps.shape[1:] != (N, K) or eps.shape[0] == 0:
+            raise ValueError(f"eps must have shape (L, {N}, {K}) with L >= 1, or ({N}, {K}), for a "
+                             f"batch of {N} with latent_dim {K}, got shape {np.shape(eps)}")
         return eps.astype(self.dtype, copy=False)
 
     def _decoder_forward(self, z):
@@ -381,15 +395,32 @@ class VAE:
             layer._cache = None
 
 
-def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_samples, dtype):
-    """Validate the constructor's sizes; return (hidden_dims as a list of ints, dtype)."""
-    hidden_dims = [int(h) for h in hidden_dims]
+def _is_count(value, at_least=1):
+    """A positive integer (int or NumPy integer; True, 400.7 and "400" are not)."""
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and value >= at_least)
+
+
+def _need_count(value, name, at_least=1, why=""):
+    if not _is_count(value, at_least):
+        raise ValueError(f"{name} must be an integer >= {at_least}{why}, got {value!r}")
+
+
+def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_samples, dtype, beta=1.0):
+    """Validate the constructor's arguments; return (hidden_dims as a list of ints, dtype)."""
+    if not isinstance(hidden_dims, (list, tuple)):
+        raise ValueError(f"hidden_dims must be a list of layer sizes, e.g. [400] or [512, 256] "
+                         f"([] for linear maps), got {hidden_dims!r}")
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
     for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim),
                         ("n_samples", n_samples), *(("hidden size", h) for h in hidden_dims)):
-        if int(value) != value or value < 1:
+        if not _is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    hidden_dims = [int(h) for h in hidden_dims]
+    if (isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.integer, np.floating))
+            or not np.isfinite(beta) or beta < 0):
+        raise ValueError(f"beta (the KL weight) must be a finite number >= 0, got {beta!r}")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")

@@ -47,3 +47,13 @@ def test_the_checker_catches_a_wrong_backward(monkeypatch):
     errors = check_model_gradients(model, x, eps)
     assert errors["enc.logvar.b"] > 1e-3 and errors["enc.logvar.W"] > 1e-3
     assert errors["dec.logits.W"] < 1e-7                 # the decoder's gradients are still right
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eps_none_is_frozen_once_not_redrawn(seed):
+    """eps=None must not redraw eps on every evaluation (that made every gradient look wrong)."""
+    model = VAE(5, [4], 2, n_samples=2, dtype=np.float64, seed=seed)
+    x = np.random.default_rng(seed).random((3, 5))
+    errors = check_model_gradients(model, x, None)
+    assert set(errors) == set(model.params)
+    assert max(errors.values()) < 1e-6, errors

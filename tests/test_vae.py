@@ -204,3 +204,87 @@ def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
 def test_bad_inputs_are_clear_errors(x, eps, message):
     with pytest.raises(ValueError, match=message):
         VAE(6, [4], 2).loss_and_grads(x, eps)
+
+
+# ------------------------------------------------------------------ the learner's own mistakes
+# Generated, not listed: each kind of mistake over random shapes, positions and values.
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), d=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
+       dtype=st.sampled_from([np.uint8, np.int16, np.int32, np.int64, np.uint16]))
+def test_integer_pixels_above_1_are_refused_with_what_to_do(n, d, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, d)).astype(dtype)
+    x.flat[rng.integers(x.size)] = rng.integers(2, 256)          # at least one pixel above 1
+    model = VAE(d, [3], 2)
+    for call in (model.loss_and_grads, model.loss, model.encode, model.log_weights, model.reconstruct):
+        with pytest.raises(ValueError, match="divide uint8 images by 255"):
+            call(x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), d=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
+       bad=st.one_of(st.floats(-1e30, -1e-6), st.floats(1 + 1e-6, 1e30)))
+def test_bernoulli_data_outside_0_1_is_refused_gaussian_data_is_not(n, d, seed, bad):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d))
+    x.flat[rng.integers(x.size)] = bad
+    with pytest.raises(ValueError, match=r"Bernoulli likelihood needs x in \[0, 1\]"):
+        VAE(d, [3], 2, dtype=np.float64).loss_and_grads(x)
+    VAE(d, [3], 2, likelihood="gaussian", dtype=np.float64).loss_and_grads(x)   # real-valued data: fine
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), d=st.integers(1, 8), seed=st.integers(0, 2**32 - 1),
+       bad=st.sampled_from([np.nan, np.inf, -np.inf]), likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_nan_or_inf_in_x_is_refused(n, d, seed, bad, likelihood):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(np.float32)
+    x.flat[rng.integers(x.size)] = bad
+    with pytest.raises(ValueError, match="nan or inf"):
+        VAE(d, [3], 2, likelihood=likelihood).loss_and_grads(x)
+
+
+NOT_A_SIZE = st.one_of(st.booleans(), st.integers(max_value=0), st.floats(allow_nan=True).filter(
+    lambda v: not float(v).is_integer() if np.isfinite(v) else True), st.text(max_size=3),
+    st.none(), st.floats(1, 1e6).map(lambda v: float(int(v)) + 0.5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(["input_dim", "latent_dim", "n_samples", "hidden"]), value=NOT_A_SIZE)
+def test_every_size_argument_must_be_a_positive_integer(field, value):
+    args = dict(input_dim=6, hidden_dims=[4], latent_dim=2, n_samples=1)
+    if field == "hidden":
+        args["hidden_dims"] = [4, value]
+    else:
+        args[field] = value
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        VAE(**args)
+
+
+@settings(max_examples=20, deadline=None)
+@given(hidden=st.one_of(st.integers(-5, 1000), st.floats(), st.text(max_size=4), st.none()))
+def test_hidden_dims_must_be_a_list(hidden):
+    with pytest.raises(ValueError, match="hidden_dims must be a list of layer sizes"):
+        VAE(6, hidden, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(beta=st.one_of(st.floats(max_value=-1e-300), st.sampled_from([np.nan, np.inf, -np.inf]),
+                      st.booleans(), st.text(max_size=3), st.none()))
+def test_beta_must_be_a_finite_number_at_least_0(beta):
+    with pytest.raises(ValueError, match="beta"):
+        VAE(6, [4], 2, beta=beta)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.one_of(st.integers(max_value=0), st.floats(), st.booleans()))
+def test_sample_and_sample_counts_must_be_positive(n):
+    model = VAE(6, [4], 2)
+    x = np.random.default_rng(0).random((3, 6))
+    with pytest.raises(ValueError, match="must be an integer >= 1"):
+        model.sample(n)
+    with pytest.raises(ValueError, match="n_samples must be an integer >= 2"):
+        model.elbo_probabilistic(x, n if not (isinstance(n, int) and n > 1) else 1)
+    with pytest.raises(ValueError, match="L >= 1"):
+        model.loss_and_grads(x, np.zeros((0, 3, 2)))
