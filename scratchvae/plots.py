@@ -300,8 +300,8 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=
     One panel per datapoint: filled contours of p(z|x) (computed exactly on a grid), red
     contour lines of q(z|x) = N(mu, diag sigma^2), both at the levels holding 50/90/99 %
     of their mass; the image in the corner. What the picture teaches: q is a diagonal
-    Gaussian, its ellipses are axis-parallel and cannot tilt with p(z|x), and the encoder's
-    q sits offset from the true posterior and narrower than it.
+    Gaussian, its ellipses are axis-parallel and cannot tilt with a slanted p(z|x); the
+    encoder's q sits offset from the true posterior and is narrower along its long axis.
     Below each panel: log p(x) on the grid and, as an independent check of it, the
     importance-sampled estimate with its standard error (``is_estimates``: pairs
     (log p(x) estimate, standard error), e.g. from ``figures.importance_sampled_log_px``);
@@ -346,9 +346,9 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=
                Line2D([], [], color="none", label="(regions of 50, 90, 99 % mass)")]
     fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.935), fontsize=8,
                frameon=False, ncol=3)
-    fig.suptitle(title or "q(z|x) cannot tilt: the encoder's diagonal Gaussian sits offset from, and narrower "
-                          "than, the true posterior.\nlog p(x) - ELBO = KL(q || p(z|x)); the grid's log p(x) "
-                          "is checked against importance sampling (IS, +- one standard error)",
+    fig.suptitle(title or "q(z|x) cannot tilt: the encoder's diagonal Gaussian sits off the slanted true posterior, "
+                          "narrower along its long axis.\nlog p(x) - ELBO = KL(q || p(z|x)); the grid's log p(x) "
+                          "is checked against importance sampling (IS, k = 5000, +- its standard error)",
                  x=0.02, ha="left", y=0.995, fontsize=10)
     return _save(fig, path, dpi)
 

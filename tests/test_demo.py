@@ -53,7 +53,7 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
         assert path.read_bytes()[:8] == PNG_MAGIC, name
         assert str(path) in captured.out
     assert "trained on 100 images" in captured.out and "tested on 60" in captured.out
-    assert "negative ELBO" in captured.out and "-log p(x)  <=" in captured.out and "k = 20" in captured.out
+    assert "negative ELBO" in captured.out and "-log p(x)      " in captured.out and "upper bound in expectation" in captured.out and "k = 20" in captured.out
     assert "wall time" in captured.out
     assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
     assert (out / "explorer.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")   # the 2-D model's page
