@@ -96,6 +96,11 @@ def write_text_atomic(path, text):
     _write_atomic(Path(path), "w", lambda f: f.write(text))
 
 
+def write_bytes_atomic(path, write):
+    """write(f) into a binary file at ``path`` with the same temp-and-rename care (PNG grids)."""
+    _write_atomic(Path(path), "wb", write)
+
+
 def file_mode():
     """The mode open() gives a new file: 0666 minus the process's umask (mkstemp uses 0600)."""
     umask = os.umask(0o022)                      # reading the umask means setting it: put it back
