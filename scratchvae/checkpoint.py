@@ -339,8 +339,8 @@ def _show(value):
         return f"an integer of {value.bit_length()} bits"
     if isinstance(value, str):
         return repr(value[:40] + ("..." if len(value) > 40 else ""))
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
+    if isinstance(value, (list, tuple)):
+        return repr(list(value)) if len(repr(value)) < 60 else f"a list of {len(value)}"
     if isinstance(value, dict):
         return f"an object with {len(value)} fields"
     return repr(value)
@@ -489,8 +489,8 @@ def _check_config(doc, model, c):
                         ("likelihood", "likelihood"), ("n_samples", "n_samples")):
         ours = list(getattr(config, field)) if field == "hidden" else getattr(config, field)
         if field in doc and ours != model[arch]:
-            raise CheckpointError(f"{c.path}: config.json has {field}={ours!r} but model.json has "
-                                  f"{arch}={model[arch]!r}")
+            raise CheckpointError(f"{c.path}: config.json has {field}={_show(ours)} but model.json "
+                                  f"has {arch}={_show(model[arch])}")
     return config
 
 
@@ -563,7 +563,7 @@ def _check_progress(doc, checkpoint, config, model, c):
     if not consistent:
         raise CheckpointError(f"{c.path}: inconsistent checkpoint: progress.json has epochs_done="
                               f"{epochs_done}, step_in_epoch={step}, global_step={doc['global_step']}, "
-                              f"sums.n={sums['n']}, but {n:,} images in batches of {batch} make "
+                              f"sums.n={sums['n']}, but {n:,} images in batches of {_show(batch)} make "
                               f"{steps} steps per epoch")
 
 

@@ -215,3 +215,269 @@ def test_json_entries_are_plain_strings(tmp_path):
         for key in npz.files:
             assert npz[key].dtype != object, key
         assert json.loads(str(npz["config.json"])) == config
+
+
+# =======================================================================================
+# Hostile and damaged checkpoints, generated: every field of every document, every array
+# =======================================================================================
+import math
+import struct
+import subprocess
+import sys
+import zlib
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from scratchvae.train import ConfigError, TrainConfig, train
+
+FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+N_DOCUMENT_CASES, N_ARRAY_CASES, N_BYTE_CASES = 300, 150, 150       # docs/reliability.md states these
+
+
+def _images(n, D=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, D)) * 255).astype(np.uint8)
+
+
+TRAIN_U8, TEST_U8 = _images(40), _images(10, seed=1)
+
+
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory):
+    """A checkpoint as train() writes it (2 epochs, every document filled), and its members."""
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(hidden=[5], latent=2, batch_size=16, epochs=2, eval_batch=10, out=str(out))
+    train(config, train_images=TRAIN_U8, test_images=TEST_U8, log=False)
+    path = out / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    load_model(load_checkpoint(path))              # unchanged, it loads: the refusals below mean something
+    return path.read_bytes(), members
+
+
+def _paths(doc, prefix=()):
+    """Every place in a JSON document: the document itself, each field, each list item."""
+    yield prefix
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        yield from _paths(value, prefix + (key,))
+
+
+DEEP = "__deeply_nested__"
+HOSTILE = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(2**63, 2**300), st.integers(-2**300, -2**63),
+    st.just(10**4000), st.floats(allow_nan=True, allow_infinity=True), st.just(float("nan")),
+    st.just(float("inf")), st.just(1e308), st.just(-0.0), st.text(max_size=12), st.just("\0"),
+    st.just("x" * 200_000), st.lists(st.integers(), max_size=4), st.lists(st.text(max_size=2), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=3), st.just({}), st.just([]),
+    st.just(DEEP))
+
+
+def _dumps(doc):
+    """JSON text, NaN and Infinity as Python writes them, DEEP as 100,000 nested lists."""
+    return json.dumps(doc).replace(f'"{DEEP}"', "[" * 100_000 + "]" * 100_000)
+
+
+def _edit(doc, path, action, value):
+    """``doc`` with the place ``path`` replaced by value, deleted, or given an extra field."""
+    if not path:
+        return value
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if action == "replace":
+        parent[path[-1]] = value
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[f"unknown_{len(parent)}"] = value
+    else:
+        parent.append(value)
+    return doc
+
+
+def _write(path, members):
+    np.savez(path, **members)                 # object arrays are pickled: loading must refuse them
+
+
+def _load_and_use(path):
+    """Load; if that succeeds, everything a command does with a checkpoint must work too."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as e:
+        assert "\n" not in str(e) and len(str(e)) < 2000, str(e)
+        return None
+    model = load_model(checkpoint)
+    assert np.isfinite(model.flat_params).all()
+    TrainConfig.from_dict(checkpoint["config"])
+    json.dumps(checkpoint["history"], allow_nan=False)
+    return checkpoint
+
+
+@settings(max_examples=N_DOCUMENT_CASES, **FUZZ)
+@given(data=st.data())
+def test_any_change_to_any_document_is_loaded_whole_or_refused_in_one_line(run_checkpoint, tmp_path, data):
+    _, members = run_checkpoint
+    key = data.draw(st.sampled_from([f"{k}.json" for k in ckpt.JSON_ENTRIES]), label="document")
+    doc = json.loads(str(members[key]))
+    path = data.draw(st.sampled_from(list(_paths(doc))), label="place")
+    action = data.draw(st.sampled_from(["replace", "delete", "add"] if path else ["replace"]), label="action")
+    value = data.draw(HOSTILE, label="value")
+    changed = dict(members)
+    changed[key] = np.array(_dumps(_edit(doc, path, action, value)))
+    target = tmp_path / "c.npz"
+    _write(target, changed)
+    checkpoint = _load_and_use(target)
+    if checkpoint is not None and data.draw(st.booleans(), label="resume"):
+        try:                                  # an accepted checkpoint also resumes, or says why not
+            train(resume=target, train_images=TRAIN_U8, test_images=TEST_U8, log=False)
+        except (ConfigError, CheckpointError) as e:
+            assert "\n" not in str(e)
+
+
+ARRAY_DTYPES = ["<f4", ">f4", "<f8", "<f2", "<i4", "<i8", "|b1", "<c8", "<U3", "|S2", "|O",
+                [("a", "<f4")]]
+
+
+@settings(max_examples=N_ARRAY_CASES, **FUZZ)
+@given(data=st.data())
+def test_any_change_to_any_array_is_loaded_whole_or_refused_in_one_line(run_checkpoint, tmp_path, data):
+    _, members = run_checkpoint
+    arrays = sorted(k for k in members if k.startswith(("param.", "optimizer.")) and not k.endswith(".json"))
+    key = data.draw(st.sampled_from(arrays), label="array")
+    good = members[key]
+    shape = data.draw(st.sampled_from([good.shape, good.shape[::-1], (), (0,), good.shape + (1,),
+                                       (good.size + 1,), (1,) + good.shape]), label="shape")
+    dtype = data.draw(st.sampled_from(ARRAY_DTYPES + [good.dtype.str] * 4), label="dtype")
+    value = np.zeros(shape, dtype=np.dtype(dtype) if dtype != "|O" else object)
+    if value.dtype.kind == "f" and value.size:
+        source = np.resize(good, value.size).reshape(shape) if good.size else value
+        value[...] = source
+        bad = data.draw(st.sampled_from([None, np.nan, np.inf, -np.inf, -1.0]), label="bad value")
+        if bad is not None:
+            value.flat[data.draw(st.integers(0, value.size - 1), label="where")] = bad
+    if data.draw(st.booleans(), label="fortran") and value.ndim == 2:
+        value = np.asfortranarray(value)
+    changed = {**members, key: value}
+    if data.draw(st.booleans(), label="drop another member"):
+        del changed[data.draw(st.sampled_from(sorted(members)), label="dropped")]
+    if data.draw(st.booleans(), label="add an unknown member"):
+        changed["param.extra"] = np.zeros(3, np.float32)
+    target = tmp_path / "c.npz"
+    _write(target, changed)
+    checkpoint = _load_and_use(target)
+    if checkpoint is not None:                      # then it was a harmless change, e.g. byte order
+        name = key.split(".", 1)[1]
+        loaded = checkpoint["params"][name] if key.startswith("param.") else checkpoint["optimizer"][name]
+        assert loaded.shape == good.shape and np.isfinite(loaded).all()
+
+
+@settings(max_examples=N_BYTE_CASES, **FUZZ)
+@given(data=st.data())
+def test_damaged_bytes_anywhere_are_refused_in_one_line(run_checkpoint, tmp_path, data):
+    blob = bytearray(run_checkpoint[0])
+    for _ in range(data.draw(st.integers(1, 4), label="flips")):
+        where = data.draw(st.integers(0, len(blob) - 1), label="offset")
+        blob[where] = data.draw(st.integers(0, 255), label="byte")
+    if data.draw(st.booleans(), label="truncate"):
+        del blob[data.draw(st.integers(0, len(blob) - 1), label="length"):]
+    target = tmp_path / "c.npz"
+    target.write_bytes(bytes(blob))
+    _load_and_use(target)
+
+
+@settings(max_examples=40, deadline=None)
+@given(D=st.integers(1, 9), K=st.integers(1, 4), hidden=st.lists(st.integers(1, 6), max_size=3),
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]))
+def test_parameter_shapes_are_those_of_the_model(D, K, hidden, likelihood):
+    model = VAE(D, hidden, K, likelihood=likelihood)
+    assert ckpt.parameter_shapes(model.config()) == {k: v.shape for k, v in model.params.items()}
+
+
+# ---------------------------------------------------------------- memory: nothing inflates
+def _zip(members):
+    """A zip archive of raw members [(name, method, data, crc, size)], data already compressed."""
+    local, central, offset = [], [], 0
+    for name, method, data, crc, size in members:
+        name = name.encode()
+        header = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data),
+                             size, len(name), 0) + name
+        local.append(header + data)
+        central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0,
+                                   crc, len(data), size, len(name), 0, 0, 0, 0, 0, offset) + name)
+        offset += len(header) + len(data)
+    directory = b"".join(central)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(members), len(members), len(directory),
+                      offset, 0)
+    return b"".join(local) + directory + end
+
+
+def _npy_header(shape, descr="<f4"):
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+def _zeros_deflated(n_blocks):
+    """A raw deflate stream of n_blocks x 16 MiB of zero bytes (built from one repeated block)."""
+    c = zlib.compressobj(1, zlib.DEFLATED, -15)
+    first = c.compress(bytes(1 << 24)) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(1 << 24)) + c.flush(zlib.Z_FULL_FLUSH)
+    return first + block * (n_blocks - 1) + c.flush()
+
+
+MEMORY_LIMIT_MB = 40            # peak growth of the process while refusing (docs/reliability.md)
+
+
+def test_members_that_inflate_to_gigabytes_are_refused_in_little_memory(run_checkpoint, tmp_path):
+    """Three crafted files of at most 10 MB whose members inflate to 2 GiB each: a parameter,
+    an unknown member, a parameter whose header declares 2 GiB; each refused, and the
+    process's peak memory (ru_maxrss) grows by less than MEMORY_LIMIT_MB meanwhile."""
+    _, members = run_checkpoint
+    gib2 = 128                                                   # blocks of 16 MiB
+    stream = _zeros_deflated(gib2)
+    crc = 0
+    zero_block = bytes(1 << 24)
+    for _ in range(gib2):
+        crc = zlib.crc32(zero_block, crc)
+    stored = []
+    for key, value in members.items():                           # the honest members, stored
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        stored.append((f"{key}.npy", 0, buf.getvalue(), zlib.crc32(buf.getvalue()), len(buf.getvalue())))
+    name = "param.enc.fc1.W.npy"
+    others = [m for m in stored if m[0] != name]
+    header = _npy_header(((1 << 31) // 4,))
+    files = {
+        "inflating_parameter": others + [(name, 8, stream, crc, 1 << 31)],
+        "inflating_unknown_member": stored + [("padding.npy", 8, stream, crc, 1 << 31)],
+        "header_declares_2_gib": others + [(name, 0, header, zlib.crc32(header), len(header) + (1 << 31))],
+    }
+    for label, entries in files.items():
+        (tmp_path / f"{label}.npz").write_bytes(_zip(entries))
+        assert (tmp_path / f"{label}.npz").stat().st_size < 10_000_000
+    script = f"""
+import resource, sys
+from scratchvae.checkpoint import CheckpointError, load_checkpoint
+for label in {list(files)!r}:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        load_checkpoint({str(tmp_path)!r} + "/" + label + ".npz")
+    except CheckpointError as e:
+        grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        print(label, round(grown, 1), str(e).split(": ", 1)[1][:60])
+    else:
+        print(label, "accepted")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(files), result.stdout
+    for line in lines:
+        label, grown, why = line.split(" ", 2)
+        assert grown != "accepted", line
+        assert float(grown) < MEMORY_LIMIT_MB, line
+    assert "compressed" in lines[0] and "not part of the checkpoint format" in lines[1] + lines[1] \
+        or "compressed" in lines[1]
+    assert "declares" in lines[2] or "claims" in lines[2], lines[2]
