@@ -83,6 +83,78 @@ def test_every_name_in_the_code_map_exists():
         resolve_test_ref(path, name)
 
 
+def code_map_rows(text=None):
+    """(row text, [(file, dotted name)], [(test file, test name)]) for each table row naming both."""
+    text = (ROOT / "docs" / "code-map.md").read_text() if text is None else text
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            code, tests = references_in(line)
+            if code and tests:
+                rows.append((line, code, tests))
+    return rows
+
+
+def references_in(text):
+    code = [(p, n.strip()) for p, names in CODE_REF.findall(text) for n in names.split(",")]
+    return code, TEST_REF.findall(text)
+
+
+def names_a_test_uses(path, name):
+    """Every name and attribute a test function mentions (decorators included), followed into the
+    helpers and fixtures its test module defines, so that a call made through a helper counts."""
+    tree = ast.parse((ROOT / path).read_text())
+    defined = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assigned = {t.id: n for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                if isinstance(t, ast.Name)}
+    used, todo, seen = set(), [defined[name]], set()
+    while todo:
+        node = todo.pop()
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name):
+                used.add(sub.id)
+            elif isinstance(sub, ast.Attribute):
+                used.add(sub.attr)
+            elif isinstance(sub, ast.arg):
+                used.add(sub.arg)                     # a fixture defined in the module
+        for helper in (used & (set(defined) | set(assigned))) - seen:
+            seen.add(helper)
+            todo.append(defined.get(helper) or assigned[helper])
+    return used
+
+
+def check_code_map_row(line, code, tests):
+    """Each test of the row must use one of the row's functions, and each function must be used
+    by one of the row's tests (a call, or the function passed as a value)."""
+    wanted = {dotted.split(".")[-1] for _, dotted in code}
+    used = {name: names_a_test_uses(path, name) for path, name in tests}
+    for name, names in used.items():
+        assert names & wanted, f"code map: {name} exercises none of {sorted(wanted)} ({line[:60]}...)"
+    for function in wanted:
+        assert any(function in names for names in used.values()), (
+            f"code map: no test in the row exercises {function} ({line[:60]}...)")
+
+
+def test_every_code_map_row_points_to_a_test_that_exercises_its_code():
+    rows = code_map_rows()
+    assert len(rows) >= 25, "the code map lost its rows"
+    for line, code, tests in rows:
+        check_code_map_row(line, code, tests)
+
+
+def test_the_code_map_row_check_fails_on_a_test_of_something_else():
+    row = ("| 6 | generate | `scratchvae/vae.py: VAE.sample` | "
+           "`tests/test_posterior.py::test_grid_is_the_midpoint_rule` |")
+    (line, code, tests), = code_map_rows(row)
+    with pytest.raises(AssertionError, match="exercises none of"):
+        check_code_map_row(line, code, tests)
+    row = row.replace("VAE.sample", "VAE.sample, square_grid")
+    (line, code, tests), = code_map_rows(row)
+    with pytest.raises(AssertionError, match="no test in the row exercises sample"):
+        check_code_map_row(line, code, tests)
+    check_code_map_row(*code_map_rows(row.replace("VAE.sample, ", ""))[0])
+
+
 def test_the_code_map_check_fails_on_a_renamed_function():
     with pytest.raises(AttributeError):
         resolve_code_ref("scratchvae/vae.py", "VAE.loss_and_gradients")
