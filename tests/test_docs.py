@@ -350,3 +350,53 @@ def test_the_command_check_fails_on_a_wrong_flag(capsys):
                   "scratchvae evaluate RUN/checkpoint.npz --is-k many"):
         with pytest.raises(AssertionError, match="does not parse"):
             check_command(wrong)
+
+
+# ---------------------------------------------------------------- the demo's numbers in README.md
+
+EXPECTED = re.compile(r"^\s*(test negative ELBO|test -log p\(x\))\s+([\d.]+)\s*±\s*([\d.]+)\s*$", re.MULTILINE)
+DEMO_LINE = re.compile(r"^(test negative ELBO|test -log p\(x\))\s+([\d.]+) nats", re.MULTILINE)
+
+
+def readme_expected_numbers(text=None):
+    """{'test negative ELBO': (value, tolerance), 'test -log p(x)': (...)} from README.md's block."""
+    text = (ROOT / "README.md").read_text() if text is None else text
+    return {name: (float(value), float(tolerance)) for name, value, tolerance in EXPECTED.findall(text)}
+
+
+def check_demo_output(stdout, expected):
+    printed = {name: float(value) for name, value in DEMO_LINE.findall(stdout)}
+    assert set(printed) == set(expected), f"the demo printed {sorted(printed)}, README expects {sorted(expected)}"
+    for name, (value, tolerance) in expected.items():
+        assert abs(printed[name] - value) <= tolerance, (
+            f"{name}: the demo printed {printed[name]:.2f}, README says {value} ± {tolerance}")
+
+
+def test_readme_states_the_numbers_a_demo_run_should_print():
+    expected = readme_expected_numbers()
+    assert set(expected) == {"test negative ELBO", "test -log p(x)"}, expected
+    assert all(0 < tolerance < 0.05 * value for value, tolerance in expected.values()), expected
+    (elbo, _), (is_bound, _) = expected["test negative ELBO"], expected["test -log p(x)"]
+    assert is_bound < elbo                                 # the IS bound is the tighter one
+
+
+def test_the_demo_number_check_fails_on_a_drift():
+    expected = {"test negative ELBO": (111.4, 1.0), "test -log p(x)": (106.7, 1.0)}
+    good = "test negative ELBO    111.64 nats per image\ntest -log p(x)        106.93 nats per image\n"
+    check_demo_output(good, expected)
+    with pytest.raises(AssertionError, match="printed 113.50"):
+        check_demo_output(good.replace("111.64", "113.50"), expected)
+    with pytest.raises(AssertionError, match="README expects"):
+        check_demo_output(good.splitlines()[0], expected)
+
+
+@pytest.mark.slow
+def test_the_readme_demo_prints_the_numbers_the_readme_promises(shared_mnist_dir, tmp_path, capsys):
+    """The full offline MNIST demo of README.md (about half a minute on 2 cores)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    demo = importlib.import_module("demo")
+    argv = ["--data-dir", str(shared_mnist_dir), "--train-split", "test[:9000]", "--test-split", "test[9000:]",
+            "--out", str(tmp_path)]
+    assert demo.main(argv) == 0
+    check_demo_output(capsys.readouterr().out, readme_expected_numbers())
