@@ -367,3 +367,58 @@ def test_one_short_epoch_on_real_fashion_mnist(shared_fashion_dir):
     model, history = train(config, log=False)
     assert np.isfinite(history[0]["test_nelbo"])
     assert history[0]["test_nelbo"] < initial["nelbo"] - 100        # about 550 -> 400 nats
+
+
+def test_stale_temporary_files_of_a_killed_save_are_removed_at_the_next_start(tmp_path):
+    run(small_config(epochs=1, out=str(tmp_path)))
+    stale = [tmp_path / ".checkpoint.npz.k9x1.tmp", tmp_path / ".history.json.k9x2.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a save")
+    log = io.StringIO()
+    train(small_config(epochs=2, out=str(tmp_path)), resume=tmp_path / "checkpoint.npz",
+          train_images=TRAIN, test_images=TEST, log=log)
+    assert not any(p.exists() for p in stale)
+    assert "removed 2 temporary file(s)" in log.getvalue()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        run(small_config(epochs=1, out=str(tmp_path)))
+    finally:
+        os.umask(old)
+    for name in ("checkpoint.npz", "history.json", "history.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_history_files_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
+    """A crash between writing history.json and the checkpoint leaves the file one epoch ahead."""
+    run(small_config(epochs=1, out=str(tmp_path)))
+    ahead = json.loads((tmp_path / "history.json").read_text())
+    ahead.append({**ahead[0], "epoch": 2})
+    (tmp_path / "history.json").write_text(json.dumps(ahead))
+    train(small_config(epochs=1, out=str(tmp_path)), resume=tmp_path / "checkpoint.npz",
+          train_images=TRAIN, test_images=TEST, log=False)
+    assert json.loads((tmp_path / "history.json").read_text()) == load_checkpoint(
+        tmp_path / "checkpoint.npz")["history"]
+
+
+def test_a_resumed_runs_messages_name_only_flags_resume_accepts(tmp_path):
+    from scratchvae.cli import build_parser
+    resume_flags = {s for a in build_parser()._subparsers._group_actions[0].choices["resume"]._actions
+                    for s in a.option_strings}
+    run(small_config(epochs=1, out=str(tmp_path / "a")))
+    run(small_config(epochs=1, out=str(tmp_path / "b")))
+    messages = []
+    for attempt in (lambda: train(small_config(epochs=2, out=str(tmp_path / "b")),       # out taken
+                                  resume=tmp_path / "a" / "checkpoint.npz", train_images=TRAIN,
+                                  test_images=TEST, log=False),
+                    lambda: train(small_config(epochs=2, lr=1e9, out=str(tmp_path / "a")),  # diverges
+                                  resume=tmp_path / "a" / "checkpoint.npz", train_images=TRAIN,
+                                  test_images=TEST, log=False)):
+        with pytest.raises((ConfigError, TrainingDiverged)) as err:
+            attempt()
+        messages.append(str(err.value))
+    flags = set(re.findall(r"--[a-z][a-z-]*", " ".join(messages)))
+    assert flags and flags <= resume_flags, (flags - resume_flags, messages)
