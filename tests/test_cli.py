@@ -294,3 +294,35 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_with_130(data_dir, tmp_path):
     assert done >= 1
     assert main(["resume", str(tmp_path / "checkpoint.npz"), "--epochs", str(done + 1)]) == 0
     assert len(load_checkpoint(tmp_path / "checkpoint.npz")["history"]) == done + 1
+
+
+# ------------------------------------------------------------------ reliability
+@pytest.mark.parametrize("split, same", [("test", True), ("test[:30]", False), ("test[5:]", False)])
+def test_evaluate_says_when_the_images_are_not_the_runs(trained, capsys, split, same):
+    assert main(["evaluate", str(trained), "--test-split", split, "--is-k", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["same_data_as_training"] is same
+    assert ("not the images the run was tested on" in captured.err) is not same
+
+
+def test_sample_replaces_its_png_atomically_and_keeps_it_when_the_write_fails(trained, tmp_path, capsys,
+                                                                               monkeypatch):
+    png = tmp_path / "s.png"
+    assert main(["sample", str(trained), "--n", "4", "--out", str(png)]) == 0
+    before = png.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("matplotlib.image.imsave", full_disk)
+    assert main(["sample", str(trained), "--n", "9", "--out", str(png)]) == 1
+    assert "No space left on device" in one_error_line(capsys, "sample")
+    assert png.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+
+
+def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, tmp_path, capsys):
+    from scratchvae.train import _exclusive
+    with _exclusive(tmp_path):                                  # as if another run held it
+        assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
+    assert "another training is writing to" in one_error_line(capsys, "train")
+    assert not (tmp_path / "checkpoint.npz").exists()
