@@ -14,8 +14,9 @@ What it does, each step one call into the package:
   5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
   6. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
 Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main and
-OUT/latent2d; Ctrl-C stops training cleanly after saving one (resume it with
-``scratchvae resume OUT/main/checkpoint.npz``). No display is needed.
+OUT/latent2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
+training cleanly after saving one (resume it with ``scratchvae resume
+OUT/main/checkpoint.npz``). No display is needed.
 """
 import argparse
 import dataclasses
@@ -49,6 +50,9 @@ def build_parser():
     add_data_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
                         help="where the figures (and OUT/main, OUT/latent2d checkpoints) go (default: out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the checkpoints OUT/main and OUT/latent2d of an earlier run "
+                             "(without it, the demo refuses to touch them)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 2 epochs on at most 10,000 images, smaller figures")
     parser.add_argument("--epochs", type=int, default=None,
@@ -76,6 +80,11 @@ def main(argv=None):
     settings = QUICK if args.quick else FULL
     if args.epochs is not None and args.epochs < 1 or args.limit is not None and args.limit < 1:
         return fail("--epochs and --limit must be positive integers")
+    existing = [args.out / name / "checkpoint.npz" for name in ("main", "latent2d")
+                if (args.out / name / "checkpoint.npz").exists()]
+    if existing and not args.overwrite:                  # a trained model is never silently replaced
+        return fail(f"{existing[0]} already exists (an earlier run?): pass --overwrite to replace "
+                    f"the demo's checkpoints in {args.out}, or choose another --out")
     start = time.perf_counter()
     try:
         train_split = load(args.dataset, args.train_split, args.data_dir, args.download)

@@ -1,6 +1,7 @@
 """demo.py end to end: --quick on tiny data writes every figure and a summary; errors are one line."""
 import gzip
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -95,3 +96,16 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path):
     assert process.returncode == 130
     assert "demo stopped by Ctrl-C" in err and "Traceback" not in err
     assert (out / "main" / "checkpoint.npz").is_file()
+
+
+def test_the_demo_never_silently_replaces_checkpoints(tmp_path, capsys):
+    """An earlier run's checkpoint (here a stand-in file) is refused unless --overwrite."""
+    for name in ("main", "latent2d"):
+        (tmp_path / "o" / name).mkdir(parents=True)
+        (tmp_path / "o" / name / "checkpoint.npz").write_bytes(b"an earlier run")
+        code = demo.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--quick"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
+        assert (tmp_path / "o" / name / "checkpoint.npz").read_bytes() == b"an earlier run"
+        shutil.rmtree(tmp_path / "o")
