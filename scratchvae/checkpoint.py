@@ -45,7 +45,7 @@ from .vae import VAE
 FORMAT = "scratchvae-checkpoint-1"
 ARCHITECTURE = ("input_dim", "hidden_dims", "latent_dim", "activation", "likelihood")
 JSON_ENTRIES = ("model", "optimizer", "config", "history", "rng", "progress")
-SAFETY = "a checkpoint is data, never code: scratchvae loads it with allow_pickle=False"
+SAFETY = "a checkpoint is data, never code: scratchvae never unpickles anything"
 
 
 class CheckpointError(ValueError):

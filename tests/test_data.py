@@ -757,3 +757,61 @@ def test_real_data_through_env_var_root(shared_mnist_dir, shared_fashion_dir, mo
     monkeypatch.setenv(data.ENV_VAR, str(shared_mnist_dir.parent))
     assert len(data.load("mnist", "test[9000:]", download=False)) == 1000
     assert len(data.load("fashion-mnist", "test[-10:]", download=False)) == 10
+
+
+# ------------------------------------------------------------------ hostile servers, unreadable files
+class _Body:
+    """urlopen stand-in: ``headers`` as given, then ``body`` (repeated forever if endless);
+    counts the bytes handed out, to show a download stops reading where it should."""
+
+    def __init__(self, headers, body, endless=False):
+        self.headers, self.body, self.endless, self.given = headers, body, endless, 0
+
+    def read(self, n):
+        if self.endless:
+            chunk = (self.body * (n // max(1, len(self.body)) + 1))[:n]
+        else:
+            chunk, self.body = self.body[:n], self.body[n:]
+        self.given += len(chunk)
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+PUBLISHED = bytes(range(256)) * 40                          # a 10,240-byte "published file"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(extra=st.integers(-len(PUBLISHED), 10**6), endless=st.booleans(),
+       length=st.one_of(st.none(), st.just("right"), st.integers(0, 10**12).map(str),
+                        st.sampled_from(["-5", "1e4", " ", "abc", "10240 10240", "١٢٣", "0x2800"])))
+def test_a_download_never_reads_past_the_published_size(tmp_path, monkeypatch, extra, endless, length):
+    body = PUBLISHED + bytes(max(extra, 0)) if extra >= 0 else PUBLISHED[:extra]
+    headers = {} if length is None else {"Content-Length": str(len(body)) if length == "right" else length}
+    response = _Body(headers, body, endless=endless)
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: response)
+    md5 = hashlib.md5(PUBLISHED).hexdigest()
+    target = tmp_path / "d" / f"f{response.__hash__()}.gz"
+    try:
+        data.download("http://127.0.0.1:1/f.gz", target, md5, size=len(PUBLISHED), progress=False)
+    except DataError:
+        assert not target.exists()
+    else:
+        assert target.read_bytes() == PUBLISHED and not endless and extra == 0
+    assert response.given <= len(PUBLISHED) + 1                 # never more than one byte too many
+    assert [p for p in target.parent.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_a_permission_error_is_reported_as_one(tmp_path, monkeypatch):
+    write_dataset(tmp_path / "d", n_test=3)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(data, "open", refuse, raising=False)     # read_idx's open(); root reads anything
+    with pytest.raises(DataError, match="permission denied: this user may not read the file") as err:
+        data.load("mnist", "test", data_dir=tmp_path / "d")
+    assert "corrupt" not in str(err.value) and "gzip" not in str(err.value)
