@@ -19,7 +19,9 @@ Shapes: x (N, D), z (N, K), logits (N, D).
 import numpy as np
 
 from .layers import MLP, Dense, share_one_buffer, sigmoid
+from .data import load
 from .losses import bernoulli_log_likelihood, gaussian_log_density, gaussian_log_density_grads
+from .optim import Adam
 from .vae import _check_architecture
 
 
@@ -155,3 +157,83 @@ def empty_prior_fraction(codes, z_prior, quantile=0.99):
 
     r = np.quantile(nearest(codes, codes, True), quantile)
     return float(np.mean(nearest(z_prior, codes, False) > r))
+
+
+def compare_with_vae(ae, vae, images, labels, rng, n_samples=100):
+    """What figure 10 shows, as arrays and numbers: codes, prior decodes, and their statistics.
+
+    Returns (codes, samples, numbers): codes {"autoencoder": z (N, 2), "VAE": mu (N, 2)},
+    samples {name: decoder means of the same z ~ N(0, I) (n_samples, D)}, numbers {name:
+    dict(rec = mean test -log p(x|z) at the code, code_mean (K,), code_std (K,),
+    empty = empty_prior_fraction of 10,000 prior samples)}.
+    """
+    codes = {"autoencoder": ae.encode(images), "VAE": vae.encode(images)[0]}
+    z = rng.standard_normal((n_samples, ae.latent_dim)).astype(ae.dtype)
+    samples = {"autoencoder": ae.decode_mean(z), "VAE": vae.decode_mean(z)}
+    prior = rng.standard_normal((10_000, ae.latent_dim))
+    rec = {"autoencoder": ae.reconstruction_error(images), "VAE": vae_reconstruction_error(vae, images)}
+    numbers = {name: dict(rec=float(rec[name].mean()), code_mean=c.mean(axis=0), code_std=c.std(axis=0),
+                          empty=empty_prior_fraction(c, prior)) for name, c in codes.items()}
+    return codes, samples, numbers
+
+
+def main(argv=None):
+    """python -m scratchvae.autoencoder VAE_CHECKPOINT --out DIR [--data-dir DIR]
+
+    Trains an autoencoder with the VAE checkpoint's architecture, data, batch size, learning
+    rate, epochs and seed (Adam, grey-level targets), then writes DIR/10_autoencoder_vs_vae.png
+    and prints the figure's numbers. The VAE must have a 2-D latent (the demo's OUT/latent2d).
+    """
+    import argparse
+    import sys
+    import time
+    from pathlib import Path
+
+    from . import plots
+    from .checkpoint import CheckpointError, load_checkpoint, load_model
+    from .data import DataError, iterate_batches
+
+    parser = argparse.ArgumentParser(prog="python -m scratchvae.autoencoder")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--data-dir", default=None, help="default: the checkpoint's")
+    args = parser.parse_args(argv)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        vae, c = load_model(checkpoint), checkpoint["config"]
+        if vae.latent_dim != 2 or c.get("binarize", "none") != "none":
+            raise ValueError("needs a VAE with a 2-D latent trained on grey levels (the demo's OUT/latent2d)")
+        data_dir = args.data_dir or c.get("data_dir")
+        train_u8 = load(c["dataset"], c["train_split"], data_dir, download=False)
+        test = load(c["dataset"], c["test_split"], data_dir, download=False)
+    except (CheckpointError, DataError, ValueError, KeyError) as e:
+        print(f"python -m scratchvae.autoencoder: error: {e}", file=sys.stderr)
+        return 2
+    ae = Autoencoder(vae.input_dim, vae.hidden_dims, 2, activation=vae.activation,
+                     likelihood=vae.likelihood, seed=c["seed"])
+    adam = Adam(ae.flat_params, ae.flat_grads, lr=c["lr"])
+    rng = np.random.default_rng(c["seed"])
+    start = time.perf_counter()
+    for epoch in range(c["epochs"]):
+        for x in iterate_batches(train_u8.images.reshape(len(train_u8.images), -1), c["batch_size"], rng):
+            ae.loss_and_grads(x)
+            adam.step()
+    seconds = time.perf_counter() - start
+    x_test = test.images.reshape(len(test.images), -1).astype(np.float32) / 255
+    codes, samples, numbers = compare_with_vae(ae, vae, x_test, test.labels, np.random.default_rng(c["seed"]))
+    stats = {name: (f"test -log p(x|z) {n['rec']:.2f};  codes' mean ({n['code_mean'][0]:.2f}, "
+                    f"{n['code_mean'][1]:.2f}), s.d. ({n['code_std'][0]:.2f}, {n['code_std'][1]:.2f});\n"
+                    f"prior samples where no code is: {100 * n['empty']:.1f} %")
+             for name, n in numbers.items()}
+    path = plots.plot_autoencoder_vs_vae(codes, test.labels, samples, stats,
+                                         args.out / "10_autoencoder_vs_vae.png")
+    print(f"autoencoder trained {c['epochs']} epochs on {c['dataset']} {c['train_split']} in {seconds:.0f} s; "
+          f"tested on {c['test_split']} ({len(x_test):,} images)")
+    for name, text in stats.items():
+        print(f"  {name}: {text.replace(chr(10), ' ')}")
+    print(f"figure: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -514,3 +514,52 @@ def plot_inference_gaps(gaps, images, path, title=None, dpi=DPI):
                           "approximation gap + amortisation gap",
                  x=0.02, ha="left", y=0.985, fontsize=11)
     return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 10
+def plot_autoencoder_vs_vae(codes, labels, samples, stats, path, title=None, dpi=DPI):
+    """Figure 10: a plain autoencoder beside the VAE (slides 3-5 against 12-13).
+
+    Top: the 2-D codes of the test digits for each model, coloured by label, with the circle
+    holding 95 % of p(z) = N(0, I) (radius 2.45) drawn on both. Bottom: digits decoded from
+    the same z ~ N(0, I) by each decoder.
+    ``codes``: {"autoencoder": (N, 2), "VAE": (N, 2)} (the VAE's are mu);
+    ``samples``: {name: (M, D)} decoder means, M a square; ``stats``: {name: text under its title}.
+    Size: 11 x 11 inches.   Shapes: labels (N,).
+    """
+    names = list(codes)
+    labels = np.asarray(labels)
+    fig = _figure(11, 11)
+    colours = colormaps["tab10"].colors
+    circle = np.linspace(0, 2 * np.pi, 200)
+    radius = float(np.sqrt(-2 * np.log(0.05)))                  # P(|z| < r) = 1 - exp(-r^2/2) = 0.95
+    for i, name in enumerate(names):
+        z = np.asarray(codes[name])
+        if z.ndim != 2 or z.shape[1] != 2 or len(z) != len(labels):
+            raise ValueError(f"codes[{name!r}] must be (N, 2) with N = {len(labels)}, got {z.shape}")
+        ax = fig.add_axes([0.07 + 0.48 * i, 0.53, 0.4, 0.36])
+        for k in np.unique(labels):
+            pick = labels == k
+            ax.scatter(z[pick, 0], z[pick, 1], s=3, alpha=0.6, color=colours[int(k) % 10],
+                       linewidths=0, rasterized=True)
+        ax.plot(radius * np.cos(circle), radius * np.sin(circle), color="black", lw=1.2,
+                label="95 % of N(0, I)")
+        ax.set_xlabel("z_1")
+        ax.set_ylabel("z_2")
+        ax.legend(loc="upper right", fontsize=8)
+        ax.set_title(f"{name}: test digits' codes\n{stats.get(name, '')}", fontsize=9.5)
+        images = _as_images(f"samples[{name!r}]", samples[name])
+        n = int(round(np.sqrt(len(images))))
+        if n * n != len(images):
+            raise ValueError(f"samples[{name!r}] must be a square number of images, got {len(images)}")
+        ax = fig.add_axes([0.05 + 0.48 * i, 0.03, 0.44, 0.4])
+        _show_mosaic(ax, mosaic(images.reshape(n, n, -1)))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{name}: decoded from z ~ N(0, I)", fontsize=10)
+    handles = [Line2D([], [], marker="o", ls="", color=colours[k], label=str(k)) for k in range(10)]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=10, frameon=False,
+               fontsize=8)
+    fig.suptitle(title or "Autoencoder vs VAE: without the KL term the codes go anywhere, "
+                          "and N(0, I) decodes to poor digits", y=0.99, fontsize=12)
+    return _save(fig, path, dpi)

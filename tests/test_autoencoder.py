@@ -83,3 +83,22 @@ def test_the_autoencoder_reconstructs_better_than_the_vae_on_the_same_data_and_b
     assert empty_prior_fraction(vae_codes, prior) < empty_prior_fraction(ae_codes, prior), (
         empty_prior_fraction(vae_codes, prior), empty_prior_fraction(ae_codes, prior),
         ae_codes.mean(axis=0), ae_codes.std(axis=0))
+
+
+def test_the_comparison_figure_from_two_untrained_models(tmp_path):
+    from matplotlib.image import imread
+
+    from scratchvae import plots
+    from scratchvae.autoencoder import compare_with_vae
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((30, 16)).astype(np.float32), np.arange(30) % 10
+    ae, vae = Autoencoder(16, [8], 2, seed=1), VAE(16, [8], 2, seed=2)
+    codes, samples, numbers = compare_with_vae(ae, vae, images, labels, rng, n_samples=9)
+    assert codes["autoencoder"].shape == codes["VAE"].shape == (30, 2)
+    assert samples["VAE"].shape == (9, 16)
+    np.testing.assert_allclose(numbers["autoencoder"]["rec"], ae.loss_and_grads(images)[0], rtol=1e-5)
+    assert 0 <= numbers["VAE"]["empty"] <= 1
+    path = plots.plot_autoencoder_vs_vae(codes, labels, samples, {"VAE": "text"}, tmp_path / "f.png")
+    assert imread(path).shape[:2] == (1100, 1100)
+    with pytest.raises(ValueError, match="square number"):
+        plots.plot_autoencoder_vs_vae(codes, labels, {k: v[:8] for k, v in samples.items()}, {}, tmp_path / "g.png")
