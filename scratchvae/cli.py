@@ -29,7 +29,7 @@ from .data import DataError, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, format_report
 from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from .layers import ACTIVATIONS
-from .train import (CHECKPOINT_NAME, ENGINES, ConfigError, TrainConfig, TrainingDiverged,
+from .train import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
 from .vae import LIKELIHOODS
 
@@ -130,6 +130,11 @@ def build_parser():
     opt.add_argument("--beta", type=nonnegative_float, default=d.beta, help="weight of the KL term")
     opt.add_argument("--warmup-epochs", type=nonnegative_float, default=d.warmup_epochs,
                      help="linear KL warm-up: beta ramps from 0 over this many epochs (0 = none)")
+    opt.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective,
+                     help="elbo: the lecture's loss (vae.py); iwae: the importance-weighted bound "
+                          "L_k with --iwae-k samples per image (iwae.py)")
+    opt.add_argument("--iwae-k", type=positive_int, default=d.iwae_k,
+                     help="k, importance samples per image for --objective iwae")
     opt.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step")
     opt.add_argument("--lr", type=positive_float, default=d.lr, help="Adam's learning rate")
     opt.add_argument("--epochs", type=positive_int, default=d.epochs,
@@ -237,7 +242,8 @@ def _train(args, parser):
                              test_split=args.test_split, binarize=args.binarize, download=args.download,
                              hidden=args.hidden, latent=args.latent, activation=args.activation,
                              likelihood=args.likelihood, n_samples=args.n_samples, beta=args.beta,
-                             warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, lr=args.lr,
+                             warmup_epochs=args.warmup_epochs, objective=args.objective,
+                             iwae_k=args.iwae_k, batch_size=args.batch_size, lr=args.lr,
                              epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch,
                              engine=args.engine, threads=args.threads)
     except ConfigError as e:

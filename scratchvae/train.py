@@ -54,6 +54,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_parameters, save_
 from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
 from .evaluate import evaluate_nelbo, substream
 from .fast import FusedStep, NonFiniteStep, unsupported_reason
+from .iwae import IWAE
 from .layers import ACTIVATIONS
 from .optim import Adam
 from .vae import LIKELIHOODS, VAE
@@ -111,6 +112,8 @@ class TrainConfig:
     # --- objective
     beta: float = 1.0                     # weight of the KL term (1 = the ELBO)
     warmup_epochs: float = 0.0            # linear KL warm-up: beta ramps 0 -> beta over this many epochs, per step
+    objective: str = "elbo"               # "elbo" (vae.py, slide 15) or "iwae": the k-sample bound L_k (iwae.py)
+    iwae_k: int = 5                       # k, importance samples per image for objective "iwae"
     # --- optimisation
     batch_size: int = 128                 # images per step
     lr: float = 1e-3                      # Adam's learning rate
@@ -164,6 +167,12 @@ class TrainConfig:
         need(is_number(self.beta) and self.beta >= 0, "beta", "a finite number >= 0")
         need(is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
              "a finite number >= 0 (0 = no warm-up)")
+        need(one_of(self.objective, OBJECTIVES), "objective", f"one of {', '.join(OBJECTIVES)}")
+        need(is_int(self.iwae_k) and self.iwae_k >= 1, "iwae_k", "a positive integer")
+        if self.objective == "iwae":
+            need(self.beta == 1, "beta", "1 with objective 'iwae' (L_k has no KL weight)")
+            need(self.warmup_epochs == 0, "warmup_epochs", "0 with objective 'iwae' (L_k has no KL weight)")
+            need(self.n_samples == 1, "n_samples", "1 with objective 'iwae' (it draws iwae_k samples)")
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
         need(is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(is_int(self.epochs) and self.epochs >= 1, "epochs", "a positive integer")
@@ -206,6 +215,7 @@ class TrainConfig:
 # All others must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
 ENGINES = ("plain", "fused")
+OBJECTIVES = ("elbo", "iwae")
 
 
 def derive_streams(seed):
@@ -337,12 +347,15 @@ def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
     N, D = train_x.shape
     if test_x.shape[1] != D:
         raise ValueError(f"train and test images differ in size: {D} vs {test_x.shape[1]} pixels")
-    data = {"train": _fingerprint(train_x), "test": _fingerprint(test_x)}    # resuming checks it
-    model = VAE(D, config.hidden, config.latent, activation=config.activation,
-                likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
-                seed=config.seed)
-    if config.engine == "fused" and unsupported_reason(model):
-        raise ConfigError(f"engine 'fused' cannot train this model: {unsupported_reason(model)}; "
+    data = {"train": fingerprint(train_x), "test": fingerprint(test_x)}    # resuming checks it
+    Model, extra = (IWAE, {"k": config.iwae_k}) if config.objective == "iwae" else (VAE, {})
+    model = Model(D, config.hidden, config.latent, activation=config.activation,
+                  likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
+                  seed=config.seed, **extra)
+    fused_refuses = unsupported_reason(model) or (
+        config.objective != "elbo" and f"it trains objective '{config.objective}' (the fused step computes the ELBO)")
+    if config.engine == "fused" and fused_refuses:
+        raise ConfigError(f"engine 'fused' cannot train this model: {fused_refuses}; "
                           f"use engine 'plain' (the default)")
     optimizer = Adam(model.flat_params, model.flat_grads, lr=config.lr)
     streams = derive_streams(config.seed)
@@ -466,7 +479,7 @@ def _check_writable(out):
         raise ConfigError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
 
 
-def _fingerprint(images):
+def fingerprint(images):
     """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 10 ms for 47 MB here)."""
     return {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
             "crc32": zlib.crc32(np.ascontiguousarray(images))}

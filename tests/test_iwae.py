@@ -1,0 +1,177 @@
+"""The importance-weighted bound L_k (iwae.py): its gradient, k = 1, stability, L_k rising with k, training."""
+import io
+
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae.checkpoint import load_checkpoint, load_model
+from scratchvae.cli import main
+from scratchvae.gradcheck import numerical_gradient, rel_error
+from scratchvae.iwae import IWAE
+from scratchvae.train import ConfigError, TrainConfig, train
+
+from test_data import write_dataset
+
+TOL = 1e-7     # float64 central differences give ~1e-9 here; a wrong term gives ~1e-2 or more
+
+
+def tiny_problem(likelihood, k, N=4, D=6, K=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((N, D))
+    if likelihood == "bernoulli":
+        x[:, :2] = np.round(x[:, :2])
+    return x, rng.standard_normal((k, N, K))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_every_gradient_of_L_k_matches_finite_differences(likelihood, k):
+    model = IWAE(6, [5], 3, activation="tanh", likelihood=likelihood, dtype=np.float64, seed=1, k=k)
+    x, eps = tiny_problem(likelihood, k)
+    loss, _ = model.loss_and_grads(x, eps)
+    analytic = {name: g.copy() for name, g in model.grads.items()}
+    minus_L_k = lambda _: -np.mean(model.bound(x, eps))        # the forward of vae.py's log_weights
+    assert loss == pytest.approx(minus_L_k(None), rel=1e-14)
+    errors = {name: rel_error(numerical_gradient(minus_L_k, p), analytic[name])
+              for name, p in model.params.items()}
+    assert set(errors) == set(model.params) and len(errors) == 10 + 2 * (likelihood == "gaussian")
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, f"{worst} rel_error={errors[worst]:.1e}"
+
+
+def test_relu_nets_too():
+    model = IWAE(6, [7, 5], 3, activation="relu", dtype=np.float64, seed=3, k=4)
+    x, eps = tiny_problem("bernoulli", 4, seed=3)
+    model.loss_and_grads(x, eps)
+    analytic = {name: g.copy() for name, g in model.grads.items()}
+    for name, p in model.params.items():
+        err = rel_error(numerical_gradient(lambda _: -np.mean(model.bound(x, eps)), p), analytic[name])
+        assert err < TOL, f"{name} rel_error={err:.1e}"
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_L_1_is_the_monte_carlo_kl_vae_objective_exactly(likelihood, dtype):
+    """k = 1: log-mean-exp of one log-weight is that log-weight, so -L_1 = -mean(log p(x, z) - log q(z|x))."""
+    model = IWAE(6, [5], 3, likelihood=likelihood, dtype=dtype, seed=2, k=1)
+    x, eps = tiny_problem(likelihood, 1, N=9)
+    x, eps = x.astype(dtype), eps.astype(dtype)
+    loss, parts = model.loss_and_grads(x, eps)
+    vae = VAE(6, [5], 3, likelihood=likelihood, dtype=dtype, seed=2)      # the same weights
+    assert loss == -np.mean(vae.log_weights(x, eps))                      # bit for bit
+    assert loss == pytest.approx(parts["nelbo"], rel=1e-5) and parts["iwae"] == -loss
+    _, analytic_kl = vae.loss(x, eps)                                     # same rec, closed-form KL
+    assert parts["rec"] == pytest.approx(analytic_kl["rec"], rel=1e-5)
+    assert model.grads["enc.mu.W"].dtype == dtype
+
+
+def test_weights_hundreds_of_nats_apart_give_the_dominant_samples_gradient():
+    """Sample 2 sits 100 standard deviations out: its log-weight is thousands of nats below
+    sample 1's (exp of the difference underflows even in float64), so w~ = (1, 0) and L_2 is
+    sample 1's log-weight minus log 2, with sample 1's gradient -- no inf or nan."""
+    x, eps = tiny_problem("bernoulli", 1)
+    far = np.concatenate([eps, eps + 100.0])                               # (2, N, K)
+    one = IWAE(6, [5], 3, activation="tanh", dtype=np.float64, seed=4, k=1)
+    two = IWAE(6, [5], 3, activation="tanh", dtype=np.float64, seed=4, k=2)
+    log_w = two.log_weights(x, far)
+    assert np.all(log_w[0] - log_w[1] > 2000)
+    loss1, _ = one.loss_and_grads(x, eps)
+    loss2, _ = two.loss_and_grads(x, far)
+    assert loss2 == pytest.approx(loss1 + np.log(2), rel=1e-12)
+    assert np.isfinite(two.flat_grads).all()
+    np.testing.assert_allclose(two.flat_grads, one.flat_grads, rtol=1e-10, atol=1e-300)
+
+
+def synthetic_images(n, D=36, seed=0):
+    """Four binary prototypes with 5% of pixels flipped (as in test_train)."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((4, D)) < 0.3
+    noise = rng.random((n, D)) < 0.05
+    return ((prototypes[rng.integers(0, 4, n)] ^ noise) * 255).astype(np.uint8)
+
+
+IMAGES = synthetic_images(190)
+TRAIN, TEST = IMAGES[:150], IMAGES[150:]
+
+
+def test_L_k_rises_with_k_in_expectation_on_a_trained_model():
+    """ELBO = L_1 <= L_5 <= L_50 in expectation (Burda et al. 2016, Theorem 1). The means of the
+    paired differences over 40 images x 200 draws must exceed zero by five standard errors."""
+    model, _ = train(TrainConfig(hidden=[16], latent=4, batch_size=16, epochs=8, lr=3e-3, seed=3,
+                                 binarize="threshold"), train_images=TRAIN, test_images=TEST, log=False)
+    x = (TEST >= 128).astype(np.float32)                                  # (40, 36)
+    rng = np.random.default_rng(0)
+    bounds = {k: [] for k in (1, 5, 50)}
+    for _ in range(200):
+        eps = rng.standard_normal((50, len(x), model.latent_dim), dtype=np.float32)
+        for k in bounds:                                                  # nested draws: paired, less noise
+            log_w = model.log_weights(x, eps[:k]).astype(np.float64)
+            m = log_w.max(axis=0)
+            bounds[k].append(m + np.log(np.exp(log_w - m).sum(axis=0)) - np.log(k))
+    L = {k: np.array(v) for k, v in bounds.items()}                      # (200, 40) each
+    for lo, hi in ((1, 5), (5, 50)):
+        diff = (L[hi] - L[lo]).ravel()
+        stderr = diff.std(ddof=1) / np.sqrt(diff.size)
+        assert diff.mean() > 5 * stderr > 0, f"L_{hi} - L_{lo} = {diff.mean():.4f} +/- {stderr:.4f}"
+    assert np.mean(L[50]) < 0                                            # a bound on log p(x) of binary images
+
+
+def iwae_config(**changes):
+    base = dict(hidden=[12], latent=3, batch_size=16, epochs=2, lr=3e-3, binarize="dynamic",
+                eval_batch=25, seed=7, objective="iwae", iwae_k=3)
+    return TrainConfig(**{**base, **changes})
+
+
+def test_training_on_L_k_lowers_it_and_the_checkpoint_keeps_the_objective(tmp_path):
+    model, history = train(iwae_config(epochs=3, out=str(tmp_path / "run")), train_images=TRAIN,
+                           test_images=TEST, log=False)
+    assert isinstance(model, IWAE) and model.k == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    assert (saved.objective, saved.iwae_k) == ("iwae", 3)
+    loaded = load_model(checkpoint)                                       # the weights, as a VAE
+    np.testing.assert_array_equal(loaded.flat_params, model.flat_params)
+    resumed, again = train(iwae_config(epochs=4, out=str(tmp_path / "run")),
+                           resume=tmp_path / "run" / "checkpoint.npz", log=False,
+                           train_images=TRAIN, test_images=TEST)
+    assert isinstance(resumed, IWAE) and len(again) == 4
+
+
+def test_resuming_an_iwae_run_continues_it_exactly(tmp_path):
+    _, whole = train(iwae_config(epochs=2, out=str(tmp_path / "a")), train_images=TRAIN,
+                     test_images=TEST, log=False)
+    train(iwae_config(epochs=1, out=str(tmp_path / "b")), train_images=TRAIN, test_images=TEST, log=False)
+    _, resumed = train(iwae_config(epochs=2, out=str(tmp_path / "b")), resume=tmp_path / "b" / "checkpoint.npz",
+                       train_images=TRAIN, test_images=TEST, log=False)
+    timing = ("img_per_s", "seconds")
+    strip = lambda h: [{k: v for k, v in r.items() if k not in timing} for r in h]
+    assert strip(resumed) == strip(whole)
+
+
+def test_configurations_L_k_cannot_train_are_refused():
+    assert (TrainConfig().objective, TrainConfig().iwae_k) == ("elbo", 5)
+    with pytest.raises(ConfigError, match="engine 'fused' cannot train this model: it trains objective 'iwae'"):
+        train(iwae_config(engine="fused"), train_images=TRAIN, test_images=TEST, log=False)
+    for changes, field in ((dict(beta=0.5), "beta"), (dict(warmup_epochs=1.0), "warmup_epochs"),
+                           (dict(n_samples=2), "n_samples"), (dict(iwae_k=0), "iwae_k"),
+                           (dict(objective="tight"), "objective")):
+        with pytest.raises(ConfigError, match=field):
+            iwae_config(**changes)
+    with pytest.raises(ValueError, match="beta must be 1"):
+        IWAE(6, [5], 3, beta=2.0)
+    with pytest.raises(ValueError, match="k, the number of importance samples"):
+        IWAE(6, [5], 3, k=0)
+    old = TrainConfig().to_dict()
+    del old["objective"], old["iwae_k"]                                   # written before the fields existed
+    assert TrainConfig.from_dict(old).objective == "elbo"
+
+
+def test_the_cli_refuses_the_fused_engine_for_iwae_in_one_line(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n_train=20, n_test=10)
+    code = main(["train", "--objective", "iwae", "--iwae-k", "5", "--engine", "fused", "--epochs", "1",
+                 "--data-dir", str(tmp_path / "data"), "--no-download", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err
+    assert err.count("\n") == 0 and "it trains objective 'iwae'" in err
