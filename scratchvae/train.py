@@ -734,6 +734,9 @@ def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, positi
 
 
 def _engine_name(model, config):
+    if config.objective == "iwae":
+        return (f"training step: IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, "
+                f"k = {config.iwae_k}), Adam in scratchvae/optim.py")
     if config.engine == "plain":
         return "training step: VAE.loss_and_grads in scratchvae/vae.py, Adam in scratchvae/optim.py"
     return (f"training step: the fused step of scratchvae/fast.py ({config.threads} "

@@ -124,8 +124,10 @@ def iwae_config(**changes):
 
 
 def test_training_on_L_k_lowers_it_and_the_checkpoint_keeps_the_objective(tmp_path):
+    log = io.StringIO()
     model, history = train(iwae_config(epochs=3, out=str(tmp_path / "run")), train_images=TRAIN,
-                           test_images=TEST, log=False)
+                           test_images=TEST, log=log)
+    assert "IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, k = 3)" in log.getvalue()
     assert isinstance(model, IWAE) and model.k == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
