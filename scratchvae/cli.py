@@ -112,7 +112,8 @@ def build_parser():
 
     p = commands.add_parser("train", help="train a VAE and write RUN_DIR/checkpoint.npz",
                             description="Train a VAE; write RUN_DIR/checkpoint.npz and "
-                            "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C saves and stops.",
+                            "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C (or SIGTERM, SIGHUP) saves and "
+                            "stops; one training at a time per RUN_DIR.",
                             formatter_class=_HelpFormatter)
     add_data_arguments(p)
     model = p.add_argument_group("model")
