@@ -1,0 +1,75 @@
+"""The conditional VAE (cvae.py): its gradient, what the label does, and its bound on log p(x|y)."""
+import numpy as np
+import pytest
+
+from scratchvae import VAE
+from scratchvae.cvae import CVAE
+from scratchvae.gradcheck import numerical_gradient, rel_error
+
+TOL = 1e-7     # float64 central differences give ~1e-9; a wrong term gives ~1e-2 or more
+
+
+def tiny_problem(likelihood, L, N=5, D=6, K=3, C=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((N, D))
+    if likelihood == "bernoulli":
+        x[:, :2] = np.round(x[:, :2])
+    return x, rng.integers(0, C, N), rng.standard_normal((L, N, K))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("hidden,activation", [([5], "tanh"), ([7, 5], "relu"), ([], "tanh")])
+@pytest.mark.parametrize("L,beta", [(1, 1.0), (3, 0.5)])
+def test_every_gradient_matches_finite_differences(likelihood, hidden, activation, L, beta):
+    model = CVAE(6, hidden, 3, n_classes=4, activation=activation, likelihood=likelihood, beta=beta,
+                 dtype=np.float64, seed=1)
+    x, y, eps = tiny_problem(likelihood, L)
+    model.loss_and_grads(x, y, eps)
+    analytic = {name: g.copy() for name, g in model.grads.items()}
+    errors = {name: rel_error(numerical_gradient(lambda _: model.loss(x, y, eps)[0], p), analytic[name])
+              for name, p in model.params.items()}
+    assert set(errors) == set(model.params)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < TOL, f"{worst} rel_error={errors[worst]:.1e}"
+
+
+def test_the_label_enters_both_networks_and_changes_the_loss():
+    model = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=1)
+    assert model.params["enc.fc1.W"].shape == (6 + 4, 5) and model.params["dec.fc1.W"].shape == (3 + 4, 5)
+    x, y, eps = tiny_problem("bernoulli", 1)
+    assert model.loss(x, y, eps)[0] != model.loss(x, (y + 1) % 4, eps)[0]
+    z = np.zeros((2, 3))
+    assert not np.allclose(model.decode_mean(z, [0, 0]), model.decode_mean(z, [0, 1]))
+    assert model.sample(3, 2).shape == (3, 6)
+
+
+def test_its_loss_is_minus_the_mean_log_weight_plus_a_zero_mean_kl_difference():
+    """The two views of slides 21-25 agree here too: mean over many samples of -log w -> -ELBO."""
+    model = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=2)
+    x, y, _ = tiny_problem("bernoulli", 1)
+    eps = np.random.default_rng(1).standard_normal((20000, 5, 3))
+    log_w = model.log_weights(x, y, eps)                                   # (S, N)
+    _, parts = model.loss(x, y, eps)
+    stderr = log_w.std(axis=0, ddof=1).mean() / np.sqrt(len(eps))
+    assert abs(-log_w.mean() - parts["nelbo"]) < 5 * stderr
+
+
+def test_a_zero_label_weight_row_makes_it_the_unconditional_vae():
+    """With the label's rows of both first weights set to 0, the CVAE computes the VAE's loss."""
+    cvae = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=3)
+    vae = VAE(6, [5], 3, dtype=np.float64, seed=3)
+    for name, p in vae.params.items():
+        q = cvae.params[name]
+        q[...] = 0.0
+        q[:p.shape[0]] = p                                                 # label rows stay 0
+    x, y, eps = tiny_problem("bernoulli", 2)
+    assert cvae.loss(x, y, eps)[0] == pytest.approx(vae.loss(x, eps)[0], rel=1e-13)
+
+
+@pytest.mark.parametrize("bad", [np.array([0, 1, 2, 3, 4]), np.array([0, 1, 2, 3, -1]),
+                                 np.array([0.0, 1, 2, 3, 1]), np.array([0, 1])])
+def test_bad_labels_are_refused_with_a_clear_message(bad):
+    model = CVAE(6, [5], 3, n_classes=4)
+    x, _, eps = tiny_problem("bernoulli", 1)
+    with pytest.raises(ValueError, match="label"):
+        model.loss(x.astype(np.float32), bad, eps)
