@@ -165,15 +165,19 @@ def compare_with_vae(ae, vae, images, labels, rng, n_samples=100):
     Returns (codes, samples, numbers): codes {"autoencoder": z (N, 2), "VAE": mu (N, 2)},
     samples {name: decoder means of the same z ~ N(0, I) (n_samples, D)}, numbers {name:
     dict(rec = mean test -log p(x|z) at the code, code_mean (K,), code_std (K,),
-    empty = empty_prior_fraction of 10,000 prior samples)}.
+    empty = empty_prior_fraction of 10,000 prior samples, inside = the fraction of codes
+    within the circle that holds 95 % of N(0, I) (K = 2))}.
     """
     codes = {"autoencoder": ae.encode(images), "VAE": vae.encode(images)[0]}
     z = rng.standard_normal((n_samples, ae.latent_dim)).astype(ae.dtype)
     samples = {"autoencoder": ae.decode_mean(z), "VAE": vae.decode_mean(z)}
     prior = rng.standard_normal((10_000, ae.latent_dim))
     rec = {"autoencoder": ae.reconstruction_error(images), "VAE": vae_reconstruction_error(vae, images)}
+    radius = np.sqrt(-2 * np.log(0.05))                  # the circle holding 95 % of N(0, I) in 2-D
     numbers = {name: dict(rec=float(rec[name].mean()), code_mean=c.mean(axis=0), code_std=c.std(axis=0),
-                          empty=empty_prior_fraction(c, prior)) for name, c in codes.items()}
+                          empty=empty_prior_fraction(c, prior),
+                          inside=float(np.mean(np.linalg.norm(c, axis=1) < radius)))
+               for name, c in codes.items()}
     return codes, samples, numbers
 
 
@@ -223,8 +227,11 @@ def main(argv=None):
     codes, samples, numbers = compare_with_vae(ae, vae, x_test, test.labels, np.random.default_rng(c["seed"]))
     stats = {name: (f"test -log p(x|z) {n['rec']:.2f};  codes' mean ({n['code_mean'][0]:.2f}, "
                     f"{n['code_mean'][1]:.2f}), s.d. ({n['code_std'][0]:.2f}, {n['code_std'][1]:.2f});\n"
+                    f"codes inside N(0, I)'s 95 % circle: {100 * n['inside']:.1f} %;\n"
                     f"prior samples where no code is: {100 * n['empty']:.1f} %")
              for name, n in numbers.items()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out / "autoencoder.npz", **ae.params)              # the trained autoencoder's weights
     path = plots.plot_autoencoder_vs_vae(codes, test.labels, samples, stats,
                                          args.out / "10_autoencoder_vs_vae.png")
     print(f"autoencoder trained {c['epochs']} epochs on {c['dataset']} {c['train_split']} in {seconds:.0f} s; "

@@ -537,7 +537,7 @@ def plot_autoencoder_vs_vae(codes, labels, samples, stats, path, title=None, dpi
         z = np.asarray(codes[name])
         if z.ndim != 2 or z.shape[1] != 2 or len(z) != len(labels):
             raise ValueError(f"codes[{name!r}] must be (N, 2) with N = {len(labels)}, got {z.shape}")
-        ax = fig.add_axes([0.07 + 0.48 * i, 0.53, 0.4, 0.36])
+        ax = fig.add_axes([0.07 + 0.48 * i, 0.53, 0.4, 0.33])
         for k in np.unique(labels):
             pick = labels == k
             ax.scatter(z[pick, 0], z[pick, 1], s=3, alpha=0.6, color=colours[int(k) % 10],
@@ -558,8 +558,8 @@ def plot_autoencoder_vs_vae(codes, labels, samples, stats, path, title=None, dpi
         ax.set_yticks([])
         ax.set_title(f"{name}: decoded from z ~ N(0, I)", fontsize=10)
     handles = [Line2D([], [], marker="o", ls="", color=colours[k], label=str(k)) for k in range(10)]
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=10, frameon=False,
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.97), ncol=10, frameon=False,
                fontsize=8)
     fig.suptitle(title or "Autoencoder vs VAE: without the KL term the codes go anywhere, "
-                          "and N(0, I) decodes to poor digits", y=0.99, fontsize=12)
+                          "and N(0, I) decodes to poor digits", y=0.995, fontsize=12)
     return _save(fig, path, dpi)
