@@ -73,3 +73,51 @@ def test_bad_labels_are_refused_with_a_clear_message(bad):
     x, _, eps = tiny_problem("bernoulli", 1)
     with pytest.raises(ValueError, match="label"):
         model.loss(x.astype(np.float32), bad, eps)
+
+
+# ------------------------------------------------------------------ cvae_run: training, figures, bounds
+from scratchvae import cvae_run                                          # noqa: E402
+from scratchvae.evaluate import importance_sampled_nll                   # noqa: E402
+
+from test_data import write_dataset                                      # noqa: E402
+
+
+def test_the_labelled_bound_goes_through_evaluate_unchanged():
+    model = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=5)
+    x, y, _ = tiny_problem("bernoulli", 1)
+    nll = importance_sampled_nll(cvae_run._GivenLabels(model, y), x, 50, rng=np.random.default_rng(0),
+                                 batch_size=len(x))
+    eps = np.random.default_rng(0).standard_normal((50, 5, 3))
+    log_w = model.log_weights(x, y, eps)
+    direct = -(np.logaddexp.reduce(log_w, axis=0) - np.log(50))
+    np.testing.assert_allclose(nll, direct, rtol=1e-12)
+
+
+def test_the_figures_share_z_along_columns():
+    model = CVAE(16, [5], 2, n_classes=10, seed=6)
+    tiles = cvae_run.draw_me_a_digit(model, 3, np.random.default_rng(0))
+    assert tiles.shape == (10, 3, 16)
+    z = np.random.default_rng(0).standard_normal((3, 2), dtype=np.float32)
+    np.testing.assert_array_equal(tiles[7], model.decode_mean(z, np.full(3, 7)))   # row 7: the sevens
+    x = np.random.default_rng(1).random((2, 16)).astype(np.float32)
+    hand = cvae_run.same_hand_every_digit(model, x, np.array([3, 4]))
+    assert hand.shape == (2, 11, 16)
+    np.testing.assert_array_equal(hand[:, 0], x)
+    mu, _ = model.encode(x, np.array([3, 4]))
+    np.testing.assert_array_equal(hand[:, 1 + 9], model.decode_mean(mu, np.full(2, 9)))
+
+
+def test_cvae_run_trains_draws_and_compares_and_refuses_missing_labels(tmp_path, capsys):
+    written = write_dataset(tmp_path / "data", n_test=60)
+    out = tmp_path / "out"
+    code = cvae_run.main(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "2",
+                          "--batch-size", "10", "--is-k", "5", "--limit", "20", "--out", str(out)])
+    assert code == 0
+    assert (out / "cvae_draw_me_a_7.png").stat().st_size > 1000
+    assert (out / "cvae_same_hand.png").stat().st_size > 1000
+    capsys.readouterr()
+    (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "label" in err, err

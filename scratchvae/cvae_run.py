@@ -1,0 +1,152 @@
+"""Train the conditional VAE of cvae.py, draw "draw me a 7" and "one hand, every digit", and
+compare its bound on -log p(x|y) with an unconditional VAE's -log p(x) on the same images.
+
+    python -m scratchvae.cvae_run --data-dir ../shared/data/mnist --out runs/cvae \\
+        --train-split 'test[:9000]' --test-split 'test[9000:]' --epochs 5 \\
+        [--compare runs/vae/checkpoint.npz]
+
+The labels come from the data set's IDX label files (data.load reads them with the images
+and refuses a split whose label file is missing). Training is vae.py's loop in a few lines:
+shuffle, dynamic binarisation, Adam on ``CVAE.loss_and_grads``; no checkpoint is written.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_model
+from .cvae import CVAE
+from .data import DataError, load
+from .evaluate import importance_sampled_nll
+from .optim import Adam
+from .plots import _figure, _save, _show_mosaic, mosaic
+
+
+def binarize(images_u8, rng):
+    """Dynamic binarisation x ~ Bernoulli(pixels / 255) (as data.iterate_batches)."""
+    return (rng.random(images_u8.shape, dtype=np.float32) < images_u8 / np.float32(255)).astype(np.float32)
+
+
+def train_cvae(images, labels, *, hidden, latent, activation, epochs, batch_size, lr, seed, log=print):
+    model = CVAE(images.shape[1], hidden, latent, activation=activation, seed=seed)
+    adam = Adam(model.flat_params, model.flat_grads, lr=lr)
+    rng = np.random.default_rng(seed + 1)
+    for epoch in range(1, epochs + 1):
+        order, total = rng.permutation(len(images)), 0.0
+        for start in range(0, len(images), batch_size):
+            idx = order[start:start + batch_size]
+            loss, _ = model.loss_and_grads(binarize(images[idx], rng), labels[idx])
+            adam.step()
+            total += loss * len(idx)
+        log(f"epoch {epoch}/{epochs}  train -ELBO(x|y) {total / len(images):.3f}")
+    return model
+
+
+class _GivenLabels:
+    """The CVAE with its labels fixed, seen by evaluate.importance_sampled_nll as a VAE of x alone."""
+
+    def __init__(self, model, labels):
+        self.model, self.labels = model, labels
+        self.latent_dim, self.dtype = model.latent_dim, model.dtype
+
+    def encode(self, x):
+        return None                                                # log_weights encodes itself
+
+    def log_weights(self, x, eps, q=None):
+        return self.model.log_weights(x, self.labels, eps)
+
+
+def draw_me_a_digit(model, n_columns, rng):
+    """(10, n_columns, D): row c decodes the shared z_j with label c (each column one z, one style)."""
+    z = rng.standard_normal((n_columns, model.latent_dim), dtype=model.dtype)
+    return np.stack([model.decode_mean(z, np.full(n_columns, c)) for c in range(model.n_classes)])
+
+
+def same_hand_every_digit(model, x, y):
+    """(M, 1 + 10, D): each test digit, then its z = mu(x, y) decoded with every label."""
+    mu, _ = model.encode(x, y)
+    decoded = np.stack([model.decode_mean(mu, np.full(len(x), c)) for c in range(model.n_classes)], axis=1)
+    return np.concatenate([x[:, None], decoded], axis=1)
+
+
+def plot_draw_me(tiles, path):
+    fig = _figure(7, 6.7)
+    ax = fig.add_axes([0.08, 0.02, 0.9, 0.85])
+    _show_mosaic(ax, mosaic(tiles))
+    ax.set_yticks(np.arange(10) * 29 + 14)
+    ax.set_yticklabels([f"y = {c}" for c in range(10)])
+    fig.suptitle('"Draw me a 7": rows are the label y, each column one z ~ N(0, I)\n'
+                 "decoded with every label: the column keeps its style", y=0.975)
+    return _save(fig, path, 100)
+
+
+def plot_same_hand(tiles, path):
+    fig = _figure(7.4, 0.66 * len(tiles) + 1.0)
+    ax = fig.add_axes([0.02, 0.02, 0.96, 0.82])
+    _show_mosaic(ax, mosaic(tiles))
+    ax.set_xticks(np.arange(11) * 29 + 14)
+    ax.set_xticklabels(["test x"] + [f"y = {c}" for c in range(10)], fontsize=8)
+    ax.xaxis.tick_top()
+    fig.suptitle("One hand, every digit: z = mu(x, y) of a test digit, decoded with each label y", y=0.985)
+    return _save(fig, path, 100)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m scratchvae.cvae_run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--train-split", default="test[:9000]")
+    p.add_argument("--test-split", default="test[9000:]")
+    p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
+    p.add_argument("--latent", type=int, default=50)
+    p.add_argument("--activation", default="tanh")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--is-k", type=int, default=5000, help="importance samples for the bounds")
+    p.add_argument("--limit", type=int, default=1000, help="test images for the bounds")
+    p.add_argument("--compare", type=Path, help="an unconditional VAE's checkpoint.npz, same data")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    try:
+        train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
+        test_set = load(args.dataset, args.test_split, args.data_dir, download=False, progress=False)
+    except DataError as e:
+        print(f"scratchvae.cvae_run: error: {e}", file=sys.stderr)
+        return 2
+    flat = lambda s: s.images.reshape(len(s.images), -1)
+    model = train_cvae(flat(train_set), train_set.labels.astype(np.int64), hidden=args.hidden,
+                       latent=args.latent, activation=args.activation, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed + 2)
+    x_test = binarize(flat(test_set)[:args.limit], rng)                  # one draw, for both models
+    y_test = test_set.labels[:args.limit].astype(np.int64)
+    results = {"n": len(x_test), "is_k": args.is_k, "epochs": args.epochs}
+    _, parts = model.loss(x_test, y_test)
+    results["cvae_nelbo"] = parts["nelbo"]
+    nll = importance_sampled_nll(_GivenLabels(model, y_test), x_test, args.is_k,
+                                 rng=np.random.default_rng(args.seed + 3), batch_size=len(x_test))
+    results["cvae_nll_x_given_y"] = float(nll.mean())
+    results["cvae_nll_stderr"] = float(nll.std(ddof=1) / np.sqrt(len(nll)))
+    if args.compare:
+        vae = load_model(args.compare)
+        results["vae_nelbo"] = vae.loss(x_test)[1]["nelbo"]
+        nll_vae = importance_sampled_nll(vae, x_test, args.is_k, rng=np.random.default_rng(args.seed + 3))
+        results["vae_nll_x"] = float(nll_vae.mean())
+        diff = nll_vae - nll                                          # paired: the same images
+        results["log_p_y_given_x_gain"] = float(diff.mean())
+        results["gain_stderr"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    plot_draw_me(draw_me_a_digit(model, 12, np.random.default_rng(args.seed + 4)), args.out / "cvae_draw_me_a_7.png")
+    picks = [int(np.flatnonzero(y_test == c)[0]) for c in range(10) if np.any(y_test == c)][:6]
+    plot_same_hand(same_hand_every_digit(model, x_test[picks], y_test[picks]), args.out / "cvae_same_hand.png")
+    (args.out / "cvae_results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
