@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""python demo.py -- train a VAE on MNIST and draw the lecture's pictures (1-2 minutes on a CPU).
+"""python demo.py -- train a VAE on MNIST and draw the lecture's pictures (README.md says how long).
 
     python demo.py                                   # MNIST, downloaded on first use
     python demo.py --dataset fashion-mnist           # clothes instead of digits
     python demo.py --data-dir ../shared/data/mnist --train-split 'test[:9000]' --test-split 'test[9000:]'
-    python demo.py --quick                           # a smoke test, well under a minute
+    python demo.py --quick                           # a smoke test: 2 epochs, smaller figures
 
 What it does, each step one call into the package:
   1. load the train and test splits                        (scratchvae/data.py)
