@@ -95,7 +95,9 @@ class IWAE(VAE):
         loss = -np.mean(L_k)
 
         # ---- backward ---------------------------------------------------------------------
-        a = (unnorm / total) / N                                 # (k, N)  w~_in / N = -d loss / d log w_in
+        w_tilde = unnorm / total                                 # (k, N)  w~_i = softmax_i(log w)
+        w_tilde[w_tilde < np.finfo(self.dtype).eps ** 2] = 0    # too small to change any sum: 0, not subnormal
+        a = w_tilde / N                                          # (k, N)  w~_in / N = -d loss / d log w_in
         d_out = self._log_likelihood_grads(x, out)               # d log p(x|z_i) / d(decoder outputs)
         d_out = _scale(d_out, -a[..., None], (k * N, -1))        # d loss / d(decoder outputs)
         dz = self._decoder_backward(d_out).reshape(k, N, K)      # (k, N, K)  through the decoder
