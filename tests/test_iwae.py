@@ -12,6 +12,7 @@ from scratchvae.iwae import IWAE
 from scratchvae.train import ConfigError, TrainConfig, train
 
 from test_data import write_dataset
+from test_train import synthetic_images          # four binary prototypes, 5 % of pixels flipped
 
 TOL = 1e-7     # float64 central differences give ~1e-9 here; a wrong term gives ~1e-2 or more
 
@@ -81,14 +82,6 @@ def test_weights_hundreds_of_nats_apart_give_the_dominant_samples_gradient():
     assert loss2 == pytest.approx(loss1 + np.log(2), rel=1e-12)
     assert np.isfinite(two.flat_grads).all()
     np.testing.assert_allclose(two.flat_grads, one.flat_grads, rtol=1e-10, atol=1e-300)
-
-
-def synthetic_images(n, D=36, seed=0):
-    """Four binary prototypes with 5% of pixels flipped (as in test_train)."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.random((4, D)) < 0.3
-    noise = rng.random((n, D)) < 0.05
-    return ((prototypes[rng.integers(0, 4, n)] ^ noise) * 255).astype(np.uint8)
 
 
 IMAGES = synthetic_images(190)
