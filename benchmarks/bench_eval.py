@@ -133,11 +133,11 @@ def torch_worker(args):
 
 def side_by_side(args):
     """Rounds of both workers, each in a fresh process, alternating who goes first."""
-    from scratchvae.workers import blas_core
+    from scratchvae.workers import blas_core, cpu_model
     common = ["--checkpoint", str(args.checkpoint), "--k", str(args.k), "--limit", str(args.limit),
               "--chunk", str(args.chunk), "--batch", str(args.batch), "--threads", str(args.threads),
               "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--quiet-wait", "0"]
-    print(json.dumps({"cpu": _cpu_model(), "blas_core": blas_core()}), flush=True)
+    print(json.dumps({"cpu": cpu_model(), "blas_core": blas_core()}), flush=True)
     ratios = []
     for r in range(args.rounds):
         seconds = {}
@@ -152,14 +152,6 @@ def side_by_side(args):
         ratios.append(seconds["torch"] / seconds["scratchvae"])
     print(json.dumps({"rounds": args.rounds, "pytorch / scratchvae seconds, per round": [round(x, 3) for x in ratios],
                       "median ratio": round(statistics.median(ratios), 3)}), flush=True)
-
-
-def _cpu_model():
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    return f"{info.get('model name', '?')} (family {info.get('cpu family')}, model {info.get('model')})"
 
 
 if __name__ == "__main__":

@@ -46,15 +46,6 @@ DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
 TRAIN_IMAGES = 60_000                                           # Fashion-MNIST's training split
 
 
-def cpu_model():
-    """The CPU's model name with its family and model numbers, from /proc/cpuinfo."""
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    return f"{info.get('model name', '?')} (family {info.get('cpu family')}, model {info.get('model')})"
-
-
 # ---------------------------------------------------------------------------------------
 # The two kinds of run, each in its own process
 # ---------------------------------------------------------------------------------------
@@ -133,7 +124,7 @@ def main(argv=None):
     if args.worker:
         return torch_worker(args.worker, args.data_dir, args.epochs, args.seed)
 
-    from scratchvae.workers import blas_core
+    from scratchvae.workers import blas_core, cpu_model
     torch_modes = args.torch if importlib.util.find_spec("torch") else []
     print(json.dumps({"cpu": cpu_model(), "blas_core": blas_core(),
                       "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),

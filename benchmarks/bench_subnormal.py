@@ -19,7 +19,6 @@ The CPU model and the OpenBLAS kernels are printed first. One JSON line per meas
 """
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -28,20 +27,9 @@ import numpy as np
 from scratchvae import VAE, Adam
 from scratchvae.data import iterate_batches, load
 from scratchvae.layers import exp_no_subnormal
-from scratchvae.workers import blas_core
+from scratchvae.workers import blas_core, cpu_model
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
-
-
-def cpu_model():
-    """The CPU's model name, family and model number, as /proc/cpuinfo gives them."""
-    info = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    if "model name" not in info:
-        return platform.processor()
-    return f"{info['model name']} (family {info.get('cpu family')}, model {info.get('model')})"
 
 
 def median_ms(fn, reps):

@@ -356,7 +356,7 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
                                 f"has {size:,}")
             limit = size if size is not None else total if total is not None else MAX_DOWNLOAD
             bound = ("of the published file" if size is not None else "it announced" if total is not None
-                     else f"scratchvae reads from a URL that states no length")
+                     else "scratchvae reads from a URL that states no length")
             total = limit if total is None and size is not None else total
             digest, received = hashlib.md5(), 0
             in_place = progress and sys.stderr.isatty()

@@ -99,6 +99,20 @@ def _openblas_functions():
 _SET_BLAS_THREADS, _GET_BLAS_THREADS, _BLAS_CORENAME = _openblas_functions()
 
 
+def cpu_model():
+    """The CPU's name with its family and model numbers, as /proc/cpuinfo gives them (benchmarks
+    print it beside every figure; "Intel(R) Xeon(R) Processor" alone does not say which Xeon)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "unknown CPU"
+    return f"{info.get('model name', '?')} (family {info.get('cpu family')}, model {info.get('model')})"
+
+
 def blas_core():
     """The kernel set OpenBLAS chose at NumPy's import ("Haswell", "SkylakeX", ...), or None.
 

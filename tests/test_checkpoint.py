@@ -221,7 +221,6 @@ def test_json_entries_are_plain_strings(tmp_path):
 # Hostile and damaged checkpoints, generated: every field of every document, every array
 # =======================================================================================
 import dataclasses
-import math
 import struct
 import subprocess
 import sys

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchvae.checkpoint import CheckpointError, load_checkpoint
+from scratchvae.checkpoint import load_checkpoint
 from scratchvae.cli import write_grid_png
 from scratchvae.train import ConfigError, TrainConfig, train
 

@@ -1,5 +1,4 @@
 """The trainer: configuration checks, learning, exact resume, Ctrl-C, the divergence guard, logs."""
-import dataclasses
 import io
 import json
 import os
