@@ -197,7 +197,9 @@ def load_checkpoint(path):
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
             NotImplementedError, RuntimeError, struct.error, OverflowError) as e:
-        raise CheckpointError(f"{path}: corrupt .npz checkpoint ({e})") from None
+        reason = " ".join(str(e).split())                # zipfile may quote raw bytes: one short line
+        raise CheckpointError(f"{path}: corrupt .npz checkpoint "
+                              f"({reason[:200] + ('...' if len(reason) > 200 else '')})") from None
 
 
 def _read_archive(archive, path):

@@ -26,6 +26,8 @@ the decoder p_theta(x|z). scratchvae follows the lecture.)
 Shapes: x (N, D) data, mu/logvar (N, K), eps and z (L, N, K) with L samples of z per
 datapoint (the paper's L), logits (L, N, D).
 """
+import math
+
 import numpy as np
 
 from .layers import MLP, Dense, sigmoid, share_one_buffer
@@ -401,6 +403,16 @@ def _is_count(value, at_least=1):
             and value >= at_least)
 
 
+def _is_finite_number(value):
+    """A real number (not a bool) that is finite as a float; Python ints of any size included."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:                                # an int beyond the float range
+        return False
+
+
 def _need_count(value, name, at_least=1, why=""):
     if not _is_count(value, at_least):
         raise ValueError(f"{name} must be an integer >= {at_least}{why}, got {value!r}")
@@ -418,9 +430,8 @@ def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_sample
         if not _is_count(value):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     hidden_dims = [int(h) for h in hidden_dims]
-    if (isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.integer, np.floating))
-            or not np.isfinite(beta) or beta < 0):
-        raise ValueError(f"beta (the KL weight) must be a finite number >= 0, got {beta!r}")
+    if not _is_finite_number(beta) or beta < 0:
+        raise ValueError(f"beta (the KL weight) must be a finite number >= 0, got {beta!r:.60}")
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
