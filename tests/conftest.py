@@ -8,6 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the generated tests with fixed examples (the same ones every run, chosen from each
+# test's name), so that a red run can be reproduced with CI=true; a run without CI draws new
+# examples each time, and keeps exploring.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCRATCHVAE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
