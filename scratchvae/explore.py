@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import write_bytes_atomic
+
 TEMPLATE = Path(__file__).with_name("explorer.html")
 # What the page may load: nothing. Inline script and style only; no fetch, image, font, frame,
 # form target or <base>. (form-action and base-uri do not fall back to default-src.)
@@ -78,10 +80,13 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
 
 
 def write_explorer(path, model, **kwargs):
-    """Write ``explorer_html(model, **kwargs)`` to ``path``; return the number of bytes written."""
+    """Write ``explorer_html(model, **kwargs)`` to ``path``; return the number of bytes written.
+
+    Written to a temporary file and renamed, so a failed write keeps an earlier page whole.
+    """
     page, path = explorer_html(model, **kwargs).encode("utf-8"), Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(page)
+    write_bytes_atomic(path, lambda f: f.write(page))
     return len(page)
 
 

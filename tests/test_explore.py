@@ -511,3 +511,16 @@ def test_models_the_page_cannot_show_are_refused():
         explorer_html(VAE(780, [8], 2))
     with pytest.raises(ValueError, match="need their labels"):
         explorer_html(VAE(784, [8], 2), images=digits(3)[0])
+
+
+def test_write_explorer_keeps_an_earlier_page_whole_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "explorer.html"
+    write_explorer(path, VAE(16, [4], 2, seed=0))            # 4 x 4 "images"
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("os.fsync", full_disk)              # the new page cannot reach the disk
+    with pytest.raises(OSError, match="No space left"):
+        write_explorer(path, VAE(16, [4], 2, seed=1))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["explorer.html"]
