@@ -1,4 +1,8 @@
-"""The fused training step: the numbers of vae.py and optim.py, computed about 1.4 times as fast.
+"""The fused training step: the numbers of vae.py and optim.py, computed faster on two cores.
+
+Chosen with ``--engine fused``: about 1.35 times as fast as the read-along step over the whole
+reference run on a 2-core Intel Xeon (family 6, model 207), about 1.4 times on an AMD EPYC
+(docs/results.md).
 
 Read vae.py first: this file computes exactly what ``VAE.loss_and_grads`` followed by
 ``Adam.step`` compute, for the PyTorch example's architecture (one hidden layer, ReLU,

@@ -8,7 +8,6 @@ reads it back from ``--dump-dom``. The appended script runs under the page's own
 Content-Security-Policy, so these tests also show that the page works under it. Chromium runs
 with every host name unresolvable except 127.0.0.1 (the network is off for it).
 """
-import gzip
 import html
 import http.server
 import json
@@ -27,6 +26,7 @@ from scratchvae import VAE, Adam
 from scratchvae.cli import main
 from scratchvae.data import FILES
 from scratchvae.explore import CSP, explorer_html, map_range, write_explorer
+from test_cli import write_idx                    # a gzip IDX file of uint8 images or labels
 
 WINDOW = (1280, 980)
 
@@ -402,12 +402,6 @@ def test_no_request_leaves_the_page(with_csp, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The command: scratchvae explore
 # ---------------------------------------------------------------------------------------------
-
-def write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
