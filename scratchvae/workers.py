@@ -199,7 +199,7 @@ class ThreadPair:
 # ---------------------------------------------------------------------------------------
 
 # slots of the shared counters (int64) and scalars (float64)
-_GO, _PHASE1_0, _PHASE1_1, _DONE, _STOP, _B, _UPDATE, _FINITE1, _FAILED = range(9)
+_GO, _PHASE1_0, _PHASE1_1, _DONE, _STOP, _B, _UPDATE, _FINITE1, _FAILED, _T = range(10)
 _INV_B, _BETA, _ALPHA, _EPS_T, _REC0, _KL0, _REC1, _KL1 = range(8)
 
 
@@ -207,8 +207,10 @@ class ProcessPair:
     """Worker 1 in a forked child process that shares every array through ``arena``.
 
     A worker announces "step s has reached point k" by storing s in ctl[k]; the other
-    spins until it reads s there. Scalars travel in fl. Linux only (fork). The child
-    ignores Ctrl-C (the trainer handles it) and leaves when the parent is gone.
+    spins until it reads s there. Scalars travel in fl. Adam's step count t travels with
+    every job: the child's optimiser is a copy made at the fork, and t decides on which steps
+    Adam flushes its moments (optim.py). Linux only (fork). The child ignores Ctrl-C (the
+    trainer handles it) and leaves when the parent is gone.
     """
 
     def __init__(self, step, arena):
@@ -245,7 +247,7 @@ class ProcessPair:
         ctl, fl, st = self.ctl, self.fl, self.step
         w0, w1 = st.workers
         s = int(ctl[_GO]) + 1
-        ctl[_B], ctl[_UPDATE] = b, int(update)
+        ctl[_B], ctl[_UPDATE], ctl[_T] = b, int(update), st.optimizer.t
         fl[_INV_B], fl[_BETA], fl[_ALPHA], fl[_EPS_T] = st.inv_b, st.beta, alpha_t, eps_t
         ctl[_GO] = s                                             # go
         w0.forward_backward(0, half)
@@ -269,6 +271,7 @@ class ProcessPair:
                 return
             b, update = int(ctl[_B]), bool(ctl[_UPDATE])
             st.inv_b, st.beta = st.dtype.type(fl[_INV_B]), float(fl[_BETA])
+            st.optimizer.t = int(ctl[_T])                        # my Adam is a forked copy: t from the job
             w1.forward_backward((b + 1) // 2, b)
             fl[_REC1], fl[_KL1] = w1.partial
             ctl[_PHASE1_1] = s

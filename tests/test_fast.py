@@ -149,3 +149,41 @@ def test_training_with_either_engine_gives_the_same_run():
                                test_images=images[:20], log=False)
     np.testing.assert_allclose(fused_model.flat_params, plain_model.flat_params, rtol=1e-4, atol=1e-6)
     assert fused[-1]["test_nelbo"] == pytest.approx(plain[-1]["test_nelbo"], rel=1e-5)
+
+
+@pytest.mark.parametrize("t0", [0, 10])
+@pytest.mark.parametrize("workers, backend", BACKENDS)
+def test_the_helper_flushes_adams_moments_on_the_read_along_steps(workers, backend, t0):
+    """Adam sets moments below FLUSH_MARGIN * tiny to 0 on steps t = 65, 130, ... (optim.py).
+
+    The decoder's half of Adam runs in worker 1, for the process backend a forked copy of the
+    optimiser: it must flush on the same steps as the read-along Adam, whatever t was at the
+    fork (0 for a new run, anything on resume). Here the decoder's hidden units are dead (a
+    very negative bias), so most of its weights get exactly zero gradient and their moments
+    only decay, from values just below the flush threshold. A helper that flushed on every
+    step, or never, leaves different moments after some step.
+    """
+    def setup():
+        model = VAE(30, [9], 3, seed=4)
+        model.params["dec.fc1.b"][...] = -1e3                   # relu(z W3 + b3) = 0: dead decoder units
+        adam = Adam(model.flat_params, model.flat_grads, lr=1e-3)
+        adam.t = t0
+        adam.m_sum[decoder], adam.v_sum[decoder] = 1e-35, 1e-35  # below 1024 * tiny = 1.2e-35
+        return model, adam
+
+    decoder = slice(sum(p.size for p in VAE(30, [9], 3).theta.values()), None)   # phi, after theta
+    plain, plain_adam = setup()
+    fused_model, adam = setup()
+    with FusedStep(fused_model, adam, 16, workers, backend) as fused:
+        for step in range(65 - t0 + 1):                         # up to t = 66, across the flush at 65
+            x, eps = problem(16, dtype=np.float32, seed=step)
+            plain.loss_and_grads(x, eps)
+            plain_adam.step()
+            fused.step(x, eps)
+            dead = plain.flat_grads[decoder] == 0                 # all but dec.logits.b
+            assert dead.sum() > 0.9 * dead.size
+            for name in ("m_sum", "v_sum"):
+                np.testing.assert_array_equal(getattr(adam, name)[decoder][dead],
+                                              getattr(plain_adam, name)[decoder][dead],
+                                              err_msg=f"{name} after step t = {plain_adam.t}")
+    assert adam.t == 66 and (plain_adam.m_sum[decoder][dead] == 0).all()      # flushed at t = 65
