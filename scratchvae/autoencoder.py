@@ -21,7 +21,6 @@ import numpy as np
 from .layers import MLP, Dense, share_one_buffer, sigmoid
 from .data import load
 from .losses import bernoulli_log_likelihood, gaussian_log_density, gaussian_log_density_grads
-from .optim import Adam
 from .vae import _check_architecture
 
 
@@ -120,6 +119,12 @@ class Autoencoder:
         """Decode z ~ N(0, I) as the VAE does -- although nothing made the codes look like N(0, I)."""
         return self.decode_mean(rng.standard_normal((int(n), self.latent_dim)).astype(self.dtype))
 
+    def config(self):
+        """The constructor arguments (without seed), enough to rebuild the architecture (checkpoint.py)."""
+        return dict(input_dim=self.input_dim, hidden_dims=list(self.hidden_dims),
+                    latent_dim=self.latent_dim, activation=self.activation,
+                    likelihood=self.likelihood, dtype=self.dtype.name)
+
     def _check_x(self, x):
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
@@ -181,21 +186,34 @@ def compare_with_vae(ae, vae, images, labels, rng, n_samples=100):
     return codes, samples, numbers
 
 
+def comparison_text(numbers):
+    """Figure 10's caption lines for each model, from ``compare_with_vae``'s numbers: {name: text}."""
+    return {name: (f"test -log p(x|z) {n['rec']:.2f};  codes' mean ({n['code_mean'][0]:.2f}, "
+                   f"{n['code_mean'][1]:.2f}), s.d. ({n['code_std'][0]:.2f}, {n['code_std'][1]:.2f});\n"
+                   f"codes inside N(0, I)'s 95 % circle: {100 * n['inside']:.1f} %;\n"
+                   f"prior samples where no code is: {100 * n['empty']:.1f} %")
+            for name, n in numbers.items()}
+
+
 def main(argv=None):
     """python -m scratchvae.autoencoder VAE_CHECKPOINT --out DIR [--data-dir DIR]
 
-    Trains an autoencoder with the VAE checkpoint's architecture, data, batch size, learning
-    rate, epochs and seed (Adam, grey-level targets), then writes DIR/10_autoencoder_vs_vae.png
-    and prints the figure's numbers. The VAE must have a 2-D latent (the demo's OUT/latent2d).
+    Trains an autoencoder through the trainer (``train(TrainConfig(model="autoencoder", ...))``)
+    with the VAE checkpoint's architecture, data, batch size, learning rate, epochs and seed,
+    into DIR/autoencoder2d (a checkpoint already there with that configuration is resumed,
+    so after the demo, which trains it, nothing is trained again), then writes
+    DIR/10_autoencoder_vs_vae.png and prints the figure's numbers. The VAE must have a 2-D
+    latent (the demo's OUT/latent2d).
     """
     import argparse
+    import dataclasses
     import sys
-    import time
     from pathlib import Path
 
     from . import plots
     from .checkpoint import CheckpointError, load_checkpoint, load_model
     from .data import DataError, iterate_batches
+    from .train import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
 
     parser = argparse.ArgumentParser(prog="python -m scratchvae.autoencoder")
     parser.add_argument("checkpoint")
@@ -204,38 +222,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         checkpoint = load_checkpoint(args.checkpoint)
-        vae, c = load_model(checkpoint), checkpoint["config"]
-        if vae.latent_dim != 2 or c.get("binarize", "none") != "none":
-            raise ValueError("needs a VAE with a 2-D latent trained on grey levels (the demo's OUT/latent2d)")
-        data_dir = args.data_dir or c.get("data_dir")
-        train_u8 = load(c["dataset"], c["train_split"], data_dir, download=False)
-        test = load(c["dataset"], c["test_split"], data_dir, download=False)
-    except (CheckpointError, DataError, ValueError, KeyError) as e:
+        vae, run = load_model(checkpoint), TrainConfig.from_dict(checkpoint["config"])
+        if checkpoint["model"]["type"] != "vae" or vae.latent_dim != 2:
+            raise ValueError("needs a VAE with a 2-D latent (the demo's OUT/latent2d)")
+        config = dataclasses.replace(run, model="autoencoder", objective="elbo", beta=1.0, warmup_epochs=0.0,
+                                     n_samples=1, engine="plain", download=False,
+                                     data_dir=args.data_dir or run.data_dir, out=str(args.out / "autoencoder2d"))
+        previous = Path(config.out) / CHECKPOINT_NAME
+        ae, history = train(config, resume=previous if previous.exists() else None)
+        test = load(run.dataset, run.test_split, config.data_dir, download=False)
+    except (CheckpointError, ConfigError, DataError, TrainingDiverged, ValueError) as e:
         print(f"python -m scratchvae.autoencoder: error: {e}", file=sys.stderr)
         return 2
-    ae = Autoencoder(vae.input_dim, vae.hidden_dims, 2, activation=vae.activation,
-                     likelihood=vae.likelihood, seed=c["seed"])
-    adam = Adam(ae.flat_params, ae.flat_grads, lr=c["lr"])
-    rng = np.random.default_rng(c["seed"])
-    start = time.perf_counter()
-    for epoch in range(c["epochs"]):
-        for x in iterate_batches(train_u8.images.reshape(len(train_u8.images), -1), c["batch_size"], rng):
-            ae.loss_and_grads(x)
-            adam.step()
-    seconds = time.perf_counter() - start
-    x_test = test.images.reshape(len(test.images), -1).astype(np.float32) / 255
-    codes, samples, numbers = compare_with_vae(ae, vae, x_test, test.labels, np.random.default_rng(c["seed"]))
-    stats = {name: (f"test -log p(x|z) {n['rec']:.2f};  codes' mean ({n['code_mean'][0]:.2f}, "
-                    f"{n['code_mean'][1]:.2f}), s.d. ({n['code_std'][0]:.2f}, {n['code_std'][1]:.2f});\n"
-                    f"codes inside N(0, I)'s 95 % circle: {100 * n['inside']:.1f} %;\n"
-                    f"prior samples where no code is: {100 * n['empty']:.1f} %")
-             for name, n in numbers.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out / "autoencoder.npz", **ae.params)              # the trained autoencoder's weights
+    x_test = next(iterate_batches(test.images, len(test.images), np.random.default_rng(run.seed),
+                                  binarize=run.binarize, shuffle=False))        # as the demo's figures
+    codes, samples, numbers = compare_with_vae(ae, vae, x_test, test.labels, np.random.default_rng(run.seed))
+    stats = comparison_text(numbers)
     path = plots.plot_autoencoder_vs_vae(codes, test.labels, samples, stats,
                                          args.out / "10_autoencoder_vs_vae.png")
-    print(f"autoencoder trained {c['epochs']} epochs on {c['dataset']} {c['train_split']} in {seconds:.0f} s; "
-          f"tested on {c['test_split']} ({len(x_test):,} images)")
+    seconds = sum(r["seconds"] for r in history)
+    print(f"autoencoder trained {run.epochs} epochs on {run.dataset} {run.train_split} in {seconds:.0f} s "
+          f"(checkpoint {previous}); tested on {run.test_split} ({len(x_test):,} images)")
     for name, text in stats.items():
         print(f"  {name}: {text.replace(chr(10), ' ')}")
     print(f"figure: {path}")

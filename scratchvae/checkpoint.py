@@ -5,7 +5,9 @@ What is inside (every entry a plain array; nothing is pickled):
     "format"                 "scratchvae-checkpoint-1"
     "param.<name>"           each model parameter, e.g. "param.enc.fc1.W" (784, 400) float32
     "optimizer.m_sum", ".v_sum"  Adam's moment vectors, laid out like the model's flat_params
-    "model.json"             the VAE constructor arguments (``VAE.config()``)
+    "model.json"             the model's type ("vae", "autoencoder" or "cvae"; absent in
+                             checkpoints written before the types: "vae") and its constructor
+                             arguments (``VAE.config()``, ``Autoencoder.config()``, ``CVAE.config()``)
     "optimizer.json"         the optimiser's name, step count and hyper-parameters
     "config.json"            the training configuration (``TrainConfig`` as a dict)
     "history.json"           the per-epoch records so far
@@ -40,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .autoencoder import Autoencoder
+from .cvae import CVAE
 from .vae import VAE
 
 FORMAT = "scratchvae-checkpoint-1"
@@ -52,6 +56,22 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, unsafe, or does not fit the model."""
 
 
+# model.json's "type" -> the class ``load_model`` builds (an IWAE is saved as a "vae": same
+# parameters; the objective is how they were trained, not what they are)
+MODEL_TYPES = {"vae": VAE, "autoencoder": Autoencoder, "cvae": CVAE}
+
+
+def model_type(model):
+    """"vae", "autoencoder" or "cvae": what model.json records for ``model``."""
+    if isinstance(model, CVAE):                    # a CVAE is a VAE subclass: ask first
+        return "cvae"
+    if isinstance(model, Autoencoder):
+        return "autoencoder"
+    if isinstance(model, VAE):
+        return "vae"
+    raise TypeError(f"cannot checkpoint a {type(model).__name__}: not a VAE, Autoencoder or CVAE")
+
+
 # ---------------------------------------------------------------------------------------
 # Saving
 # ---------------------------------------------------------------------------------------
@@ -62,7 +82,7 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     Parameters
     ----------
     path : str or Path        where to write, e.g. "run/checkpoint.npz" (directories are created)
-    model : VAE               its parameters and constructor arguments are saved
+    model : VAE, Autoencoder or CVAE   its type, parameters and constructor arguments are saved
     optimizer : Adam          its ``state_dict()`` (moments, step count, hyper-parameters)
     config : dict             the training configuration, JSON-serialisable
     history : list[dict]      per-epoch records
@@ -77,7 +97,7 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     for key in state["arrays"]:                             # Adam: m_sum, v_sum; SGD: buf
         arrays[f"optimizer.{key}"] = state.pop(key)
     state["name"] = type(optimizer).__name__.lower()
-    documents = {"model": model.config(), "optimizer": state, "config": config,
+    documents = {"model": {"type": model_type(model), **model.config()}, "optimizer": state, "config": config,
                  "history": history, "rng": rng_states, "progress": progress or {}}
     for key, document in documents.items():
         arrays[f"{key}.json"] = np.array(json.dumps(document, allow_nan=False))   # strict JSON
@@ -148,11 +168,15 @@ MAX_JSON_CHARS = 1 << 22          # 4 Mi characters per document (1,000 epochs o
 MAX_DIM = 1 << 24                 # the largest layer size accepted in model.json
 MAX_HIDDEN_LAYERS = 64
 MAX_HEADER = 10_000               # bytes of a .npy header (NumPy's own limit)
-# train.py's per-epoch record: every run writes these (a field added there is added here) ...
+# train.py's per-epoch record of a VAE or CVAE: every run writes these (a field added there is
+# added here) ...
 HISTORY_FIELDS = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
                   "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
 # ... and these newer ones, absent from the records of runs begun before them
 HISTORY_NEWER = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n", "test_active_units")
+# the autoencoder's record: no KL, no ELBO, no beta -- its loss -log p(x|z) is "rec"
+AUTOENCODER_HISTORY_FIELDS = ("epoch", "step", "train_loss", "train_rec", "train_eval_rec", "train_eval_n",
+                              "test_rec", "img_per_s", "seconds")
 PROGRESS_FIELDS = ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds", "train_seconds")
 OPTIMIZERS = {"adam": {"t", "lr", "beta1", "beta2", "eps"}, "sgd": {"t", "lr", "momentum"}}
 OPTIMIZER_ARRAYS = {"adam": ["m_sum", "v_sum"], "sgd": ["buf"]}
@@ -166,7 +190,8 @@ def load_checkpoint(path):
     dict with keys
         "params"     name -> array (copies, independent of the file)
         "optimizer"  the optimiser state dict ("t", "m_sum", "v_sum", "lr", ... and "name")
-        "model"      VAE constructor arguments;  "config", "history", "rng", "progress": as saved
+        "model"      "type" and the constructor arguments (defaults filled in);
+                     "config", "history", "rng", "progress": as saved
         "path"       the path it was read from
     Raises ``CheckpointError`` with one message naming the file, the member and the problem;
     memory used is at most about the file's size (nothing is decompressed).
@@ -393,6 +418,7 @@ def _check_documents(checkpoint, path):
     """
     c = _Checker(path)
     model = _check_model(checkpoint["model"], c)
+    kind = model["type"]
     shapes = {f"param.{k}": v for k, v in parameter_shapes(model).items()}
     n_params = sum(math.prod(s) for s in shapes.values())
 
@@ -417,8 +443,8 @@ def _check_documents(checkpoint, path):
     config = _check_config(checkpoint["config"], model, c)
     progress = checkpoint["progress"]
     training = isinstance(progress, dict) and bool(progress)       # written by train(), not by hand
-    _check_history(checkpoint["history"], training, c)
-    _check_rng(checkpoint["rng"], training, c)
+    _check_history(checkpoint["history"], training, kind, c)
+    _check_rng(checkpoint["rng"], training, kind, c)
     if training:
         _check_progress(progress, checkpoint, config, model, c)
     else:
@@ -428,50 +454,67 @@ def _check_documents(checkpoint, path):
 
 MODEL_DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "n_samples": 1, "beta": 1.0,
                   "dtype": "float32"}
+# the optional fields of model.json for each type (the autoencoder samples nothing and has no KL)
+TYPE_DEFAULTS = {"vae": MODEL_DEFAULTS,
+                 "autoencoder": {k: MODEL_DEFAULTS[k] for k in ("activation", "likelihood", "dtype")},
+                 "cvae": {**MODEL_DEFAULTS, "n_classes": 10}}
 
 
 def _check_model(doc, c):
-    """model.json: VAE constructor arguments that build a model (sizes bounded, names known)."""
+    """model.json: a type and its constructor arguments that build a model (sizes bounded, names known)."""
     from .layers import ACTIVATIONS
     from .vae import LIKELIHOODS
-    c.fields(doc, "model.json", ["input_dim", "hidden_dims", "latent_dim"], list(MODEL_DEFAULTS))
+    c.need(isinstance(doc, dict), "model.json", None, "a JSON object", doc)
+    kind = doc.get("type", "vae")                 # written before the types: a VAE
+    c.need(isinstance(kind, str) and kind in MODEL_TYPES, "model.json", "type",
+           f"one of {', '.join(MODEL_TYPES)}", kind)
+    defaults = TYPE_DEFAULTS[kind]
+    c.fields(doc, "model.json", ["input_dim", "hidden_dims", "latent_dim"], ["type", *defaults])
     for key in ("input_dim", "latent_dim"):
         c.need(_is_int(doc[key], 1, MAX_DIM), "model.json", key, f"an integer in 1..{MAX_DIM:,}", doc[key])
     hidden = doc["hidden_dims"]
     c.need(isinstance(hidden, list) and len(hidden) <= MAX_HIDDEN_LAYERS
            and all(_is_int(h, 1, MAX_DIM) for h in hidden), "model.json", "hidden_dims",
            f"a list of at most {MAX_HIDDEN_LAYERS} layer sizes in 1..{MAX_DIM:,}", hidden)
-    full = {**MODEL_DEFAULTS, **doc}
+    full = {"type": kind, **defaults, **doc}
     c.need(full["activation"] in ACTIVATIONS if isinstance(full["activation"], str) else False,
            "model.json", "activation", f"one of {', '.join(ACTIVATIONS)}", full["activation"])
     c.need(full["likelihood"] in LIKELIHOODS if isinstance(full["likelihood"], str) else False,
            "model.json", "likelihood", f"one of {', '.join(LIKELIHOODS)}", full["likelihood"])
-    c.need(_is_int(full["n_samples"], 1, 1 << 20), "model.json", "n_samples", "a positive integer",
-           full["n_samples"])
-    c.need(_is_number(full["beta"], 0), "model.json", "beta", "a finite number >= 0", full["beta"])
+    if "n_samples" in defaults:
+        c.need(_is_int(full["n_samples"], 1, 1 << 20), "model.json", "n_samples", "a positive integer",
+               full["n_samples"])
+        c.need(_is_number(full["beta"], 0), "model.json", "beta", "a finite number >= 0", full["beta"])
+    if "n_classes" in defaults:
+        c.need(_is_int(full["n_classes"], 2, MAX_DIM), "model.json", "n_classes",
+               f"an integer in 2..{MAX_DIM:,} (the number of labels)", full["n_classes"])
     c.need(full["dtype"] in ("float32", "float64"), "model.json", "dtype", "float32 or float64", full["dtype"])
     doc.update({k: v for k, v in full.items() if k not in doc})
     return doc
 
 
 def parameter_shapes(model):
-    """The parameters VAE(**model) has, name -> shape, computed without building it.
+    """The parameters model.json's model has, name -> shape, computed without building it.
 
-    Mirrors vae.py's layers: encoder MLP "enc.fc1" ..., heads "enc.mu", "enc.logvar";
+    Mirrors the layers of vae.py: encoder MLP "enc.fc1" ..., heads "enc.mu", "enc.logvar";
     decoder MLP "dec.fc1" ..., heads "dec.logits" (Bernoulli) or "dec.mean", "dec.logvar".
-    (tests/test_checkpoint.py checks it against VAE(...).params for random architectures.)
+    The autoencoder (autoencoder.py) has one encoder head, "enc.z"; the conditional VAE
+    (cvae.py) feeds the one-hot label to both MLPs, so their first layers take D + C and K + C
+    inputs. (tests/test_checkpoint.py checks it against each class's params for random architectures.)
     """
+    kind = model.get("type", "vae")
     D, K, H = model["input_dim"], model["latent_dim"], list(model["hidden_dims"])
+    C = model.get("n_classes", 10) if kind == "cvae" else 0     # the label's one-hot columns
     shapes = {}
 
     def dense(name, d_in, d_out):
         shapes[f"{name}.W"], shapes[f"{name}.b"] = (d_in, d_out), (d_out,)
-    sizes = [D, *H]
+    sizes = [D + C, *H]
     for i in range(len(H)):
         dense(f"enc.fc{i + 1}", sizes[i], sizes[i + 1])
-    dense("enc.mu", sizes[-1], K)
-    dense("enc.logvar", sizes[-1], K)
-    sizes = [K, *H[::-1]]
+    for head in (["z"] if kind == "autoencoder" else ["mu", "logvar"]):
+        dense(f"enc.{head}", sizes[-1], K)
+    sizes = [K + C, *H[::-1]]
     for i in range(len(H)):
         dense(f"dec.fc{i + 1}", sizes[i], sizes[i + 1])
     for head in (["logits"] if model.get("likelihood", "bernoulli") == "bernoulli" else ["mean", "logvar"]):
@@ -487,22 +530,28 @@ def _check_config(doc, model, c):
         config = TrainConfig.from_dict(doc)
     except (ConfigError, TypeError) as e:
         raise CheckpointError(f"{c.path}: config.json: {str(e)[:300]}") from None
+    if config.model != model["type"]:
+        raise CheckpointError(f"{c.path}: config.json has model={_show(config.model)} but model.json "
+                              f"has type={_show(model['type'])}")
     for field, arch in (("hidden", "hidden_dims"), ("latent", "latent_dim"), ("activation", "activation"),
                         ("likelihood", "likelihood"), ("n_samples", "n_samples")):
         ours = list(getattr(config, field)) if field == "hidden" else getattr(config, field)
-        if field in doc and ours != model[arch]:
+        if field in doc and arch in model and ours != model[arch]:
             raise CheckpointError(f"{c.path}: config.json has {field}={_show(ours)} but model.json "
                                   f"has {arch}={_show(model[arch])}")
     return config
 
 
-def _check_history(doc, training, c):
-    """history.json: per-epoch records numbered 1, 2, ...; complete when train() wrote them."""
+def _check_history(doc, training, kind, c):
+    """history.json: per-epoch records numbered 1, 2, ...; complete when train() wrote them.
+
+    ``kind``: model.json's type (the autoencoder's records have their own fields)."""
+    required, optional = ((AUTOENCODER_HISTORY_FIELDS, ()) if kind == "autoencoder"
+                          else (HISTORY_FIELDS, HISTORY_NEWER))
     c.need(isinstance(doc, list), "history.json", None, "a JSON list of per-epoch records", doc)
     for i, record in enumerate(doc):
         member = f"history.json record {i + 1}"
-        c.fields(record, member, list(HISTORY_FIELDS) if training else ["epoch"],
-                 HISTORY_FIELDS + HISTORY_NEWER)
+        c.fields(record, member, list(required) if training else ["epoch"], required + optional)
         c.need(record["epoch"] == i + 1 and _is_int(record["epoch"]), member, "epoch", f"{i + 1}",
                record["epoch"])
         for key, value in record.items():
@@ -513,9 +562,11 @@ def _check_history(doc, training, c):
                        "a finite number", value)
 
 
-def _check_rng(doc, training, c):
-    """rng.json: PCG64 generator states under the names train.py uses ("eps", "data")."""
-    c.fields(doc, "rng.json", ["eps", "data"] if training else [], ["eps", "data"])
+def _check_rng(doc, training, kind, c):
+    """rng.json: PCG64 generator states under the names train.py uses ("eps", "data"; the
+    autoencoder draws no eps, so it has "data" only)."""
+    names = ["data"] if kind == "autoencoder" else ["eps", "data"]
+    c.fields(doc, "rng.json", names if training else [], names)
     for name, state in doc.items():
         try:                                            # the generators are PCG64 (default_rng)
             c.need(isinstance(state, dict), "rng.json", name, "a PCG64 generator state", state)
@@ -551,12 +602,14 @@ def _check_progress(doc, checkpoint, config, model, c):
     c.fields(data, "progress.json data", ["train", "test"])
     for part in ("train", "test"):
         member = f"progress.json data.{part}"
-        c.fields(data[part], member, ["images", "pixels", "crc32"])
+        c.fields(data[part], member, ["images", "pixels", "crc32"], ["labels_crc32"])
         c.need(_is_int(data[part]["images"], 1), member, "images", "a positive integer", data[part]["images"])
         c.need(data[part]["pixels"] == model["input_dim"], member, "pixels",
                f"model.json's input_dim {model['input_dim']}", data[part]["pixels"])
-        c.need(_is_int(data[part]["crc32"], 0, (1 << 32) - 1), member, "crc32", "a CRC-32 (0..2^32-1)",
-               data[part]["crc32"])
+        for key in ("crc32", "labels_crc32"):                 # labels: a conditional VAE's run
+            if key in data[part]:
+                c.need(_is_int(data[part][key], 0, (1 << 32) - 1), member, key, "a CRC-32 (0..2^32-1)",
+                       data[part][key])
     n, batch = data["train"]["images"], config.batch_size
     steps = -(-n // batch)                              # steps per epoch: ceil(n / batch)
     step = doc["step_in_epoch"]
@@ -591,6 +644,10 @@ def load_parameters(model, checkpoint):
     """
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
+    ours, theirs = model_type(model), checkpoint["model"].get("type", "vae")
+    if ours != theirs:
+        raise CheckpointError(f"{checkpoint['path']}: the checkpoint holds a model of type {theirs!r}, "
+                              f"the model is of type {ours!r}")
     check_architecture(model.config(), checkpoint)
     saved, where = checkpoint["params"], checkpoint["path"]
     for name in model.params:
@@ -612,19 +669,22 @@ def load_parameters(model, checkpoint):
 
 
 def load_model(path):
-    """Rebuild the trained VAE stored in a checkpoint (for sampling, evaluation, plots).
+    """Rebuild the trained model stored in a checkpoint (for sampling, evaluation, plots).
 
-    The model's own generator (``model.rng``, which draws eps) is restored to its saved
-    state, so the model is exactly as it was when the checkpoint was written.
+    model.json's type says which class: VAE, Autoencoder or CVAE (``MODEL_TYPES``). A VAE's
+    or CVAE's own generator (``model.rng``, which draws eps) is restored to its saved state,
+    so the model is exactly as it was when the checkpoint was written.
     """
     checkpoint = path if isinstance(path, dict) else load_checkpoint(path)
+    arguments = dict(checkpoint["model"])
+    Model = MODEL_TYPES[arguments.pop("type", "vae")]
     try:
-        model = VAE(**checkpoint["model"])
+        model = Model(**arguments)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{checkpoint['path']}: cannot rebuild the model from "
                               f"model.json ({e})") from None
     load_parameters(model, checkpoint)
     eps_state = checkpoint["rng"].get("eps")
-    if eps_state is not None:
+    if eps_state is not None and hasattr(model, "rng"):
         model.rng.bit_generator.state = eps_state
     return model

@@ -1,10 +1,16 @@
 """The ``scratchvae`` command (also ``python -m scratchvae``): train, resume, evaluate, sample, explore.
 
     scratchvae train --dataset fashion-mnist --data-dir DIR --epochs 10 --out RUN_DIR
+    scratchvae train --model cvae --out CVAE_DIR       (or --model autoencoder)
     scratchvae resume RUN_DIR/checkpoint.npz --epochs 20
     scratchvae evaluate RUN_DIR/checkpoint.npz --is-k 1000 --limit 1000 --json
     scratchvae sample RUN_DIR/checkpoint.npz --n 64 --out samples.png
+    scratchvae sample CVAE_DIR/checkpoint.npz --digit 7 --out sevens.png
     scratchvae explore RUN_DIR/checkpoint.npz --out explorer.html
+
+Three model types (train --model): the VAE (vae.py), the plain autoencoder the lecture starts
+from (autoencoder.py) and the conditional VAE (cvae.py); every command reads each type's
+checkpoint (explore shows VAEs only, and says so for the others).
 
 Each flag maps onto a ``TrainConfig`` field (train.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
@@ -26,10 +32,10 @@ import numpy as np
 from . import __version__
 from .checkpoint import CheckpointError, load_checkpoint, load_model, write_bytes_atomic
 from .data import DataError, add_data_arguments, iterate_batches, load
-from .evaluate import evaluate, format_report
+from .evaluate import evaluate, evaluate_reconstruction, format_report
 from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from .layers import ACTIVATIONS
-from .train import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
+from .train import (CHECKPOINT_NAME, ENGINES, MODELS, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
 from .vae import LIKELIHOODS
 
@@ -110,13 +116,19 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = TrainConfig()                                   # defaults shown in --help come from here
 
-    p = commands.add_parser("train", help="train a VAE and write RUN_DIR/checkpoint.npz",
-                            description="Train a VAE; write RUN_DIR/checkpoint.npz and "
+    p = commands.add_parser("train", help="train a VAE (or --model autoencoder, cvae) and write "
+                            "RUN_DIR/checkpoint.npz",
+                            description="Train a VAE (or, with --model, the plain autoencoder or the "
+                            "conditional VAE); write RUN_DIR/checkpoint.npz and "
                             "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C (or SIGTERM, SIGHUP) saves and "
                             "stops; one training at a time per RUN_DIR.",
                             formatter_class=_HelpFormatter)
     add_data_arguments(p)
     model = p.add_argument_group("model")
+    model.add_argument("--model", choices=list(MODELS), default=d.model,
+                       help="vae: the VAE (vae.py); autoencoder: z = encoder(x), loss -log p(x|z), no "
+                            "KL (autoencoder.py, slides 3-5); cvae: the conditional VAE, q(z|x, y) and "
+                            "p(x|z, y) given the one-hot label (cvae.py; needs the label files)")
     model.add_argument("--hidden", type=positive_int, nargs="+", default=list(d.hidden), metavar="H",
                        help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. "
                             "--hidden 400 or --hidden 512 256")
@@ -175,7 +187,10 @@ def build_parser():
                             description="Evaluate a checkpoint: the negative ELBO on the whole "
                             "test split, and -log p(x) on its first --limit images by importance "
                             "sampling (the IWAE bound with k = --is-k samples; the literature "
-                            "uses k = 5000). The data flags default to the run's own.",
+                            "uses k = 5000). A conditional VAE is given the test labels: both are "
+                            "bounds on -log p(x|y). An autoencoder has neither (no q(z|x), no prior): "
+                            "its test reconstruction -log p(x|z) is reported. The data flags default "
+                            "to the run's own.",
                             formatter_class=_HelpFormatter)
     p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
     add_data_arguments(p, train_split=False)
@@ -196,9 +211,15 @@ def build_parser():
 
     p = commands.add_parser("sample", help="write a PNG grid of images decoded from z ~ N(0, I)",
                             description="Generate: draw z ~ N(0, I), decode, and write the decoder "
-                            "means as a PNG grid (slide 6: digits from Gaussian noise).",
+                            "means as a PNG grid (slide 6: digits from Gaussian noise). A conditional "
+                            "VAE decodes with a label: --digit 7 draws sevens; without --digit, one row "
+                            "per class y = 0..9, each column one z decoded with every label.",
                             formatter_class=_HelpFormatter)
     p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("--digit", type=nonnegative_int, default=None,
+                   help="a conditional VAE's checkpoint (train --model cvae) only: draw this class, "
+                        "e.g. --digit 7 for sevens (default: one row per class, the columns sharing z, "
+                        "ceil(n / 10) columns)")
     p.add_argument("--n", type=positive_int, default=64, help="number of images")
     p.add_argument("--cols", type=positive_int, default=None,
                    help="images per row (default: ceil(sqrt(n)))")
@@ -242,7 +263,7 @@ def _train(args, parser):
         config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=args.train_split,
                              test_split=args.test_split, binarize=args.binarize, download=args.download,
                              hidden=args.hidden, latent=args.latent, activation=args.activation,
-                             likelihood=args.likelihood, n_samples=args.n_samples, beta=args.beta,
+                             model=args.model, likelihood=args.likelihood, n_samples=args.n_samples, beta=args.beta,
                              warmup_epochs=args.warmup_epochs, objective=args.objective,
                              iwae_k=args.iwae_k, batch_size=args.batch_size, lr=args.lr,
                              epochs=args.epochs, seed=args.seed, out=args.out, eval_batch=args.eval_batch,
@@ -286,26 +307,33 @@ def _run_training(command, config, resume, overwrite):
     if history:
         last = history[-1]
         where = f"; checkpoint {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
-        print(f"epoch {last['epoch']}: test negative ELBO {last['test_nelbo']:.3f} nats "
-              f"(rec {last['test_rec']:.3f} + KL {last['test_kl']:.3f}){where}")
+        if "test_nelbo" in last:
+            print(f"epoch {last['epoch']}: test negative ELBO {last['test_nelbo']:.3f} nats "
+                  f"(rec {last['test_rec']:.3f} + KL {last['test_kl']:.3f}){where}")
+        else:                                            # the autoencoder: no KL, no ELBO
+            print(f"epoch {last['epoch']}: test reconstruction -log p(x|z) {last['test_rec']:.3f} nats{where}")
     return 0
+
+
+ARTICLES = {"vae": "a VAE", "autoencoder": "an autoencoder", "cvae": "a conditional VAE"}
 
 
 def _evaluate(args, parser):
     checkpoint = load_checkpoint(args.checkpoint)
     run = TrainConfig.from_dict(checkpoint["config"])
-    model = load_model(checkpoint)
+    model, kind = load_model(checkpoint), checkpoint["model"]["type"]
     dataset = args.dataset or run.dataset
     split = args.test_split or run.test_split
     binarize = args.binarize or run.binarize
     download = run.download if args.download is None else args.download
     data_dir = args.data_dir if args.data_dir is not None else run.data_dir
-    images = load(dataset, split, data_dir, download).images
+    test = load(dataset, split, data_dir, download)
+    images, labels = test.images, test.labels if kind == "cvae" else None   # the cvae is given y
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
     run_data = checkpoint["progress"].get("data", {}).get("test")          # None: not recorded
-    now = fingerprint(images)
+    now = fingerprint(images, labels)
     same_data = None if run_data is None else now == run_data
     if same_data is False:
         print(f"scratchvae evaluate: note: these are not the images the run was tested on "
@@ -314,39 +342,75 @@ def _evaluate(args, parser):
               f"comparable with its training log", file=sys.stderr)
     seed = run.seed if args.seed is None else args.seed
     batch_size = run.eval_batch if args.batch_size is None else args.batch_size
-    report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
-                      binarize=binarize, batch_size=batch_size, progress=_progress_line("-log p(x)"))
-    report.update(dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
+    if kind == "autoencoder":
+        if args.is_k:
+            print("scratchvae evaluate: note: an autoencoder has no ELBO and no importance-sampled "
+                  "-log p(x) (no q(z|x), and no prior p(z) it was trained with): its test "
+                  "reconstruction -log p(x|z) is the number", file=sys.stderr)
+        rec = evaluate_reconstruction(model, images, batch_size=batch_size, seed=derive_streams(seed)["eval"],
+                                      binarize=binarize)
+        report = {"test_rec": rec["rec"], "n": rec["n"], "is_nll": None, "binarize": binarize}
+    else:
+        report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
+                          binarize=binarize, batch_size=batch_size, labels=labels,
+                          progress=_progress_line("-log p(x|y)" if labels is not None else "-log p(x)"))
+    report.update(model=kind, dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
                   epochs_trained=len(checkpoint["history"]), same_data_as_training=same_data)
     if args.json:                                        # strict JSON: a non-finite number is null
         print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
                           for k, v in report.items()}, allow_nan=False))
     else:
-        print(f"{args.checkpoint} ({report['epochs_trained']} epochs) on {dataset} {split}, "
-              f"binarize={binarize}:")
-        print(format_report(report))
+        given = ", given the test labels" if kind == "cvae" else ""
+        print(f"{args.checkpoint} ({ARTICLES[kind]}, {report['epochs_trained']} epochs) on {dataset} "
+              f"{split}, binarize={binarize}{given}:")
+        print(format_report(report) if kind != "autoencoder" else
+              f"test reconstruction -log p(x|z)  {report['test_rec']:10.3f} nats  (at z = encoder(x); "
+              f"{report['n']:,} images)")
     return 0
 
 
 def _sample(args, parser):
     if args.out.suffix.lower() != ".png":
         parser.error(f"--out must name a .png file, got {str(args.out)!r}")
-    model = load_model(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint)
+    kind = checkpoint["model"]["type"]
+    if args.digit is not None and kind != "cvae":
+        parser.error(f"--digit needs a conditional VAE (train --model cvae); {args.checkpoint} holds "
+                     f"{ARTICLES[kind]}, which is not given a label")
+    model = load_model(checkpoint)
+    if args.digit is not None and args.digit >= model.n_classes:
+        parser.error(f"--digit must be a class 0..{model.n_classes - 1} of this model, got {args.digit}")
     side = math.isqrt(model.input_dim)
     if side * side != model.input_dim:
         raise CheckpointError(f"{args.checkpoint}: the model's {model.input_dim} outputs are not a "
                               f"square image")
-    cols = args.cols or math.ceil(math.sqrt(args.n))
-    rows = math.ceil(args.n / cols)
+    every_class = kind == "cvae" and args.digit is None      # one row per class, the columns sharing z
+    if every_class:
+        cols = args.cols or math.ceil(args.n / model.n_classes)
+        n, rows = cols * model.n_classes, model.n_classes
+    else:
+        n, cols = args.n, args.cols or math.ceil(math.sqrt(args.n))
+        rows = math.ceil(n / cols)
     pixels = (rows * (side + 2) + 2) * (cols * (side + 2) + 2) * args.scale ** 2
     if pixels > MAX_PNG_PIXELS:
-        parser.error(f"a grid of {args.n} images, {cols} per row, at --scale {args.scale} would be "
+        parser.error(f"a grid of {n} images, {cols} per row, at --scale {args.scale} would be "
                      f"{pixels / 1e6:,.0f} megapixels (at most {MAX_PNG_PIXELS / 1e6:.0f}): ask for "
                      f"fewer images or a smaller --scale")
-    images = model.sample(args.n, np.random.default_rng(args.seed))          # (n, D) decoder means
+    rng = np.random.default_rng(args.seed)
+    if every_class:                                          # z_j ~ N(0, I), decoded with y = 0, 1, ...
+        z = rng.standard_normal((cols, model.latent_dim), dtype=model.dtype)
+        images = np.concatenate([model.decode_mean(z, np.full(cols, y)) for y in range(model.n_classes)])
+        what = (f"{model.n_classes} rows, one per class y = 0..{model.n_classes - 1}, each of the "
+                f"{cols} columns one z ~ N(0, I)")
+    elif kind == "cvae":
+        images = model.sample(n, args.digit, rng)            # "draw me a 7": z ~ N(0, I), label 7
+        what = f"{n} images of class {args.digit} decoded from z ~ N(0, I)"
+    else:
+        images = model.sample(n, rng)                        # (n, D) decoder means
+        what = f"{n} images decoded from z ~ N(0, I)"
     write_grid_png(np.clip(images, 0, 1).reshape(-1, side, side), args.out, cols=cols,
                    scale=args.scale)
-    print(f"wrote {args.out}: {args.n} images decoded from z ~ N(0, I) (seed {args.seed})")
+    print(f"wrote {args.out}: {what} (seed {args.seed})")
     return 0
 
 
@@ -354,6 +418,10 @@ def _explore(args, parser):
     if args.out.suffix.lower() not in (".html", ".htm"):
         parser.error(f"--out must name an .html file, got {str(args.out)!r}")
     checkpoint = load_checkpoint(args.checkpoint)
+    kind = checkpoint["model"]["type"]
+    if kind != "vae":                                    # the page computes vae.py's encoder and loss
+        raise CheckpointError(f"{args.checkpoint} holds {ARTICLES[kind]}; the explorer page shows a "
+                              f"VAE's q(z|x) and negative ELBO only: draw from it with scratchvae sample")
     run = TrainConfig.from_dict(checkpoint["config"])
     model = load_model(checkpoint)
     try:

@@ -116,12 +116,16 @@ class CVAE(VAE):
         self.flat_grads[...] = saved
         return result
 
-    def log_weights(self, x, y, eps):
-        """log w_l = log p(x | z_l, y) + log p(z_l) - log q(z_l | x, y): (L, N), for the bound on log p(x|y)."""
-        x, onehot = self._check_x(x), self.one_hot(y, len(x))
+    def log_weights(self, x, y, eps, q=None):
+        """log w_l = log p(x | z_l, y) + log p(z_l) - log q(z_l | x, y): (L, N), for the bound on log p(x|y).
+
+        ``q``: (mu, logvar) = ``self.encode(x, y)``, if already computed (as ``VAE.log_weights``).
+        """
+        x = self._check_x(x)
+        self.one_hot(y, len(x))                                   # a clear error for bad labels
         eps = self._check_eps(eps, x.shape[0])
         L, N, K = eps.shape
-        mu, logvar = self.encode(x, y)
+        mu, logvar = self.encode(x, y) if q is None else q
         z = mu + np.exp(0.5 * logvar) * eps
         out = _reshape(self.decode(z.reshape(L * N, K), np.tile(np.asarray(y), L)), (L, N, -1))
         return (self._log_likelihood(x, out) + gaussian_log_density(z, 0.0, 0.0)

@@ -471,7 +471,7 @@ RENAMED_BINARIZE = {"static": "'static' is now called 'threshold' (a fixed cut a
 
 
 def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
-                    drop_last=False, out=None):
+                    drop_last=False, out=None, labels=None):
     """Yield one epoch of float32 batches x (B, D) from uint8 images (N, D).
 
     binarize:
@@ -492,9 +492,12 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
                training allocates nothing per step. The yielded array is then a view of ``out`` and
                is OVERWRITTEN by the next batch: copy it if you need to keep it.
     drop_last: skip the final batch when it has fewer than batch_size images.
+    labels:    optional (N,) integer labels: then each item is the pair (x, y), y (B,) the
+               labels of the batch's images (the conditional VAE). The random draws are the
+               same with or without labels.
 
     Shapes:  images_u8 (N, D) uint8 -> yields x (B, D) float32, B = batch_size
-             (the last batch may be smaller)
+             (the last batch may be smaller); with labels, (x, y (B,))
     """
     if not (isinstance(images_u8, np.ndarray) and images_u8.dtype == np.uint8
             and images_u8.ndim == 2):
@@ -516,10 +519,15 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
                             or not out.flags.c_contiguous):
         raise ValueError(f"out must be a C-contiguous float32 array of shape "
                          f"{(rows, D)}, got {out.dtype} {out.shape}")
-    return _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(images_u8),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be {len(images_u8)} integers, one per image, got "
+                             f"{labels.dtype} {labels.shape}")
+    return _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out, labels)
 
 
-def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out):
+def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out, labels=None):
     """The generator behind iterate_batches (split off so bad arguments fail at the call)."""
     N, D = images_u8.shape
     order = rng.permutation(N) if shuffle else np.arange(N)
@@ -540,7 +548,7 @@ def _batches(images_u8, batch_size, rng, binarize, shuffle, drop_last, out):
             if binarize == "dynamic":
                 u = rng.random(dtype=np.float32, out=uniform_buf[:B])   # u ~ Uniform[0, 1)
                 np.less(u, x, out=x)                          # x_bin = [u < x] ~ Bernoulli(x)
-        yield x
+        yield x if labels is None else (x, labels[index])
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ def active_units(mu, threshold=ACTIVE_THRESHOLD):
     return int(np.sum(activity > threshold)), activity
 
 
-def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none", n_samples=1):
+def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none", n_samples=1,
+                   labels=None):
     """The negative ELBO of a data set, averaged over its images, with its two parts.
 
     Implements:  -ELBO_i = -1/L sum_l log p(x_i | z_il) + KL(q(z|x_i) || N(0, I))   (slide 23)
@@ -66,6 +67,8 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     Reproducible: the noise comes from ``seed`` (int or SeedSequence) only. Each image's
     eps (and its dynamic binarisation) is drawn in image order from its own stream, so the
     draws do not depend on ``batch_size``.
+    A conditional VAE (cvae.py) is given its images' ``labels`` (N,): then it is the bound on
+    -log p(x|y), with q(z|x, y) and p(x|z, y), and the same draws.
     Shapes:      images_u8 (N, D) uint8
     Returns:     dict(nelbo, rec, kl, n) in nats per image, and active_units: how many of
                  the K latent units have Var_x(mu_u) > 0.01 over these images (``active_units``)
@@ -74,13 +77,15 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     eps_rng = np.random.default_rng(substream(seed, 1))
     K, L = model.latent_dim, int(n_samples)
     totals, means = {"rec": 0.0, "kl": 0.0}, []
-    batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False)
-    for x in batches:
+    batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False,
+                              labels=labels)
+    for batch in batches:
+        x, y = (batch, ()) if labels is None else (batch[0], (batch[1],))   # y: the cvae's labels
         B = len(x)
-        means.append(model.encode(x)[0].astype(np.float64))           # E_q[z] = mu, for active_units
+        means.append(model.encode(x, *y)[0].astype(np.float64))       # E_q[z] = mu, for active_units
         eps = eps_rng.standard_normal((B, L, K), dtype=model.dtype).transpose(1, 0, 2)   # (L, B, K)
         with np.errstate(over="ignore", invalid="ignore"):         # a diverged model: inf / nan, reported
-            _, parts = model.loss(x, eps)
+            _, parts = model.loss(x, *y, eps)
         totals["rec"] += parts["rec"] * B                          # batch means -> sums
         totals["kl"] += parts["kl"] * B
     n = len(images_u8)
@@ -89,7 +94,26 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
             "active_units": active_units(np.concatenate(means))[0]}
 
 
-def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None):
+def evaluate_reconstruction(model, images_u8, *, batch_size=1000, seed=0, binarize="none"):
+    """The autoencoder's test loss: -log p(x|z) at its code z = encoder(x), averaged over the images.
+
+    Implements:  rec = 1/N sum_i -log p(x_i | z_i),  z_i = encoder(x_i)   (autoencoder.py, slides 3-5)
+    Nothing is sampled; the binarisation draws are ``evaluate_nelbo``'s (substream 0 of ``seed``).
+    There is no ELBO and no importance-sampled -log p(x): the autoencoder has no q(z|x) and was
+    not trained with a prior p(z).
+    Shapes:      images_u8 (N, D) uint8
+    Returns:     dict(rec, n), rec in nats per image
+    """
+    binarize_rng = np.random.default_rng(substream(seed, 0))
+    total = 0.0
+    for x in iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False):
+        with np.errstate(over="ignore", invalid="ignore"):         # a diverged model: inf / nan, reported
+            total += float(np.sum(model.reconstruction_error(x), dtype=np.float64))
+    n = len(images_u8)
+    return {"rec": total / n, "n": n}
+
+
+def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None, labels=None):
     """Per-datapoint estimate of -log p(x) from k importance samples (the IWAE bound).
 
     Implements:  -log p(x_i) ~ -( logsumexp_l log w_il - log k ),
@@ -113,6 +137,8 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
                               against 3.5-3.6 s for 100 x 100, and 67 MB peak memory instead of
                               242 MB (Intel Xeon, 2 cores; benchmarks/bench_eval.py --chunk)
     progress : callable(done, total), optional   called after each chunk (datapoint-samples)
+    labels : (N,) ints, optional   for a conditional VAE (cvae.py): the bound on -log p(x|y),
+                              log w = log p(x|z, y) + log p(z) - log q(z|x, y); the same draws
 
     Returns
     -------
@@ -129,14 +155,15 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
     done = 0
     for start in range(0, N, batch_size):
         xb = x[start:start + batch_size]                                     # (n, D)
+        yb = () if labels is None else (labels[start:start + batch_size],)   # the cvae's labels
         n = len(xb)
-        q = model.encode(xb)                                                 # (mu, logvar), once per batch
+        q = model.encode(xb, *yb)                                            # (mu, logvar), once per batch
         m = np.full(n, -np.inf)                                              # running max of log w
         s = np.zeros(n)                                                      # running sum of exp(log w - m)
         for c0 in range(0, k, chunk):
             c = min(chunk, k - c0)
             eps = rng.standard_normal((c, n, K), dtype=model.dtype)          # (c, n, K)
-            log_w = model.log_weights(xb, eps, q=q).astype(np.float64)       # (c, n)
+            log_w = model.log_weights(xb, *yb, eps, q=q).astype(np.float64)  # (c, n)
             m_new = np.maximum(m, log_w.max(axis=0))
             s = (s * exp_no_subnormal(m - m_new)                              # rescale old sum to new max
                  + exp_no_subnormal(log_w - m_new).sum(axis=0))               # (weights far below it: no subnormals)
@@ -149,7 +176,7 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
 
 
 def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="none",
-             batch_size=1000, is_chunk=10, is_batch=100, progress=None):
+             batch_size=1000, is_chunk=10, is_batch=100, progress=None, labels=None):
     """The full report: test negative ELBO on all images, IS estimate of -log p(x) on the first ones.
 
     ``is_limit`` images (None = all) get the importance-sampled estimate with ``is_k``
@@ -158,21 +185,24 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
     trainer logs each epoch when given the run's evaluation stream.
     Returns a JSON-ready dict: test_nelbo, test_rec, test_kl, n, active_units (of latent_dim; see
     ``active_units``), is_nll, is_nll_sem (its
-    standard error over images), is_k, is_n, estimator, binarize.
+    standard error over images), is_k, is_n, estimator, binarize, conditional.
+    ``labels`` (N,): a conditional VAE's labels; both numbers are then bounds on -log p(x|y)
+    (``conditional`` True).
     """
-    bound = evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize)
+    bound = evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize,
+                           labels=labels)
     report = {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"],
               "n": bound["n"], "active_units": bound["active_units"], "latent_dim": model.latent_dim,
               "is_nll": None, "is_nll_sem": None, "is_k": int(is_k), "is_n": 0,
-              "estimator": None, "binarize": binarize}
+              "estimator": None, "binarize": binarize, "conditional": labels is not None}
     if is_k:
         subset = images_u8 if is_limit is None else images_u8[:int(is_limit)]
         binarize_rng = np.random.default_rng(substream(seed, 2))
         eps_rng = np.random.default_rng(substream(seed, 3))
         x = np.concatenate(list(iterate_batches(subset, batch_size, binarize_rng,
                                                 binarize=binarize, shuffle=False)))
-        nll = importance_sampled_nll(model, x, is_k, rng=eps_rng, chunk=is_chunk,
-                                     batch_size=is_batch, progress=progress)
+        nll = importance_sampled_nll(model, x, is_k, rng=eps_rng, chunk=is_chunk, batch_size=is_batch,
+                                     progress=progress, labels=None if labels is None else labels[:len(x)])
         report.update(is_nll=float(nll.mean()), is_n=len(nll),
                       is_nll_sem=float(nll.std(ddof=1) / np.sqrt(len(nll))) if len(nll) > 1 else 0.0,
                       estimator=f"{ESTIMATOR}, k={int(is_k)}")
@@ -188,7 +218,8 @@ def format_report(report, what="test"):
         lines.append(f"active latent units {report['active_units']:>4d} of {report['latent_dim']}  "
                      f"(Var_x E_q[z_u] > {ACTIVE_THRESHOLD}, Burda et al. 2016)")
     if report["is_nll"] is not None:
-        lines.append(f"{what} -log p(x)    {report['is_nll']:10.3f} nats  "
+        target = "-log p(x|y)" if report.get("conditional") else "-log p(x)  "
+        lines.append(f"{what} {target}  {report['is_nll']:10.3f} nats  "
                      f"(+/- {report['is_nll_sem']:.3f} s.e.; {report['estimator']}; "
                      f"first {report['is_n']:,} images)")
     return "\n".join(lines)

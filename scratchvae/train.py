@@ -1,5 +1,10 @@
 """Training: the loop that turns the loss of vae.py into a trained model.
 
+Three model types train here (``TrainConfig.model``): "vae" (vae.py; iwae.py with objective
+"iwae"), "autoencoder" (autoencoder.py: the lecture's starting point, loss -log p(x|z), no
+KL) and "cvae" (cvae.py: the conditional VAE, given each image's label). Each has its own
+``loss_and_grads``; everything else -- batches, seeds, Adam, checkpoints, resume -- is shared.
+
 Read top to bottom: ``TrainConfig`` (every knob, one comment each), then ``train``, whose
 inner loop is the lecture's recipe for stochastic gradient descent on the negative ELBO:
 
@@ -14,9 +19,11 @@ children of ``numpy.random.SeedSequence(seed)``:
     child 0  initial weights          (made inside VAE(seed=seed))
     child 1  eps of the reparameterisation, model.rng  (also inside VAE)
     child 2  the data: each epoch's shuffle and the dynamic binarisation draws
-             (``data.iterate_batches`` draws both from one generator)
+             (``data.iterate_batches`` draws both from one generator; a cvae's labels
+             follow their images, drawing nothing)
     child 3  evaluation: the noise of the test negative ELBO, the same every epoch
-So ``VAE(..., seed=s)`` starts from exactly the weights of ``train`` with ``seed=s``.
+So ``VAE(..., seed=s)`` starts from exactly the weights of ``train`` with ``seed=s`` (and
+``Autoencoder(..., seed=s)``, ``CVAE(..., seed=s)`` likewise; the autoencoder draws no eps).
 
 Resuming is exact. A checkpoint is written at the end of every epoch and, on Ctrl-C (or
 SIGTERM, SIGHUP), at the step boundary where training stopped. It holds the parameters, Adam's moments, the
@@ -50,9 +57,11 @@ try:
 except ImportError:                                       # pragma: no cover  (Windows)
     fcntl = None
 
+from .autoencoder import Autoencoder
 from .checkpoint import CheckpointError, load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
+from .cvae import CVAE, N_CLASSES
 from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
-from .evaluate import evaluate_nelbo, substream
+from .evaluate import evaluate_nelbo, evaluate_reconstruction, substream
 from .fast import FusedStep, NonFiniteStep, unsupported_reason
 from .iwae import IWAE
 from .layers import ACTIVATIONS
@@ -104,6 +113,7 @@ class TrainConfig:
     binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "threshold" 0/1
     download: bool = True                 # may data.py download missing files
     # --- model (see vae.py)
+    model: str = "vae"                    # "vae" (vae.py), "autoencoder" (autoencoder.py: no KL) or "cvae" (cvae.py: given y)
     hidden: tuple = (400,)                # hidden sizes of the encoder; the decoder mirrors them
     latent: int = 20                      # K, the dimension of z
     activation: str = "relu"              # hidden activation: relu, tanh, sigmoid, softplus
@@ -180,6 +190,19 @@ class TrainConfig:
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
         need(one_of(self.engine, ENGINES), "engine", f"one of {', '.join(ENGINES)}")
         need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
+        need(one_of(self.model, MODELS), "model", f"one of {', '.join(MODELS)}")
+        if self.model != "vae":
+            need(self.engine == "plain", "engine", f"'plain' with model '{self.model}' (the fused "
+                 f"step trains the VAE only; leave --engine out)")
+            need(self.objective == "elbo", "objective", f"'elbo' with model '{self.model}' (the "
+                 f"importance-weighted bound is the VAE's; leave --objective out)")
+        if self.model == "autoencoder":                 # -log p(x|z) alone: nothing to weight or sample
+            need(self.beta == 1, "beta", "1 with model 'autoencoder' (it has no KL term to "
+                 "weight; leave --beta out)")
+            need(self.warmup_epochs == 0, "warmup_epochs", "0 with model 'autoencoder' (it has no "
+                 "KL term to warm up; leave --warmup-epochs out)")
+            need(self.n_samples == 1, "n_samples", "1 with model 'autoencoder' (its z = encoder(x) "
+                 "is not sampled; leave --samples out)")
         for field in ("data_dir", "out"):
             value = getattr(self, field)
             need(value is None or (isinstance(value, (str, os.PathLike)) and "\0" not in str(value)),
@@ -197,7 +220,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of ``to_dict``; unknown fields are an error, not silently dropped."""
+        """Inverse of ``to_dict``; unknown fields are an error, not silently dropped.
+
+        A configuration written before the model types has no "model": it is a "vae"."""
         if d.get("engine") == "auto":                  # written before "plain" became the default
             d = {**d, "engine": "plain"}
         known = {f.name for f in fields(cls)}
@@ -216,13 +241,14 @@ class TrainConfig:
 RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
 ENGINES = ("plain", "fused")
 OBJECTIVES = ("elbo", "iwae")
+MODELS = ("vae", "autoencoder", "cvae")
 
 
 def derive_streams(seed):
     """The run's random streams from its master seed (see the module docstring).
 
     Returns a dict of SeedSequences: "init" and "eps" (what VAE(seed=seed) uses
-    internally), "data", "eval".
+    internally; Autoencoder(seed=seed) uses "init" only), "data", "eval".
     """
     return {name: substream(seed, i) for i, name in enumerate(("init", "eps", "data", "eval"))}
 
@@ -242,19 +268,23 @@ def beta_at(step, config, steps_per_epoch):
 # One step: the place a faster fused implementation can be swapped in
 # ---------------------------------------------------------------------------------------
 
-def _train_step(model, optimizer, x, fused=None):
-    """One step of gradient descent on the negative ELBO of batch x (B, D).
+def _train_step(model, optimizer, x, fused=None, y=None):
+    """One step of gradient descent on the model's loss of batch x (B, D): the negative ELBO
+    (VAE; the cvae's given the labels y (B,)), or -log p(x|z) (the autoencoder).
 
     forward + backward (fills model.flat_grads)  ->  divergence guard  ->  optimizer step.
     The guard runs before the update, so parameters never take a non-finite value.
     ``fused`` (a fast.FusedStep) does the same three in one call, with the same numbers.
-    Returns (loss, parts) as ``VAE.loss_and_grads``; raises NonFiniteStep.
+    Returns (loss, parts) as the model's ``loss_and_grads``; raises NonFiniteStep.
     """
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # the guard reports these
         if fused is not None:                                # the same eps stream as the plain step
             eps = model.rng.standard_normal(dtype=model.dtype, out=fused.eps_buffer[:len(x)])
             return fused.step(x, eps)
-        loss, parts = model.loss_and_grads(x)                # slide 15, and its gradient
+        if y is None:
+            loss, parts = model.loss_and_grads(x)            # slide 15, and its gradient (or slides 3-4)
+        else:
+            loss, parts = model.loss_and_grads(x, y)         # the cvae: q(z|x, y), p(x|z, y)
         _check_finite(model, loss, parts)
     optimizer.step()                                         # every parameter moves: theta (encoder) and phi (decoder)
     return loss, parts
@@ -263,7 +293,8 @@ def _train_step(model, optimizer, x, fused=None):
 def _check_finite(model, loss, parts):
     """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient)."""
     if not math.isfinite(loss):
-        raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}, KL {parts['kl']})")
+        kl = f", KL {parts['kl']}" if "kl" in parts else ""
+        raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}{kl})")
     if not np.isfinite(model.flat_grads.sum()):              # one cheap reduction: inf/nan propagate
         bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), "?")
         raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
@@ -273,8 +304,9 @@ def _check_finite(model, loss, parts):
 # The training loop
 # ---------------------------------------------------------------------------------------
 
-def train(config=None, *, resume=None, log=None, train_images=None, test_images=None, overwrite=False):
-    """Train a VAE as ``config`` says; return ``(model, history)``.
+def train(config=None, *, resume=None, log=None, train_images=None, test_images=None, overwrite=False,
+          train_labels=None, test_labels=None):
+    """Train a VAE, autoencoder or conditional VAE as ``config`` says; return ``(model, history)``.
 
     Parameters
     ----------
@@ -285,18 +317,22 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
         in-place progress line is updated within each epoch; otherwise one line per epoch.
     train_images, test_images : (N, D) uint8 arrays used instead of loading the splits
         (tests and demos on small or synthetic data).
+    train_labels, test_labels : (N,) labels 0..9 of those images; model "cvae" needs them
+        (loaded from the split's IDX label file otherwise), the others ignore them.
     overwrite : allow a fresh run to replace an existing ``out/checkpoint.npz``.
 
     Returns
     -------
-    model : VAE              the trained model
+    model : VAE, Autoencoder or CVAE   the trained model (``config.model``)
     history : list[dict]     one record per epoch: epoch, step, beta, train_loss, train_nelbo,
                              train_rec, train_kl (running means during the epoch),
                              train_eval_nelbo, train_eval_rec, train_eval_kl (the first
                              train_eval_n training images, as many as the test images, evaluated
                              after the epoch like the test), test_nelbo, test_rec, test_kl,
                              test_active_units (latent units in use, evaluate.active_units),
-                             img_per_s, seconds (all losses in nats per image)
+                             img_per_s, seconds (all losses in nats per image). The
+                             autoencoder's: epoch, step, train_loss, train_rec, train_eval_rec,
+                             train_eval_n, test_rec (-log p(x|z) at z = encoder(x)), img_per_s, seconds
     Writes (when ``config.out`` is set) out/checkpoint.npz, out/history.json, out/history.csv
     after every epoch. Raises TrainingDiverged (last good checkpoint kept) and
     TrainingInterrupted (on Ctrl-C, SIGTERM or SIGHUP, after saving), and ConfigError when
@@ -315,8 +351,9 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     out = Path(config.out) if config.out is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     log = _Log(log)
+    given = {"train": (train_images, train_labels), "test": (test_images, test_labels)}
     if out is None:
-        return _train(config, checkpoint, None, log, train_images, test_images)
+        return _train(config, checkpoint, None, log, given)
     _check_writable(out)                               # before any data is loaded or trained on
     with _exclusive(out):                              # one run at a time writes into a run directory
         if ckpt_path.exists() and not overwrite and (
@@ -332,31 +369,31 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
         _remove_stale_temporaries(out, log)
         if checkpoint is not None and ckpt_path.resolve() == checkpoint["path"].resolve():
             _write_history(out, checkpoint["history"])  # the checkpoint's history is the true one
-        return _train(config, checkpoint, ckpt_path, log, train_images, test_images)
+        return _train(config, checkpoint, ckpt_path, log, given)
 
 
-def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
+def _train(config, checkpoint, ckpt_path, log, given):
     """The body of ``train``: data, model, the loop; ckpt_path None = write nothing.
 
+    ``given``: {"train": (images, labels), "test": (...)}, None where the split is loaded.
     Runs while ``train`` holds the run directory's lock.
     """
     resuming = checkpoint is not None
     # ---- data, model, optimiser, random streams ----------------------------------------
-    train_x = _images(train_images, config, config.train_split, "train_images")   # (N, D) uint8
-    test_x = _images(test_images, config, config.test_split, "test_images")       # (M, D) uint8
+    train_x, train_y = _data(*given["train"], config, config.train_split, "train")  # (N, D) uint8; (N,) or None
+    test_x, test_y = _data(*given["test"], config, config.test_split, "test")       # (M, D) uint8; (M,) or None
     N, D = train_x.shape
     if test_x.shape[1] != D:
         raise ValueError(f"train and test images differ in size: {D} vs {test_x.shape[1]} pixels")
-    data = {"train": fingerprint(train_x), "test": fingerprint(test_x)}    # resuming checks it
-    Model, extra = (IWAE, {"k": config.iwae_k}) if config.objective == "iwae" else (VAE, {})
-    model = Model(D, config.hidden, config.latent, activation=config.activation,
-                  likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
-                  seed=config.seed, **extra)
-    fused_refuses = unsupported_reason(model) or (
-        config.objective != "elbo" and f"it trains objective '{config.objective}' (the fused step computes the ELBO)")
-    if config.engine == "fused" and fused_refuses:
-        raise ConfigError(f"engine 'fused' cannot train this model: {fused_refuses}; "
-                          f"use engine 'plain' (the default)")
+    data = {"train": fingerprint(train_x, train_y), "test": fingerprint(test_x, test_y)}   # resuming checks it
+    model = build_model(config, D)
+    has_kl = config.model != "autoencoder"
+    if config.engine == "fused":
+        fused_refuses = unsupported_reason(model) or (
+            config.objective != "elbo" and f"it trains objective '{config.objective}' (the fused step computes the ELBO)")
+        if fused_refuses:
+            raise ConfigError(f"engine 'fused' cannot train this model: {fused_refuses}; "
+                              f"use engine 'plain' (the default)")
     optimizer = Adam(model.flat_params, model.flat_grads, lr=config.lr)
     streams = derive_streams(config.seed)
     data_rng = np.random.default_rng(streams["data"])
@@ -381,17 +418,20 @@ def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
-                                      shuffle=True, out=x_buffer if fused is None else fused.x_buffer)
+                                      shuffle=True, out=x_buffer if fused is None else fused.x_buffer,
+                                      labels=train_y)        # with labels: (x, y) pairs
             for _ in range(position["step_in_epoch"]):       # resuming mid-epoch: replay, don't train
                 next(batches)
             sums, first_step = position["sums"], position["step_in_epoch"] + 1
             step, global_step = position["step_in_epoch"], position["global_step"]
             t_start, seconds_before = time.perf_counter(), position["seconds"]
             train_seconds_before = position["train_seconds"]
-            for step, x in enumerate(batches, start=first_step):
-                model.beta = beta_at(global_step, config, steps_per_epoch)
+            for step, batch in enumerate(batches, start=first_step):
+                x, y = (batch, None) if train_y is None else batch
+                if has_kl:
+                    model.beta = beta_at(global_step, config, steps_per_epoch)
                 try:
-                    loss, parts = _train_step(model, optimizer, x, fused)
+                    loss, parts = _train_step(model, optimizer, x, fused, y)
                 except NonFiniteStep as e:
                     raise TrainingDiverged(_diverged_message(e.what, epoch, step, steps_per_epoch,
                                                              global_step + 1, config, ckpt_path, last_saved,
@@ -401,48 +441,55 @@ def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
                 sums["n"] += B
                 sums["loss"] += loss * B
                 sums["rec"] += parts["rec"] * B
-                sums["kl"] += parts["kl"] * B
+                sums["kl"] += parts.get("kl", 0.0) * B              # the autoencoder's stays 0: no KL
                 elapsed = time.perf_counter() - t_start
                 log.progress(epoch, config.epochs, step, steps_per_epoch, sums, elapsed,
-                             train_seconds_before, step - first_step + 1)
+                             train_seconds_before, step - first_step + 1, kl=has_kl)
                 if interrupt.requested and step < steps_per_epoch:
                     position = {"epochs_done": epoch - 1, "step_in_epoch": step,
                                 "global_step": global_step, "sums": sums,
                                 "seconds": seconds_before + elapsed,
                                 "train_seconds": train_seconds_before + elapsed}
-                    rng_states = {"eps": model.rng.bit_generator.state, "data": data_state_at_epoch_start}
+                    rng_states = _rng_states(model, data_state_at_epoch_start)
                     _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
                     raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log,
                                        interrupt.signum)
             train_seconds = train_seconds_before + time.perf_counter() - t_start
 
             # ---- end of epoch: evaluate, record, save --------------------------------------
-            test = evaluate_nelbo(model, test_x, batch_size=config.eval_batch, seed=streams["eval"],
-                                  binarize=config.binarize)
-            # the same number on training images, after the epoch as the test's: the train_* sums
-            # above are running means *during* the epoch, taken while the model still changed
-            seen = evaluate_nelbo(model, train_x[:min(N, len(test_x))], batch_size=config.eval_batch,
-                                  seed=streams["eval"], binarize=config.binarize)
-            if not math.isfinite(test["nelbo"] + seen["nelbo"]):   # the guard covers the evaluation too:
+            # the test number, and the same on training images, after the epoch as the test's: the
+            # train_* sums above are running means *during* the epoch, taken while the model still changed
+            n_seen = min(N, len(test_x))
+            test = _evaluate(model, config, test_x, test_y, streams["eval"])
+            seen = _evaluate(model, config, train_x[:n_seen], None if train_y is None else train_y[:n_seen],
+                             streams["eval"])
+            loss_name = "test negative ELBO" if has_kl else "test reconstruction -log p(x|z)"
+            test_loss, seen_loss = (test["nelbo"], seen["nelbo"]) if has_kl else (test["rec"], seen["rec"])
+            if not math.isfinite(test_loss + seen_loss):    # the guard covers the evaluation too:
+                kl = f", KL {test['kl']}" if has_kl else ""
                 raise TrainingDiverged(                      # this epoch's parameters are not saved
                     f"training diverged in epoch {epoch}: every step's loss was finite, but the "
-                    f"test negative ELBO after it is {test['nelbo']} (rec {test['rec']}, KL "
-                    f"{test['kl']}; on training images {seen['nelbo']}); {_kept(ckpt_path, last_saved)}. "
-                    f"{_advice(config, resuming)}")
+                    f"{loss_name} after it is {test_loss} (rec {test['rec']}{kl}; on training "
+                    f"images {seen_loss}); {_kept(ckpt_path, last_saved)}. {_advice(config, resuming)}")
             n = sums["n"]
-            record = {"epoch": epoch, "step": global_step, "beta": model.beta,
-                      "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
-                      "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
-                      "train_eval_nelbo": seen["nelbo"], "train_eval_rec": seen["rec"],
-                      "train_eval_kl": seen["kl"], "train_eval_n": seen["n"],
-                      "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
-                      "test_active_units": test["active_units"],     # Var_x E_q[z_u] > 0.01 (evaluate.py)
-                      "img_per_s": n / train_seconds if train_seconds > 0 else None,   # JSON has no NaN
-                      "seconds": seconds_before + time.perf_counter() - t_start}
+            if not has_kl:                                   # the autoencoder: -log p(x|z) is its whole loss
+                record = {"epoch": epoch, "step": global_step, "train_loss": sums["loss"] / n,
+                          "train_rec": sums["rec"] / n, "train_eval_rec": seen["rec"],
+                          "train_eval_n": seen["n"], "test_rec": test["rec"]}
+            else:
+                record = {"epoch": epoch, "step": global_step, "beta": model.beta,
+                          "train_loss": sums["loss"] / n, "train_nelbo": (sums["rec"] + sums["kl"]) / n,
+                          "train_rec": sums["rec"] / n, "train_kl": sums["kl"] / n,
+                          "train_eval_nelbo": seen["nelbo"], "train_eval_rec": seen["rec"],
+                          "train_eval_kl": seen["kl"], "train_eval_n": seen["n"],
+                          "test_nelbo": test["nelbo"], "test_rec": test["rec"], "test_kl": test["kl"],
+                          "test_active_units": test["active_units"]}     # Var_x E_q[z_u] > 0.01 (evaluate.py)
+            record.update(img_per_s=n / train_seconds if train_seconds > 0 else None,   # JSON has no NaN
+                          seconds=seconds_before + time.perf_counter() - t_start)
             history.append(record)
             position = {"epochs_done": epoch, "step_in_epoch": 0, "global_step": global_step,
                         "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
-            rng_states = {"eps": model.rng.bit_generator.state, "data": data_rng.bit_generator.state}
+            rng_states = _rng_states(model, data_rng.bit_generator.state)
             _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
             last_saved = _where(epoch, 0)
             session_epoch_seconds.append(time.perf_counter() - t_start)
@@ -454,19 +501,66 @@ def _train(config, checkpoint, ckpt_path, log, train_images, test_images):
     return model, history
 
 
+def build_model(config, D):
+    """The untrained model of ``config`` for D-pixel images: VAE (IWAE), Autoencoder or CVAE.
+
+    Each draws its initial weights from child 0 of ``config.seed`` (see the module docstring).
+    """
+    common = dict(activation=config.activation, likelihood=config.likelihood, seed=config.seed)
+    if config.model == "autoencoder":                             # slides 3-5: z = encoder(x), no KL
+        return Autoencoder(D, config.hidden, config.latent, **common)
+    if config.model == "cvae":                                    # q(z|x, y), p(x|z, y)
+        return CVAE(D, config.hidden, config.latent, n_samples=config.n_samples, beta=config.beta,
+                    n_classes=N_CLASSES, **common)
+    Model, extra = (IWAE, {"k": config.iwae_k}) if config.objective == "iwae" else (VAE, {})
+    return Model(D, config.hidden, config.latent, n_samples=config.n_samples, beta=config.beta,
+                 **common, **extra)
+
+
+def _evaluate(model, config, images, labels, seed):
+    """After an epoch: the autoencoder's -log p(x|z), or the (conditional) negative ELBO."""
+    if config.model == "autoencoder":
+        return evaluate_reconstruction(model, images, batch_size=config.eval_batch, seed=seed,
+                                       binarize=config.binarize)
+    return evaluate_nelbo(model, images, batch_size=config.eval_batch, seed=seed,
+                          binarize=config.binarize, labels=labels)
+
+
+def _rng_states(model, data_state):
+    """What rng.json holds: the eps generator (not for the autoencoder: it draws none) and the data's."""
+    eps = {"eps": model.rng.bit_generator.state} if hasattr(model, "rng") else {}
+    return {**eps, "data": data_state}
+
+
 def _zero_sums():
     return {"n": 0, "loss": 0.0, "rec": 0.0, "kl": 0.0}
 
 
-def _images(given, config, split, name):
-    """The given uint8 images, or the split loaded from disk."""
-    if given is None:
-        return load(config.dataset, split, config.data_dir, config.download).images
-    given = np.asarray(given)
-    if given.dtype != np.uint8 or given.ndim != 2 or len(given) == 0:
-        raise ValueError(f"{name} must be a non-empty uint8 array (N, D) of pixels 0..255, "
-                         f"got {given.dtype} {given.shape}")
-    return given
+def _data(images, labels, config, split, part):
+    """The given uint8 images (N, D) and labels (N,), or the split loaded from disk.
+
+    Returns (images, labels); labels are None unless config.model is "cvae" (only the
+    conditional VAE sees them), and then required.
+    """
+    wants_labels = config.model == "cvae"
+    if images is None:
+        loaded = load(config.dataset, split, config.data_dir, config.download)   # images and labels
+        return loaded.images, loaded.labels if wants_labels else None
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 2 or len(images) == 0:
+        raise ValueError(f"{part}_images must be a non-empty uint8 array (N, D) of pixels 0..255, "
+                         f"got {images.dtype} {images.shape}")
+    if not wants_labels:
+        return images, None
+    if labels is None:
+        raise DataError(f"model 'cvae' is conditioned on the labels: pass {part}_labels, one label "
+                        f"0..{N_CLASSES - 1} per image, with {part}_images")
+    labels = np.asarray(labels)
+    if (labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer)
+            or labels.min() < 0 or labels.max() >= N_CLASSES):
+        raise DataError(f"{part}_labels must hold one integer label 0..{N_CLASSES - 1} per image "
+                        f"({len(images)}), got {labels.dtype} {labels.shape}")
+    return images, labels
 
 
 def _check_writable(out):
@@ -479,10 +573,14 @@ def _check_writable(out):
         raise ConfigError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
 
 
-def fingerprint(images):
-    """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 10 ms for 47 MB here)."""
-    return {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
-            "crc32": zlib.crc32(np.ascontiguousarray(images))}
+def fingerprint(images, labels=None):
+    """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 10 ms for 47 MB
+    here), and of its labels when a model sees them (the cvae)."""
+    found = {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
+             "crc32": zlib.crc32(np.ascontiguousarray(images))}
+    if labels is not None:
+        found["labels_crc32"] = zlib.crc32(np.ascontiguousarray(labels, dtype=np.uint8))
+    return found
 
 
 def _check_resumable(saved, config, path):
@@ -508,7 +606,8 @@ def _restore(checkpoint, model, optimizer, data_rng, config, data, log):
     state, position = checkpoint["optimizer"], checkpoint["progress"]
     missing = [f"progress.json: {k}" for k in ("epochs_done", "step_in_epoch", "global_step", "sums",
                                                "seconds", "train_seconds") if k not in position]
-    missing += [f"rng.json: {k}" for k in ("eps", "data") if k not in checkpoint["rng"]]
+    streams = ("eps", "data") if hasattr(model, "rng") else ("data",)      # the autoencoder draws no eps
+    missing += [f"rng.json: {k}" for k in streams if k not in checkpoint["rng"]]
     if missing:
         raise CheckpointError(f"{where}: cannot resume: the checkpoint was not written by a "
                               f"training run (it lacks {', '.join(missing)})")
@@ -528,7 +627,8 @@ def _restore(checkpoint, model, optimizer, data_rng, config, data, log):
         log.line(f"note: lr changed from {optimizer.lr:g} to {config.lr:g}; the continuation "
                  f"differs from the uninterrupted run")
         optimizer.lr = config.lr
-    model.rng.bit_generator.state = checkpoint["rng"]["eps"]
+    if hasattr(model, "rng"):
+        model.rng.bit_generator.state = checkpoint["rng"]["eps"]
     data_rng.bit_generator.state = checkpoint["rng"]["data"]
     history = checkpoint["history"]
     if len(history) != position["epochs_done"]:
@@ -657,6 +757,8 @@ def _advice(config, resuming):
     """What to try after a divergence: a resumed run can change only its learning rate."""
     if resuming:
         return f"Resume with a smaller learning rate (--lr; it was {config.lr:g})."
+    if config.model == "autoencoder":                   # no KL to warm up
+        return f"Try a smaller learning rate (lr={config.lr:g})."
     return f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up (warmup_epochs)."
 
 
@@ -720,10 +822,15 @@ def _stop_requests():
 # Progress lines
 # ---------------------------------------------------------------------------------------
 
+MODEL_NAMES = {"vae": "VAE", "autoencoder": "autoencoder", "cvae": "conditional VAE"}
+
+
 def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, position):
     arch = "-".join(map(str, [model.input_dim, *model.hidden_dims, model.latent_dim,
                               *model.hidden_dims[::-1], model.input_dim]))
-    text = (f"VAE {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
+    if config.model == "cvae":
+        arch += f" with the one-hot label y ({model.n_classes} classes) into encoder and decoder"
+    text = (f"{MODEL_NAMES[config.model]} {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
             f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
             f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
             f"seed {config.seed}\n{_engine_name(model, config)}")
@@ -734,6 +841,12 @@ def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, positi
 
 
 def _engine_name(model, config):
+    if config.model == "autoencoder":
+        return ("training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py (-log p(x|z), "
+                "no KL), Adam in scratchvae/optim.py")
+    if config.model == "cvae":
+        return ("training step: CVAE.loss_and_grads in scratchvae/cvae.py (the negative ELBO of "
+                "p(x|y)), Adam in scratchvae/optim.py")
     if config.objective == "iwae":
         return (f"training step: IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, "
                 f"k = {config.iwae_k}), Adam in scratchvae/optim.py")
@@ -775,23 +888,26 @@ class _Log:
         except (OSError, ValueError):
             self.stream = None
 
-    def progress(self, epoch, epochs, step, steps, sums, elapsed, seconds_before, steps_now):
+    def progress(self, epoch, epochs, step, steps, sums, elapsed, seconds_before, steps_now, kl=True):
         now = time.perf_counter()
         if not self.tty or self.stream is None or (now - self._last < 0.2 and step < steps):
             return
         self._last = now
         rate = sums["n"] / (seconds_before + elapsed) if seconds_before + elapsed > 0 else 0.0
         eta = (steps - step) * elapsed / steps_now
-        self._write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% "
-                    f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} "
-                    f"(KL {sums['kl'] / sums['n']:.2f})  {rate:,.0f} img/s  "
+        loss = (f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} (KL {sums['kl'] / sums['n']:.2f})"
+                if kl else f"-log p(x|z) {sums['rec'] / sums['n']:.2f}")
+        self._write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% {loss}  {rate:,.0f} img/s  "
                     f"epoch ETA {_duration(eta)}\033[K")
         self._shown = self.stream is not None
 
     def epoch(self, r, epochs, time_left):
-        beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
-        self.line(f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  "
-                  f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
-                  f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f})"
-                  f"{beta}  {r['img_per_s'] or 0:,.0f} img/s  {r['seconds']:.1f} s  "
+        if "test_nelbo" in r:
+            beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
+            losses = (f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
+                      f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f}){beta}")
+        else:                                           # the autoencoder: -log p(x|z) alone
+            losses = f"train -log p(x|z) {r['train_rec']:.3f}  test -log p(x|z) {r['test_rec']:.3f}"
+        self.line(f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  {losses}  "
+                  f"{r['img_per_s'] or 0:,.0f} img/s  {r['seconds']:.1f} s  "
                   f"time left {_duration(time_left)}")

@@ -102,3 +102,27 @@ def test_the_comparison_figure_from_two_untrained_models(tmp_path):
     assert imread(path).shape[:2] == (1100, 1100)
     with pytest.raises(ValueError, match="square number"):
         plots.plot_autoencoder_vs_vae(codes, labels, {k: v[:8] for k, v in samples.items()}, {}, tmp_path / "g.png")
+
+
+def test_the_command_trains_the_autoencoder_through_the_trainer_beside_a_2d_vae(tmp_path, capsys):
+    """python -m scratchvae.autoencoder VAE_CHECKPOINT --out DIR: the VAE's configuration with
+    model "autoencoder", a checkpoint in DIR/autoencoder2d, figure 10; run again, it trains nothing."""
+    from scratchvae.autoencoder import main
+    from scratchvae.checkpoint import load_checkpoint
+    from scratchvae.train import TrainConfig, train
+    from test_data import write_dataset
+    write_dataset(tmp_path / "data", n_test=60)
+    vae_config = TrainConfig(data_dir=str(tmp_path / "data"), train_split="test[:40]", test_split="test[40:]",
+                             hidden=[8], latent=2, epochs=1, batch_size=10, download=False, out=str(tmp_path / "vae"))
+    train(vae_config, log=False)
+    argv = [str(tmp_path / "vae" / "checkpoint.npz"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    saved = tmp_path / "out" / "autoencoder2d" / "checkpoint.npz"
+    checkpoint = load_checkpoint(saved)
+    assert checkpoint["model"]["type"] == "autoencoder"
+    assert ({k: v for k, v in checkpoint["config"].items() if k not in ("model", "out")}
+            == {k: v for k, v in vae_config.to_dict().items() if k not in ("model", "out")})
+    assert (tmp_path / "out" / "10_autoencoder_vs_vae.png").stat().st_size > 1000
+    before = saved.read_bytes()
+    assert main(argv) == 0 and saved.read_bytes() == before
+    assert "autoencoder: test -log p(x|z)" in capsys.readouterr().out

@@ -53,7 +53,7 @@ def test_round_trip_restores_everything_exactly(tmp_path):
     original = np.random.default_rng()
     original.bit_generator.state = rng_states["data"]
     assert np.array_equal(restored.random(5), original.random(5))
-    assert loaded["model"] == model.config()
+    assert loaded["model"] == {"type": "vae", **model.config()}
 
 
 def test_load_model_rebuilds_the_same_function(tmp_path):
@@ -221,6 +221,7 @@ def test_json_entries_are_plain_strings(tmp_path):
 # Hostile and damaged checkpoints, generated: every field of every document, every array
 # =======================================================================================
 import dataclasses
+import math
 import struct
 import subprocess
 import sys
@@ -392,10 +393,110 @@ def test_damaged_bytes_anywhere_are_refused_in_one_line(run_checkpoint, tmp_path
 
 @settings(max_examples=40, deadline=None)
 @given(D=st.integers(1, 9), K=st.integers(1, 4), hidden=st.lists(st.integers(1, 6), max_size=3),
-       likelihood=st.sampled_from(["bernoulli", "gaussian"]))
-def test_parameter_shapes_are_those_of_the_model(D, K, hidden, likelihood):
-    model = VAE(D, hidden, K, likelihood=likelihood)
-    assert ckpt.parameter_shapes(model.config()) == {k: v.shape for k, v in model.params.items()}
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]), kind=st.sampled_from(list(ckpt.MODEL_TYPES)),
+       n_classes=st.integers(2, 12))
+def test_parameter_shapes_are_those_of_the_model(D, K, hidden, likelihood, kind, n_classes):
+    """For each type: the cvae's first layers take the one-hot label too, the autoencoder has one
+    encoder head; the order is the model's own (its flat_params layout)."""
+    extra = {"n_classes": n_classes} if kind == "cvae" else {}
+    model = ckpt.MODEL_TYPES[kind](D, hidden, K, likelihood=likelihood, **extra)
+    shapes = ckpt.parameter_shapes({"type": kind, **model.config()})
+    assert list(shapes.items()) == [(k, v.shape) for k, v in model.params.items()]
+
+
+# ------------------------------------------------------------------ the model types
+TRAIN_Y, TEST_Y = np.arange(40) % 10, np.arange(10) % 10
+
+
+def _train_typed(out, model, epochs=2):
+    config = TrainConfig(model=model, hidden=[5], latent=2, batch_size=16, epochs=epochs, eval_batch=10,
+                         out=str(out))
+    return train(config, train_images=TRAIN_U8, test_images=TEST_U8, train_labels=TRAIN_Y,
+                 test_labels=TEST_Y, log=False)
+
+
+@pytest.fixture(scope="module", params=["autoencoder", "cvae"])
+def typed_checkpoint(request, tmp_path_factory):
+    """An autoencoder's and a conditional VAE's checkpoint as train() writes them, and its members."""
+    out = tmp_path_factory.mktemp(request.param)
+    model, _ = _train_typed(out, request.param)
+    path = out / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and np.array_equal(loaded.flat_params, model.flat_params)
+    return request.param, members
+
+
+@settings(max_examples=60, **FUZZ)
+@given(data=st.data())
+def test_any_change_to_a_typed_checkpoints_documents_is_loaded_whole_or_refused(typed_checkpoint, tmp_path, data):
+    """The generated document damage of the VAE's test, on the autoencoder's and the cvae's
+    checkpoints (their own history fields, rng streams and parameter shapes)."""
+    kind, members = typed_checkpoint
+    key = data.draw(st.sampled_from([f"{k}.json" for k in ckpt.JSON_ENTRIES]), label="document")
+    doc = json.loads(str(members[key]))
+    path = data.draw(st.sampled_from(list(_paths(doc))), label="place")
+    action = data.draw(st.sampled_from(["replace", "delete", "add"] if path else ["replace"]), label="action")
+    value = data.draw(st.one_of(HOSTILE, st.sampled_from(list(ckpt.MODEL_TYPES))), label="value")
+    target = tmp_path / "c.npz"
+    _write(target, {**members, key: np.array(_dumps(_edit(doc, path, action, value)))})
+    checkpoint = _load_and_use(target)
+    if checkpoint is not None and data.draw(st.booleans(), label="resume"):
+        here = dataclasses.replace(TrainConfig.from_dict(checkpoint["config"]), out=str(tmp_path / "resumed"))
+        try:
+            train(here, resume=target, train_images=TRAIN_U8, test_images=TEST_U8, train_labels=TRAIN_Y,
+                  test_labels=TEST_Y, log=False)
+        except (ConfigError, CheckpointError, TrainingDiverged) as e:
+            assert "\n" not in str(e)
+
+
+@settings(max_examples=40, **FUZZ)
+@given(data=st.data())
+def test_any_change_to_a_typed_checkpoints_arrays_is_loaded_whole_or_refused(typed_checkpoint, tmp_path, data):
+    kind, members = typed_checkpoint
+    arrays = sorted(k for k in members if k.startswith(("param.", "optimizer.")) and not k.endswith(".json"))
+    key = data.draw(st.sampled_from(arrays), label="array")
+    good = members[key]
+    shape = data.draw(st.sampled_from([good.shape, good.shape[::-1], (), good.shape + (1,), (good.size + 1,)]),
+                      label="shape")
+    value = np.resize(good, math.prod(shape)).reshape(shape) if good.size else np.zeros(shape, good.dtype)
+    changed = {**members, key: value}
+    if data.draw(st.booleans(), label="add a member of another type"):
+        changed["param.enc.mu.W" if kind == "autoencoder" else "param.enc.z.W"] = np.zeros((5, 2), np.float32)
+    target = tmp_path / "c.npz"
+    _write(target, changed)
+    checkpoint = _load_and_use(target)
+    if checkpoint is not None:
+        assert checkpoint["model"]["type"] == kind and value.shape == good.shape
+
+
+def test_a_model_of_another_type_is_refused_by_name(tmp_path):
+    from scratchvae.autoencoder import Autoencoder
+    _train_typed(tmp_path, "autoencoder", epochs=1)
+    with pytest.raises(CheckpointError, match="holds a model of type 'autoencoder', the model is of type 'vae'"):
+        load_parameters(VAE(16, [5], 2), tmp_path / "checkpoint.npz")
+    assert isinstance(load_model(tmp_path / "checkpoint.npz"), Autoencoder)
+
+
+def test_an_old_vae_checkpoint_without_types_loads_and_resumes_bit_for_bit(tmp_path):
+    """Written before the model types: model.json has no "type", config.json no "model"."""
+    full, full_history = _train_typed(tmp_path / "full", "vae", epochs=2)
+    _train_typed(tmp_path / "old", "vae", epochs=1)
+    path = tmp_path / "old" / "checkpoint.npz"
+    for key, field in (("model.json", "type"), ("config.json", "model")):
+        with np.load(path, allow_pickle=False) as npz:
+            doc = json.loads(str(npz[key]))
+        del doc[field]
+        rewrite_entry(path, key, json.dumps(doc))
+    loaded = load_checkpoint(path)
+    assert loaded["model"]["type"] == "vae" and type(load_model(loaded)) is VAE
+    config = dataclasses.replace(TrainConfig.from_dict(loaded["config"]), epochs=2)
+    resumed, history = train(config, resume=path, train_images=TRAIN_U8, test_images=TEST_U8, log=False)
+    assert type(resumed) is VAE and np.array_equal(resumed.flat_params, full.flat_params)
+    timing = ("img_per_s", "seconds")
+    assert ([{k: v for k, v in r.items() if k not in timing} for r in history]
+            == [{k: v for k, v in r.items() if k not in timing} for r in full_history])
 
 
 # ---------------------------------------------------------------- memory: nothing inflates

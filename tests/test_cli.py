@@ -326,3 +326,156 @@ def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, t
         assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
     assert "another training is writing to" in one_error_line(capsys, "train")
     assert not (tmp_path / "checkpoint.npz").exists()
+
+
+# ------------------------------------------------------------------ the model types (--model)
+@pytest.fixture(scope="module")
+def trained_types(data_dir, tmp_path_factory):
+    """An autoencoder's and a conditional VAE's run directories, trained once through the CLI."""
+    runs = {}
+    for model in ("autoencoder", "cvae"):
+        out = tmp_path_factory.mktemp(model)
+        assert main(train_args(data_dir, out, "--model", model)) == 0
+        runs[model] = out / "checkpoint.npz"
+    return runs
+
+
+def test_train_each_model_type_and_say_what_was_trained(trained_types, capsys):
+    from scratchvae.autoencoder import Autoencoder
+    from scratchvae.checkpoint import load_model
+    from scratchvae.cvae import CVAE
+    for model, cls in (("autoencoder", Autoencoder), ("cvae", CVAE)):
+        checkpoint = load_checkpoint(trained_types[model])
+        assert checkpoint["model"]["type"] == model == checkpoint["config"]["model"]
+        assert type(load_model(checkpoint)) is cls and len(checkpoint["history"]) == 2
+    history = load_checkpoint(trained_types["autoencoder"])["history"]
+    assert "test_nelbo" not in history[-1] and history[-1]["test_rec"] > 0
+
+
+def test_the_autoencoders_run_ends_with_its_reconstruction(data_dir, tmp_path, capsys):
+    assert main(train_args(data_dir, tmp_path, "--model", "autoencoder", "--epochs", "1")) == 0
+    out, err = capsys.readouterr()
+    assert "epoch 1: test reconstruction -log p(x|z)" in out and "autoencoder.py" in err
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--model", "autoencoder", "--beta", "0.5"], "beta must be 1 with model 'autoencoder'"),
+    (["--model", "autoencoder", "--warmup-epochs", "2"], "warmup_epochs must be 0 with model 'autoencoder'"),
+    (["--model", "autoencoder", "--samples", "2"], "n_samples must be 1 with model 'autoencoder'"),
+    (["--model", "cvae", "--engine", "fused"], "engine must be 'plain' with model 'cvae'"),
+    (["--model", "cvae", "--objective", "iwae"], "objective must be 'elbo' with model 'cvae'"),
+    (["--model", "gan"], "--model"),
+])
+def test_what_a_model_type_cannot_do_is_one_line_and_exit_2(data_dir, tmp_path, capsys, extra, named):
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(data_dir, tmp_path, *extra))
+    assert exit_.value.code == 2
+    assert named in one_error_line(capsys, "train")
+    assert not os.listdir(tmp_path)
+
+
+def test_a_cvae_without_label_files_is_one_line(data_dir, tmp_path, capsys):
+    for name in os.listdir(data_dir):
+        if "labels" not in name:
+            os.symlink(data_dir / name, tmp_path / name)
+    assert main(train_args(tmp_path, tmp_path / "run", "--model", "cvae")) == 2
+    assert "labels-idx1-ubyte" in one_error_line(capsys, "train")
+
+
+def test_resume_a_cvae(trained_types, tmp_path, capsys):
+    import shutil
+    shutil.copy(trained_types["cvae"], tmp_path / "checkpoint.npz")
+    assert main(["resume", str(tmp_path / "checkpoint.npz"), "--epochs", "3"]) == 0
+    assert "epoch 3: test negative ELBO" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["model"]["type"] == "cvae"
+
+
+def test_evaluate_an_autoencoder_reports_its_reconstruction_and_says_why_nothing_else(trained_types, capsys):
+    checkpoint = trained_types["autoencoder"]
+    assert main(["evaluate", str(checkpoint), "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["model"] == "autoencoder" and report["is_nll"] is None
+    assert report["test_rec"] == load_checkpoint(checkpoint)["history"][-1]["test_rec"]   # the log's number
+    assert err.count("\n") == 1 and "no importance-sampled -log p(x)" in err
+    assert main(["evaluate", str(checkpoint)]) == 0
+    out, _ = capsys.readouterr()
+    assert "an autoencoder" in out and "test reconstruction -log p(x|z)" in out and "ELBO" not in out
+
+
+def test_evaluate_a_cvae_gives_both_bounds_on_log_p_x_given_y(trained_types, capsys):
+    checkpoint = trained_types["cvae"]
+    assert main(["evaluate", str(checkpoint), "--is-k", "20", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    last = load_checkpoint(checkpoint)["history"][-1]
+    assert report["model"] == "cvae" and report["conditional"] is True
+    assert report["test_nelbo"] == last["test_nelbo"] and report["same_data_as_training"] is True
+    assert report["is_n"] == 40 and np.isfinite(report["is_nll"])
+    assert main(["evaluate", str(checkpoint), "--is-k", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "given the test labels" in out and "test -log p(x|y)" in out
+
+
+def _captured_grid(monkeypatch):
+    from scratchvae import cli
+    grids = []
+    real = cli.write_grid_png
+    monkeypatch.setattr(cli, "write_grid_png", lambda images, path, **kw: grids.append(images) or real(images, path, **kw))
+    return grids
+
+
+def test_sample_digit_7_draws_the_models_own_sevens(trained_types, tmp_path, capsys, monkeypatch):
+    from scratchvae.checkpoint import load_model
+    grids = _captured_grid(monkeypatch)
+    path = tmp_path / "sevens.png"
+    assert main(["sample", str(trained_types["cvae"]), "--digit", "7", "--n", "6", "--seed", "4",
+                 "--out", str(path)]) == 0
+    model = load_model(trained_types["cvae"])
+    sevens = model.sample(6, 7, np.random.default_rng(4))
+    np.testing.assert_array_equal(grids[0], np.clip(sevens, 0, 1).reshape(6, 28, 28))
+    z = np.random.default_rng(4).standard_normal((6, 2), dtype=np.float32)    # z ~ N(0, I), label 7
+    np.testing.assert_array_equal(sevens, model.decode_mean(z, np.full(6, 7)))
+    assert imread(path).shape[:2] == (2 * (2 * 30 + 2), 2 * (3 * 30 + 2))
+    assert "of class 7" in capsys.readouterr().out
+
+
+def test_sample_a_cvae_without_digit_draws_one_row_per_class(trained_types, tmp_path, capsys, monkeypatch):
+    from scratchvae.checkpoint import load_model
+    grids = _captured_grid(monkeypatch)
+    assert main(["sample", str(trained_types["cvae"]), "--n", "30", "--seed", "2",
+                 "--out", str(tmp_path / "all.png")]) == 0
+    model = load_model(trained_types["cvae"])
+    z = np.random.default_rng(2).standard_normal((3, 2), dtype=np.float32)   # ceil(30 / 10) columns
+    for y in range(10):                                                       # row y: the same z, label y
+        np.testing.assert_array_equal(grids[0][3 * y:3 * y + 3],
+                                      np.clip(model.decode_mean(z, np.full(3, y)), 0, 1).reshape(3, 28, 28))
+    assert "10 rows, one per class" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("which, digit, named", [
+    ("vae", "7", "--digit needs a conditional VAE"), ("autoencoder", "7", "holds an autoencoder"),
+    ("cvae", "10", "--digit must be a class 0..9"), ("cvae", "-1", "--digit"),
+])
+def test_sample_digit_errors_are_one_line_and_exit_2(trained, trained_types, tmp_path, capsys, which, digit, named):
+    checkpoint = trained if which == "vae" else trained_types[which]
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", str(checkpoint), "--digit", digit, "--out", str(tmp_path / "s.png")])
+    assert exit_.value.code == 2
+    assert named in one_error_line(capsys, "sample")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_explore_refuses_what_it_cannot_show_in_one_line(trained_types, tmp_path, capsys):
+    for model, article in (("autoencoder", "an autoencoder"), ("cvae", "a conditional VAE")):
+        assert main(["explore", str(trained_types[model]), "--out", str(tmp_path / "e.html")]) == 2
+        assert f"holds {article}" in one_error_line(capsys, "explore")
+    assert not (tmp_path / "e.html").exists()
+
+
+def test_sample_an_autoencoder_decodes_prior_draws(trained_types, tmp_path, capsys, monkeypatch):
+    from scratchvae.checkpoint import load_model
+    grids = _captured_grid(monkeypatch)
+    assert main(["sample", str(trained_types["autoencoder"]), "--n", "4", "--seed", "1",
+                 "--out", str(tmp_path / "ae.png")]) == 0
+    expected = load_model(trained_types["autoencoder"]).sample(4, np.random.default_rng(1))
+    np.testing.assert_array_equal(grids[0], np.clip(expected, 0, 1).reshape(4, 28, 28))

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from scratchvae import VAE
+from scratchvae import VAE, Adam
 from scratchvae import train as train_module
 from scratchvae.checkpoint import load_checkpoint, load_model
 from scratchvae.train import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
@@ -173,11 +173,11 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch,
     calls = {"n": 0}
     real_step = train_module._train_step
 
-    def step_then_ctrl_c(model, optimizer, x, fused):
+    def step_then_ctrl_c(model, optimizer, x, fused, y=None):
         calls["n"] += 1
         if calls["n"] == 10 + 4:                              # epoch 2, step 4 (10 steps per epoch)
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(model, optimizer, x, fused)
+        return real_step(model, optimizer, x, fused, y)
 
     monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
     with pytest.raises(TrainingInterrupted) as stopped:
@@ -421,3 +421,162 @@ def test_a_resumed_runs_messages_name_only_flags_resume_accepts(tmp_path):
         messages.append(str(err.value))
     flags = set(re.findall(r"--[a-z][a-z-]*", " ".join(messages)))
     assert flags and flags <= resume_flags, (flags - resume_flags, messages)
+
+
+# ------------------------------------------------------------------ the other model types
+from scratchvae.autoencoder import Autoencoder          # noqa: E402
+from scratchvae.cvae import CVAE                        # noqa: E402
+from scratchvae.data import DataError, iterate_batches  # noqa: E402
+
+LABELS = np.random.default_rng(3).integers(0, 10, len(IMAGES))
+TRAIN_Y, TEST_Y = LABELS[:150], LABELS[150:]
+MODEL_TYPES = ["autoencoder", "cvae"]
+
+
+def typed_config(model, **changes):
+    """small_config for the autoencoder (no KL: beta 1, no warm-up, one z) or the cvae (all of it)."""
+    no_kl = dict(n_samples=1, warmup_epochs=0) if model == "autoencoder" else {}
+    return small_config(model=model, **{**no_kl, **changes})
+
+
+def run_typed(config, **kwargs):
+    return train(config, train_images=TRAIN, test_images=TEST, train_labels=TRAIN_Y, test_labels=TEST_Y,
+                 log=False, **kwargs)
+
+
+@pytest.mark.parametrize("model", MODEL_TYPES)
+def test_each_model_type_resumes_from_an_epoch_end_bit_for_bit(tmp_path, model):
+    full_model, full = run_typed(typed_config(model, epochs=3))
+    run_typed(typed_config(model, epochs=1, out=tmp_path))
+    resumed_model, resumed = run_typed(typed_config(model, epochs=3, out=tmp_path),
+                                       resume=tmp_path / "checkpoint.npz")
+    assert type(resumed_model) is type(full_model) is {"autoencoder": Autoencoder, "cvae": CVAE}[model]
+    assert without_timing(resumed) == without_timing(full)
+    assert np.array_equal(resumed_model.flat_params, full_model.flat_params)
+    assert np.array_equal(load_model(tmp_path / "checkpoint.npz").flat_params, full_model.flat_params)
+
+
+@pytest.mark.parametrize("model", MODEL_TYPES)
+def test_each_model_type_saves_on_ctrl_c_mid_epoch_and_resumes_bit_for_bit(tmp_path, monkeypatch, model):
+    full_model, full = run_typed(typed_config(model, epochs=3))
+    calls, real_step = {"n": 0}, train_module._train_step
+
+    def step_then_ctrl_c(*args):
+        calls["n"] += 1
+        if calls["n"] == 10 + 4:                              # epoch 2, step 4
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_typed(typed_config(model, epochs=3, out=tmp_path))
+    monkeypatch.undo()
+    assert (stopped.value.epoch, stopped.value.step) == (2, 4)
+    saved = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert saved["model"]["type"] == model and saved["progress"]["step_in_epoch"] == 4
+    assert sorted(saved["rng"]) == (["data"] if model == "autoencoder" else ["data", "eps"])
+    resumed_model, resumed = run_typed(None, resume=tmp_path / "checkpoint.npz")
+    assert without_timing(resumed) == without_timing(full)
+    assert np.array_equal(resumed_model.flat_params, full_model.flat_params)
+
+
+def test_the_autoencoder_through_the_trainer_is_the_autoencoder_trained_by_hand():
+    """The same batches (the data stream of the seed), Autoencoder.loss_and_grads, Adam: the same
+    weights, bit for bit; and the history's test number is -log p(x|z) of those weights."""
+    config = typed_config("autoencoder", epochs=2, binarize="none", eval_batch=50)
+    trained, history = run_typed(config)
+    ae = Autoencoder(36, [12], 3, seed=config.seed)
+    adam = Adam(ae.flat_params, ae.flat_grads, lr=config.lr)
+    data_rng = np.random.default_rng(derive_streams(config.seed)["data"])
+    for _ in range(config.epochs):
+        for x in iterate_batches(TRAIN, config.batch_size, data_rng, shuffle=True):
+            ae.loss_and_grads(x)
+            adam.step()
+    assert np.array_equal(trained.flat_params, ae.flat_params)
+    x_test = TEST.astype(np.float32) / np.float32(255)
+    assert history[-1]["test_rec"] == float(np.sum(ae.reconstruction_error(x_test), dtype=np.float64)) / len(TEST)
+    assert set(history[-1]) == {"epoch", "step", "train_loss", "train_rec", "train_eval_rec", "train_eval_n",
+                                "test_rec", "img_per_s", "seconds"}           # no KL, no ELBO, no beta
+    assert history[-1]["train_loss"] == history[-1]["train_rec"]
+
+
+def test_the_cvae_through_the_trainer_is_the_cvae_trained_by_hand_with_the_labels_of_its_batches():
+    config = typed_config("cvae", epochs=2, warmup_epochs=0)
+    trained, history = run_typed(config)
+    cvae = CVAE(36, [12], 3, n_samples=2, seed=config.seed)
+    adam = Adam(cvae.flat_params, cvae.flat_grads, lr=config.lr)
+    data_rng = np.random.default_rng(derive_streams(config.seed)["data"])
+    for _ in range(config.epochs):
+        for x, y in iterate_batches(TRAIN, config.batch_size, data_rng, binarize="dynamic", labels=TRAIN_Y):
+            cvae.loss_and_grads(x, y)                         # eps from the model's own stream
+            adam.step()
+    assert np.array_equal(trained.flat_params, cvae.flat_params)
+    assert history[-1]["test_nelbo"] == pytest.approx(history[-1]["test_rec"] + history[-1]["test_kl"], rel=1e-12)
+    assert 0 <= history[-1]["test_active_units"] <= 3
+
+
+def test_the_labels_change_the_cvae_and_follow_their_images():
+    """Other labels, same images: another model (the labels reach the loss); and a batch's labels
+    are those of its own images after the shuffle."""
+    a, _ = run_typed(typed_config("cvae", epochs=1))
+    b, _ = train(typed_config("cvae", epochs=1), train_images=TRAIN, test_images=TEST,
+                 train_labels=(TRAIN_Y + 1) % 10, test_labels=TEST_Y, log=False)
+    assert not np.array_equal(a.flat_params, b.flat_params)
+    index = np.arange(150)
+    tagged = np.repeat(index[:, None], 36, axis=1).astype(np.uint8)           # image i holds pixel value i
+    for x, y in iterate_batches(tagged, 16, np.random.default_rng(0), labels=index):
+        np.testing.assert_array_equal(np.rint(x[:, 0] * 255).astype(int), y)
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(model="gan"), "model"),
+    (dict(model="autoencoder", beta=0.5), "beta must be 1 with model 'autoencoder'"),
+    (dict(model="autoencoder", warmup_epochs=2.0), "warmup_epochs must be 0 with model 'autoencoder'"),
+    (dict(model="autoencoder", n_samples=3), "n_samples must be 1 with model 'autoencoder'"),
+    (dict(model="autoencoder", engine="fused"), "engine must be 'plain' with model 'autoencoder'"),
+    (dict(model="cvae", engine="fused"), "engine must be 'plain' with model 'cvae'"),
+    (dict(model="cvae", objective="iwae"), "objective must be 'elbo' with model 'cvae'"),
+    (dict(model="autoencoder", objective="iwae"), "objective must be 'elbo' with model 'autoencoder'"),
+])
+def test_what_a_model_type_cannot_do_is_refused_in_one_line_that_says_what_to_do(changes, field):
+    with pytest.raises(ConfigError, match=re.escape(field)) as refused:
+        TrainConfig(**changes)
+    assert "\n" not in str(refused.value)
+    if changes.get("model") in MODEL_TYPES:
+        assert "leave --" in str(refused.value)
+
+
+def test_a_configuration_without_a_model_type_is_a_vae():
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "model"}
+    assert TrainConfig.from_dict(old).model == "vae" and TrainConfig().model == "vae"
+
+
+def test_the_cvae_needs_labels():
+    with pytest.raises(DataError, match="model 'cvae' is conditioned on the labels: pass train_labels"):
+        train(typed_config("cvae", epochs=1), train_images=TRAIN, test_images=TEST, log=False)
+    with pytest.raises(DataError, match="test_labels must hold one integer label 0..9"):
+        train(typed_config("cvae", epochs=1), train_images=TRAIN, test_images=TEST, train_labels=TRAIN_Y,
+              test_labels=TEST_Y + 10, log=False)
+
+
+def test_resuming_a_cvae_refuses_other_labels(tmp_path):
+    run_typed(typed_config("cvae", epochs=1, out=tmp_path))
+    with pytest.raises(ConfigError, match="the train images differ from the run's"):
+        train(typed_config("cvae", epochs=2, out=tmp_path), resume=tmp_path / "checkpoint.npz",
+              train_images=TRAIN, test_images=TEST, train_labels=(TRAIN_Y + 1) % 10, test_labels=TEST_Y,
+              log=False)
+
+
+@pytest.mark.parametrize("model, first_word, named", [
+    ("autoencoder", "autoencoder 36-12-3-12-36", "Autoencoder.loss_and_grads in scratchvae/autoencoder.py"),
+    ("cvae", "conditional VAE 36-12-3-12-36", "CVAE.loss_and_grads in scratchvae/cvae.py"),
+])
+def test_the_log_says_which_model_and_which_file_trains_it(model, first_word, named):
+    log = io.StringIO()
+    train(typed_config(model, epochs=1), train_images=TRAIN, test_images=TEST, train_labels=TRAIN_Y,
+          test_labels=TEST_Y, log=log)
+    lines = log.getvalue().splitlines()
+    assert lines[0].startswith(first_word), lines[0]
+    assert next(line for line in lines if line.startswith("training step:")).count(named) == 1
+    epoch_line = next(line for line in lines if line.startswith("epoch 1/1"))
+    assert ("-log p(x|z)" in epoch_line) == (model == "autoencoder") and ("KL" in epoch_line) == (model == "cvae")
