@@ -9,12 +9,14 @@
 What it does, each step one call into the package:
   1. load the train and test splits                        (scratchvae/data.py)
   2. train the main VAE, 784-400-20 (ReLU, Bernoulli)      (scratchvae/train.py)
-  3. train a VAE with a 2-D latent space, 784-400-2, whose p(x) can be integrated exactly
+  3. train a VAE with a 2-D latent space, 784-400-2, whose p(x) can be integrated exactly,
+     and beside it the plain autoencoder the lecture starts from (slides 3-5), 784-400-2 with
+     no KL, on the same data with the same budget and seed   (scratchvae/autoencoder.py)
   4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/evaluate.py)
   5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
   6. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
-Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main and
-OUT/latent2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
+Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main, OUT/latent2d and
+OUT/autoencoder2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
 training cleanly after saving one (resume it with ``scratchvae resume
 OUT/main/checkpoint.npz``). No display is needed.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scratchvae.autoencoder import vae_reconstruction_error
 from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
 from scratchvae.evaluate import evaluate
 from scratchvae.explore import FASHION_LABELS, MAX_POINTS, write_explorer
@@ -42,16 +45,22 @@ FULL = dict(is_k=100, is_images=1_000, figure_sizes={})
 TINY_FIGURES = dict(n_latent=100, n_gap=2, gap_points=41, grad_repeats=20, grad_reference=200, infer_steps=20)   # --limit (tests)
 
 
+RUNS = {"main": "main VAE", "latent2d": "VAE with a 2-D latent space",      # OUT/<name>: what is trained
+        "autoencoder2d": "plain autoencoder with a 2-D code (slides 3-5)"}
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train a VAE and write the lecture's figures (reconstructions, samples, the 2-D "
                     "manifold and latent space, interpolation, training curves, the variational gap, "
-                    "reparameterisation vs score-function gradients).")
+                    "reparameterisation vs score-function gradients, inference gaps, the plain "
+                    "autoencoder beside the VAE).")
     add_data_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
-                        help="where the figures (and OUT/main, OUT/latent2d checkpoints) go (default: out)")
+                        help="where the figures (and OUT/main, OUT/latent2d, OUT/autoencoder2d "
+                             "checkpoints) go (default: out)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the checkpoints OUT/main and OUT/latent2d of an earlier run "
+                        help="replace the checkpoints OUT/main, OUT/latent2d and OUT/autoencoder2d of an earlier run "
                              "(without it, the demo refuses to touch them)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 2 epochs on at most 10,000 images, smaller figures")
@@ -80,7 +89,7 @@ def main(argv=None):
     settings = QUICK if args.quick else FULL
     if args.epochs is not None and args.epochs < 1 or args.limit is not None and args.limit < 1:
         return fail("--epochs and --limit must be positive integers")
-    existing = [args.out / name / "checkpoint.npz" for name in ("main", "latent2d")
+    existing = [args.out / name / "checkpoint.npz" for name in RUNS
                 if (args.out / name / "checkpoint.npz").exists()]
     if existing and not args.overwrite:                  # a trained model is never silently replaced
         return fail(f"{existing[0]} already exists (an earlier run?): pass --overwrite to replace "
@@ -103,10 +112,11 @@ def main(argv=None):
                              hidden=(400,), latent=20, epochs=epochs, seed=args.seed,
                              out=str(args.out / "main"))
         config2d = dataclasses.replace(config, latent=2, out=str(args.out / "latent2d"))
+        # slides 3-5: the same data, budget and seed as the 2-D VAE, no KL
+        config_ae = dataclasses.replace(config2d, model="autoencoder", out=str(args.out / "autoencoder2d"))
         runs = {}
-        for name, c in (("main", config), ("latent2d", config2d)):
-            say(f"== training the {'main VAE' if name == 'main' else 'VAE with a 2-D latent space'} "
-                f"({c.epochs} epochs) ==")
+        for name, c in (("main", config), ("latent2d", config2d), ("autoencoder2d", config_ae)):
+            say(f"== training the {RUNS[name]} ({c.epochs} epochs) ==")
             runs[name] = train(c, train_images=train_images, test_images=test_images, overwrite=True)
     except (ConfigError, ValueError) as e:
         return fail(str(e))
@@ -115,7 +125,7 @@ def main(argv=None):
     except (TrainingInterrupted, KeyboardInterrupt):
         say("demo stopped by Ctrl-C (training state saved where the line above says)")
         return 130
-    (model, history), (model2d, _) = runs["main"], runs["latent2d"]
+    (model, history), (model2d, _), (autoencoder, _) = runs["main"], runs["latent2d"], runs["autoencoder2d"]
 
     try:
         say(f"== evaluating: importance-sampled -log p(x) with k = {settings['is_k']} ==")
@@ -125,8 +135,8 @@ def main(argv=None):
                           seed=seed, binarize=args.binarize)       # both bounds on the same images
         say(f"== drawing the figures into {args.out} ==")
         x_test = as_model_input(test_images, args.binarize, args.seed)
-        paths = make_figures(args.out, model=model, model2d=model2d, images=x_test, labels=test_labels,
-                             history=history, seed=args.seed, dataset=args.dataset,
+        paths = make_figures(args.out, model=model, model2d=model2d, autoencoder=autoencoder, images=x_test,
+                             labels=test_labels, history=history, seed=args.seed, dataset=args.dataset,
                              sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
         paths["explorer"] = args.out / "explorer.html"
         write_explorer(paths["explorer"], model2d, images=x_test[:MAX_POINTS], labels=test_labels[:MAX_POINTS],
@@ -134,7 +144,7 @@ def main(argv=None):
                        source=f"{args.dataset} {args.test_split}",
                        label_names=FASHION_LABELS if args.dataset == "fashion-mnist" else None)
     except KeyboardInterrupt:
-        say(f"demo stopped by Ctrl-C; the trained models are in {args.out / 'main'} and {args.out / 'latent2d'}")
+        say(f"demo stopped by Ctrl-C; the trained models are in {', '.join(str(args.out / n) for n in RUNS)}")
         return 130
 
     print(f"\nscratchvae demo: {args.dataset}, trained on {n_train:,} images ({args.train_split}), "
@@ -145,6 +155,10 @@ def main(argv=None):
           f"{subset['is_k']}: an upper bound in expectation, one estimate can fall below; +/- "
           f"{subset['is_nll_sem']:.2f} s.e. over the first {subset['is_n']:,} test images, whose "
           f"negative ELBO is {subset['test_nelbo']:.2f})")
+    ae_rec = float(autoencoder.reconstruction_error(x_test).mean())          # z = encoder(x)
+    vae_rec = float(vae_reconstruction_error(model2d, x_test).mean())        # z = mu, no sampling noise
+    print(f"test reconstruction -log p(x|z) at the code, 2-D latent: autoencoder {ae_rec:.2f} nats, "
+          f"VAE {vae_rec:.2f} (at z = mu; the VAE also pays its KL; figure 10)")
     print(f"wall time {time.perf_counter() - start:.0f} s")
     print(f"figures in {args.out}/:")
     for path in paths.values():

@@ -6,6 +6,8 @@
   gradient estimators, its training curves;
 - a model with a 2-D latent space: the manifold, the latent space coloured by label,
   and the variational gap (which needs a 2-D latent to integrate over z exactly);
+- a plain autoencoder with a 2-D code, trained like the 2-D model: figure 10, the two side
+  by side (slides 3-5 against 12-13);
 
 and a seed, from which every random draw is made, so the same models, data and seed
 give the same figures. Each ``*_arrays`` function below computes what one figure shows
@@ -18,6 +20,7 @@ from statistics import NormalDist
 import numpy as np
 
 from . import plots
+from .autoencoder import comparison_text, compare_with_vae
 from .estimators import compare_estimators, decoder_log_likelihood
 from .inference import gaps_on_grid
 from .posterior import exact_gap
@@ -25,7 +28,8 @@ from .posterior import exact_gap
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FIGURES = ("reconstructions", "samples", "manifold", "latent_space", "interpolation",
-           "training_curves", "variational_gap", "gradient_estimators", "inference_gaps")
+           "training_curves", "variational_gap", "gradient_estimators", "inference_gaps",
+           "autoencoder_vs_vae")
 
 
 def one_per_class(labels, n, rng):
@@ -114,20 +118,22 @@ def gradient_arrays(model, x, rng, n_samples=10, n_repeats=500, n_reference=10_0
     return compare_estimators(f, grad_f, mu, sigma, n_samples, n_repeats, rng, n_reference)
 
 
-def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, dataset="mnist",
+def make_figures(out_dir, *, model, model2d, autoencoder, images, labels, history, seed=0, dataset="mnist",
                  sizes=None, log=print):
     """Write every figure of the demo into ``out_dir``; return {name: path} in FIGURES order.
 
     ``images`` (N, D) in [0, 1] and ``labels`` (N,) are test images as the models see them.
-    ``model2d`` must have latent_dim = 2 (figures 3, 4, 7). ``sizes`` overrides the default
+    ``model2d`` must have latent_dim = 2 (figures 3, 4, 7, 9), and so must ``autoencoder``, an
+    ``autoencoder.Autoencoder`` trained like model2d (figure 10). ``sizes`` overrides the default
     amounts of work (keys: n_recon, n_grid, n_manifold, n_latent, n_pairs, n_steps, n_gap, gap_points, gap_is_k,
-    n_grad, grad_samples, grad_repeats, grad_reference, infer_steps), e.g. smaller for a quick run.
+    n_grad, grad_samples, grad_repeats, grad_reference, infer_steps, n_compare), e.g. smaller for a quick run.
     """
-    if model2d.latent_dim != 2:
-        raise ValueError(f"model2d must have a 2-D latent space, got latent_dim={model2d.latent_dim}")
+    for name, m in (("model2d", model2d), ("autoencoder", autoencoder)):
+        if m.latent_dim != 2:
+            raise ValueError(f"{name} must have a 2-D latent space, got latent_dim={m.latent_dim}")
     s = dict(n_recon=10, n_grid=10, n_manifold=16, n_latent=5000, n_pairs=4, n_steps=10, n_gap=4,
              gap_points=201, gap_is_k=5000, n_grad=2, grad_samples=10, grad_repeats=500, grad_reference=10_000,
-             infer_steps=500)
+             infer_steps=500, n_compare=1000)
     unknown = set(sizes or {}) - set(s)
     if unknown:
         raise ValueError(f"unknown figure size key(s) {sorted(unknown)}; known: {sorted(s)}")
@@ -183,4 +189,10 @@ def make_figures(out_dir, *, model, model2d, images, labels, history, seed=0, da
     gaps = gaps_on_grid(model2d, images[pick], rng["inference_gaps"], points=s["gap_points"],
                         steps=s["infer_steps"])
     paths["inference_gaps"] = plots.plot_inference_gaps(gaps, images[pick], out("inference_gaps"))
+
+    first = slice(0, s["n_compare"])                     # the first test digits (pairwise distances: N^2)
+    codes, samples, numbers = compare_with_vae(autoencoder, model2d, images[first], labels[first],
+                                               rng["autoencoder_vs_vae"])
+    paths["autoencoder_vs_vae"] = plots.plot_autoencoder_vs_vae(codes, labels[first], samples,
+                                                                comparison_text(numbers), out("autoencoder_vs_vae"))
     return paths

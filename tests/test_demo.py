@@ -1,6 +1,7 @@
 """demo.py end to end: --quick on tiny data writes every figure and a summary; errors are one line."""
 import gzip
 import os
+import re
 import shutil
 import signal
 import struct
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scratchvae.checkpoint import load_checkpoint
 from scratchvae.figures import FIGURES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +59,14 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert "negative ELBO" in captured.out and "-log p(x)      " in captured.out and "upper bound in expectation" in captured.out and "k = 20" in captured.out
     assert "wall time" in captured.out
     assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
+    autoencoder = load_checkpoint(out / "autoencoder2d" / "checkpoint.npz")        # trained by train()
+    latent2d = load_checkpoint(out / "latent2d" / "checkpoint.npz")
+    assert autoencoder["model"]["type"] == "autoencoder" and autoencoder["model"]["latent_dim"] == 2
+    assert ({k: v for k, v in autoencoder["config"].items() if k not in ("model", "out")}
+            == {k: v for k, v in latent2d["config"].items() if k not in ("model", "out")})  # same data, budget, seed
+    assert re.search(r"^test reconstruction -log p\(x\|z\) at the code, 2-D latent: autoencoder [\d.]+ nats, "
+                     r"VAE [\d.]+ ", captured.out, re.MULTILINE)
+    assert "training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py" in captured.err
     assert (out / "explorer.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")   # the 2-D model's page
     assert str(out / "explorer.html") in captured.out
     assert "epoch 1/1" in captured.err                                   # progress went to stderr

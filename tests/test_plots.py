@@ -7,6 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from scratchvae import VAE, plots
+from scratchvae.autoencoder import Autoencoder
 from scratchvae.estimators import compare_estimators
 from scratchvae.figures import (FIGURES, latent_projection, make_figures, manifold_grid,
                                 one_per_class)
@@ -222,8 +223,8 @@ def tiny_figures(out, seed):
     sizes = dict(n_latent=30, gap_points=31, n_gap=2, grad_repeats=5, grad_reference=50, n_manifold=4,
                  infer_steps=20)
     return make_figures(out, model=VAE(D, [8], 3, seed=3), model2d=VAE(D, [8], 2, seed=4),
-                        images=images, labels=labels, history=history, seed=seed, sizes=sizes,
-                        log=lambda _: None)
+                        autoencoder=Autoencoder(D, [8], 2, seed=5), images=images, labels=labels,
+                        history=history, seed=seed, sizes=sizes, log=lambda _: None)
 
 
 def test_figures_are_reproducible_for_a_seed(tmp_path):
