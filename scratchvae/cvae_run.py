@@ -6,8 +6,12 @@ compare its bound on -log p(x|y) with an unconditional VAE's -log p(x) on the sa
         [--compare runs/vae/checkpoint.npz]
 
 The labels come from the data set's IDX label files (data.load reads them with the images
-and refuses a split whose label file is missing). Training is vae.py's loop in a few lines:
-shuffle, dynamic binarisation, Adam on ``CVAE.loss_and_grads``; no checkpoint is written.
+and refuses a split whose label file is missing). Training goes through the trainer,
+``train(TrainConfig(model="cvae", binarize="dynamic", ...))`` (train.py): shuffled batches,
+dynamic binarisation, Adam on ``CVAE.loss_and_grads``, and OUT/checkpoint.npz after every
+epoch, from which ``scratchvae sample OUT/checkpoint.npz --digit 7`` draws sevens. A
+checkpoint already in OUT is resumed (with the same configuration nothing is trained again:
+the figures and numbers are made from it).
 """
 import argparse
 import json
@@ -16,46 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_model
-from .cvae import CVAE
+from .checkpoint import CheckpointError, load_model
 from .data import DataError, load
 from .evaluate import importance_sampled_nll
-from .optim import Adam
 from .plots import _figure, _save, _show_mosaic, mosaic
+from .train import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
 
 
 def binarize(images_u8, rng):
     """Dynamic binarisation x ~ Bernoulli(pixels / 255) (as data.iterate_batches)."""
     return (rng.random(images_u8.shape, dtype=np.float32) < images_u8 / np.float32(255)).astype(np.float32)
-
-
-def train_cvae(images, labels, *, hidden, latent, activation, epochs, batch_size, lr, seed, log=print):
-    model = CVAE(images.shape[1], hidden, latent, activation=activation, seed=seed)
-    adam = Adam(model.flat_params, model.flat_grads, lr=lr)
-    rng = np.random.default_rng(seed + 1)
-    for epoch in range(1, epochs + 1):
-        order, total = rng.permutation(len(images)), 0.0
-        for start in range(0, len(images), batch_size):
-            idx = order[start:start + batch_size]
-            loss, _ = model.loss_and_grads(binarize(images[idx], rng), labels[idx])
-            adam.step()
-            total += loss * len(idx)
-        log(f"epoch {epoch}/{epochs}  train -ELBO(x|y) {total / len(images):.3f}")
-    return model
-
-
-class _GivenLabels:
-    """The CVAE with its labels fixed, seen by evaluate.importance_sampled_nll as a VAE of x alone."""
-
-    def __init__(self, model, labels):
-        self.model, self.labels = model, labels
-        self.latent_dim, self.dtype = model.latent_dim, model.dtype
-
-    def encode(self, x):
-        return None                                                # log_weights encodes itself
-
-    def log_weights(self, x, eps, q=None):
-        return self.model.log_weights(x, self.labels, eps)
 
 
 def draw_me_a_digit(model, n_columns, rng):
@@ -114,26 +88,32 @@ def main(argv=None):
     try:
         train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
         test_set = load(args.dataset, args.test_split, args.data_dir, download=False, progress=False)
-    except DataError as e:
+        vae = load_model(args.compare) if args.compare else None      # before training: fail early
+        config = TrainConfig(model="cvae", dataset=args.dataset, data_dir=args.data_dir,
+                             train_split=args.train_split, test_split=args.test_split, binarize="dynamic",
+                             download=False, hidden=args.hidden, latent=args.latent, activation=args.activation,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                             out=str(args.out))
+        previous = args.out / CHECKPOINT_NAME
+        model, _ = train(config, resume=previous if previous.exists() else None,
+                         train_images=train_set.images, test_images=test_set.images,
+                         train_labels=train_set.labels, test_labels=test_set.labels)
+    except (DataError, ConfigError, CheckpointError, TrainingDiverged) as e:
         print(f"scratchvae.cvae_run: error: {e}", file=sys.stderr)
         return 2
     flat = lambda s: s.images.reshape(len(s.images), -1)
-    model = train_cvae(flat(train_set), train_set.labels.astype(np.int64), hidden=args.hidden,
-                       latent=args.latent, activation=args.activation, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed + 2)
     x_test = binarize(flat(test_set)[:args.limit], rng)                  # one draw, for both models
     y_test = test_set.labels[:args.limit].astype(np.int64)
-    results = {"n": len(x_test), "is_k": args.is_k, "epochs": args.epochs}
+    results = {"n": len(x_test), "is_k": args.is_k, "epochs": args.epochs,
+               "checkpoint": str(args.out / CHECKPOINT_NAME)}
     _, parts = model.loss(x_test, y_test)
     results["cvae_nelbo"] = parts["nelbo"]
-    nll = importance_sampled_nll(_GivenLabels(model, y_test), x_test, args.is_k,
+    nll = importance_sampled_nll(model, x_test, args.is_k, labels=y_test,       # -log p(x|y)
                                  rng=np.random.default_rng(args.seed + 3), batch_size=len(x_test))
     results["cvae_nll_x_given_y"] = float(nll.mean())
     results["cvae_nll_stderr"] = float(nll.std(ddof=1) / np.sqrt(len(nll)))
-    if args.compare:
-        vae = load_model(args.compare)
+    if vae is not None:
         results["vae_nelbo"] = vae.loss(x_test)[1]["nelbo"]
         nll_vae = importance_sampled_nll(vae, x_test, args.is_k, rng=np.random.default_rng(args.seed + 3))
         results["vae_nll_x"] = float(nll_vae.mean())

@@ -79,14 +79,17 @@ def test_bad_labels_are_refused_with_a_clear_message(bad):
 from scratchvae import cvae_run                                          # noqa: E402
 from scratchvae.evaluate import importance_sampled_nll                   # noqa: E402
 
+import json                                                              # noqa: E402
+
+from scratchvae import cli                                               # noqa: E402
+from scratchvae.checkpoint import load_checkpoint                        # noqa: E402
 from test_data import write_dataset                                      # noqa: E402
 
 
 def test_the_labelled_bound_goes_through_evaluate_unchanged():
     model = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=5)
     x, y, _ = tiny_problem("bernoulli", 1)
-    nll = importance_sampled_nll(cvae_run._GivenLabels(model, y), x, 50, rng=np.random.default_rng(0),
-                                 batch_size=len(x))
+    nll = importance_sampled_nll(model, x, 50, rng=np.random.default_rng(0), batch_size=len(x), labels=y)
     eps = np.random.default_rng(0).standard_normal((50, 5, 3))
     log_w = model.log_weights(x, y, eps)
     direct = -(np.logaddexp.reduce(log_w, axis=0) - np.log(50))
@@ -116,7 +119,19 @@ def test_cvae_run_trains_draws_and_compares_and_refuses_missing_labels(tmp_path,
     assert code == 0
     assert (out / "cvae_draw_me_a_7.png").stat().st_size > 1000
     assert (out / "cvae_same_hand.png").stat().st_size > 1000
-    capsys.readouterr()
+    saved = load_checkpoint(out / "checkpoint.npz")                      # trained by train()
+    assert saved["model"]["type"] == "cvae" and len(saved["history"]) == 2
+    assert saved["config"]["binarize"] == "dynamic" and saved["config"]["train_split"] == "test[:40]"
+    results = json.loads(capsys.readouterr().out)
+    assert results["checkpoint"] == str(out / "checkpoint.npz") and np.isfinite(results["cvae_nll_x_given_y"])
+    assert cli.main(["sample", str(out / "checkpoint.npz"), "--digit", "7", "--out", str(out / "7.png")]) == 0
+    assert (out / "7.png").stat().st_size > 100 and "of class 7" in capsys.readouterr().out
+    before = (out / "checkpoint.npz").read_bytes()                      # run again: nothing is retrained
+    assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "2",
+                          "--batch-size", "10", "--is-k", "5", "--limit", "20", "--out", str(out)]) == 0
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert json.loads(capsys.readouterr().out) == results
     (tmp_path / "data" / "t10k-labels-idx1-ubyte.gz").unlink()
     assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
