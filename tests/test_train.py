@@ -486,6 +486,7 @@ def test_the_autoencoder_through_the_trainer_is_the_autoencoder_trained_by_hand(
     config = typed_config("autoencoder", epochs=2, binarize="none", eval_batch=50)
     trained, history = run_typed(config)
     ae = Autoencoder(36, [12], 3, seed=config.seed)
+    assert np.array_equal(train_module.build_model(config, 36).flat_params, ae.flat_params)   # child 0 of the seed
     adam = Adam(ae.flat_params, ae.flat_grads, lr=config.lr)
     data_rng = np.random.default_rng(derive_streams(config.seed)["data"])
     for _ in range(config.epochs):
