@@ -563,3 +563,108 @@ def plot_autoencoder_vs_vae(codes, labels, samples, stats, path, title=None, dpi
     fig.suptitle(title or "Autoencoder vs VAE: without the KL term the codes go anywhere, "
                           "and N(0, I) decodes to poor digits", y=0.995, fontsize=12)
     return _save(fig, path, dpi)
+
+
+# ------------------------------------------------------------------------------- 11
+def iso_elbo_lines(rates, distortions, rate_limits):
+    """The dashed lines of figure 11: for each model, the points of the (R, D) plane with its -ELBO.
+
+    Implements:  -ELBO = D + R = c_i  for each model i,  i.e.  D = c_i - R  (slope -1),
+                 drawn from R = rate_limits[0] to R = rate_limits[1].
+    Shapes:      rates, distortions (n,) -> list of n (level c_i, R (2,), D (2,))
+    """
+    rates, distortions = np.asarray(rates, np.float64), np.asarray(distortions, np.float64)
+    if rates.shape != distortions.shape or rates.ndim != 1:
+        raise ValueError(f"rates and distortions must be two (n,) arrays, got {rates.shape} and {distortions.shape}")
+    r = np.asarray(rate_limits, np.float64)
+    return [(c, r, c - r) for c in rates + distortions]
+
+
+def plot_beta_sweep(betas, rates, distortions, codes, labels, samples, path, active_units=None,
+                    title=None, dpi=DPI):
+    """Figure 11: what the KL term does, one model per KL weight beta (slides 12-13).
+
+    Top left: the rate-distortion plane, R = KL(q(z|x) || p(z)) across, D = -E_q[log p(x|z)] up,
+    one point per beta, and through each the dashed line of its -ELBO, D + R = const (slope
+    -1, ``iso_elbo_lines``). Top right: the numbers. Then for each beta (one column each) the
+    test codes mu coloured by label, with the circle holding 95 % of N(0, I), and below them
+    digits decoded from the same z ~ N(0, I).
+    ``codes``: one (N, 2) array per beta; ``samples``: one (M, D) array per beta, M a square;
+    ``active_units``: optional counts per beta, shown in the numbers.
+    Size: 3.5 n + 1 x 12.5 inches for n betas (at least 4 columns wide).   Shapes: labels (N,).
+    """
+    n = len(betas)
+    rates, distortions = np.asarray(rates, np.float64), np.asarray(distortions, np.float64)
+    labels = np.asarray(labels)
+    if not (len(rates) == len(distortions) == len(codes) == len(samples) == n) or n == 0:
+        raise ValueError(f"need one rate, distortion, codes and samples array per beta: {n} betas, "
+                         f"{len(rates)} rates, {len(distortions)} distortions, {len(codes)} codes, "
+                         f"{len(samples)} samples")
+    width = 3.5 * max(n, 4) + 1
+    fig = _figure(width, 12.5)
+    colours = colormaps["tab10"].colors              # the digits' labels; the plane stays black and grey
+
+    # ---- the rate-distortion plane
+    ax = fig.add_axes([0.9 / width, 0.655, 0.5 - 0.9 / width, 0.27])
+    span_r = max(rates.max() - min(rates.min(), 0), 1.0)
+    r_limits = (min(rates.min(), 0) - 0.05 * span_r, rates.max() + 0.08 * span_r)
+    span_d = max(distortions.max() - distortions.min(), 1.0)
+    d_limits = (distortions.min() - 0.15 * span_d, distortions.max() + 0.15 * span_d)
+    for level, r, d in iso_elbo_lines(rates, distortions, r_limits):
+        ax.plot(r, d, ls="--", lw=1, color="0.45")
+    for i, beta in enumerate(betas):
+        ax.plot(rates[i], distortions[i], "o", ms=7, color="black", zorder=3)
+        ax.annotate(f"β = {beta:g}", (rates[i], distortions[i]), xytext=(7, 5), textcoords="offset points",
+                    fontsize=10)
+    ax.set_xlim(*r_limits)
+    ax.set_ylim(*d_limits)
+    ax.set_xlabel("rate R = KL(q(z|x) || p(z)), nats")
+    ax.set_ylabel("distortion D = -E_q[log p(x|z)], nats")
+    ax.grid(alpha=0.3)
+    ax.set_title("Rate against distortion; dashed: lines of equal -ELBO = D + R (slope -1)", fontsize=10)
+
+    # ---- the numbers
+    rows = [f"{'beta':>5} {'D':>8} {'R':>7} {'D + R':>8} {'D + beta R':>11}"
+            + ("  active units" if active_units is not None else "")]
+    for i, beta in enumerate(betas):
+        rows.append(f"{beta:5g} {distortions[i]:8.2f} {rates[i]:7.2f} {distortions[i] + rates[i]:8.2f} "
+                    f"{distortions[i] + beta * rates[i]:11.2f}"
+                    + (f"  {active_units[i]:>6} of {np.asarray(codes[i]).shape[1]}" if active_units is not None else ""))
+    best = betas[int(np.argmin(rates + distortions))]
+    text = ("\n".join(rows) + "\n\nnats per test image; each model minimised D + beta R,\n"
+            "and D + R is the negative ELBO (beta = 1's loss) of every one:\n"
+            f"the lowest dashed line is beta = {best:g}'s")
+    fig.text(0.54, 0.92, text, ha="left", va="top", family="monospace", fontsize=9.5)
+
+    # ---- per beta: the codes, and decoded prior samples
+    circle = np.linspace(0, 2 * np.pi, 200)
+    radius = float(np.sqrt(-2 * np.log(0.05)))
+    column = (1 - 0.02) / max(n, 4)
+    for i, beta in enumerate(betas):
+        z = np.asarray(codes[i])
+        if z.ndim != 2 or z.shape[1] != 2 or len(z) != len(labels):
+            raise ValueError(f"codes[{i}] must be (N, 2) with N = {len(labels)}, got {z.shape}")
+        ax = fig.add_axes([0.02 + i * column + 0.16 * column, 0.34, 0.78 * column, 0.24])
+        for k in np.unique(labels):
+            pick = labels == k
+            ax.scatter(z[pick, 0], z[pick, 1], s=3, alpha=0.6, color=colours[int(k) % 10],
+                       linewidths=0, rasterized=True)
+        ax.plot(radius * np.cos(circle), radius * np.sin(circle), color="black", lw=1.2)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.tick_params(labelsize=8)
+        ax.set_title(f"β = {beta:g}: test codes μ\ns.d. ({', '.join(f'{s:.2f}' for s in z.std(axis=0))});"
+                     f" circle: 95 % of N(0, I)", fontsize=9)
+        images = _as_images(f"samples[{i}]", samples[i])
+        m = int(round(np.sqrt(len(images))))
+        if m * m != len(images):
+            raise ValueError(f"samples[{i}] must be a square number of images, got {len(images)}")
+        ax = fig.add_axes([0.02 + i * column + 0.05 * column, 0.015, 0.9 * column, 0.27])
+        _show_mosaic(ax, mosaic(images.reshape(m, m, -1)))
+        ax.set_title(f"β = {beta:g}: decoded from z ~ N(0, I)", fontsize=9.5)
+    handles = [Line2D([], [], marker="o", ls="", color=colours[k % 10], label=str(k))
+               for k in range(10) if np.any(labels == k)]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.535, 0.715), ncol=10, frameon=False,
+               fontsize=9, title="colour: the label of the test digit", title_fontsize=9)
+    fig.suptitle(title or "What the KL term does: the same VAE trained on D + β R for each β",
+                 y=0.985, fontsize=12)
+    return _save(fig, path, dpi)

@@ -1,0 +1,157 @@
+"""The beta sweep (slides 12-13): what weighting the KL term does, as tests that fail if the
+story is wrong -- the rate falls and the distortion rises as beta grows, beta = 0 has no KL
+gradient at all, the figure's dashed lines are lines of equal -ELBO, and the command refuses
+bad input in one line."""
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchvae import VAE
+from scratchvae.beta_sweep import CIRCLE_95, main, measure, run_beta_sweep, table
+from scratchvae.losses import kl_standard_normal_grads
+from scratchvae.plots import iso_elbo_lines, plot_beta_sweep
+from scratchvae.train import TrainConfig
+from tests.test_train import synthetic_images
+
+IMAGES = synthetic_images(600, D=36, seed=3)
+LABELS = np.zeros(100, dtype=np.int64)
+
+
+def tiny_config(beta, epochs, seed):
+    """The sweep's run, shrunk: 36-pixel images of four prototypes, a 36-16-2 VAE."""
+    return TrainConfig(hidden=(16,), latent=2, beta=beta, epochs=epochs, seed=seed, batch_size=50, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep():
+    return run_beta_sweep(IMAGES[:500], IMAGES[500:], LABELS, betas=(0, 1, 4), epochs=MARGINS["epochs"],
+                          seed=MARGINS["seed"], log=lambda _: None, config=tiny_config, n_samples=4)
+
+
+MARGINS = dict(epochs=6, seed=2)
+
+
+def test_rate_falls_and_distortion_rises_as_beta_grows(tiny_sweep):
+    rate = [r["rate"] for r in tiny_sweep]
+    distortion = [r["distortion"] for r in tiny_sweep]
+    # seed 2: R 25.6, 2.17, 0.36 and D 7.08, 11.71, 17.42; seeds 1-5 all keep these margins
+    assert rate[0] > rate[1] + 10 and rate[1] > rate[2] + 1, rate
+    assert distortion[0] < distortion[1] - 0.5 and distortion[1] < distortion[2] - 3, distortion
+
+
+def test_each_run_trained_its_own_beta_and_the_numbers_are_the_trainers(tiny_sweep):
+    for r in tiny_sweep:
+        assert {record["beta"] for record in r["history"]} == {r["beta"]}     # beta = 0: no KL in any step
+        last = r["history"][-1]
+        assert (r["distortion"], r["rate"]) == (last["test_rec"], last["test_kl"])
+        assert r["nelbo"] == pytest.approx(r["distortion"] + r["rate"])
+        assert r["objective"] == pytest.approx(r["distortion"] + r["beta"] * r["rate"])
+        assert r["inside"] == np.mean(np.hypot(*r["codes"].T) < CIRCLE_95)
+        assert r["samples"].shape == (4, 36)
+    # the same z ~ N(0, I) decoded by every model: the samples differ only by the model
+    assert not np.allclose(tiny_sweep[0]["samples"], tiny_sweep[2]["samples"])
+    assert table(tiny_sweep).count("\n") == 2 + len(tiny_sweep) - 1
+
+
+def test_beta_zero_has_no_kl_gradient_and_beta_scales_the_known_one():
+    """loss = rec + beta KL: the decoder's gradients do not depend on beta, and the encoder's
+    heads differ from beta = 0's by beta times dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1)/2."""
+    rng = np.random.default_rng(0)
+    x, eps = rng.random((5, 6)), rng.standard_normal((2, 5, 3))
+    grads = {}
+    for beta in (0.0, 2.5):
+        model = VAE(6, [4], 3, beta=beta, dtype=np.float64, seed=1)
+        loss, parts = model.loss_and_grads(x, eps)
+        grads[beta] = {k: g.copy() for k, g in model.grads.items()}
+        if beta == 0:
+            assert loss == parts["rec"]                          # the KL is reported, not trained on
+    h = model.encoder.forward(x)                                 # (N, H), the input of both heads
+    mu, logvar = model.encode(x)
+    dkl_dmu, dkl_dlogvar = kl_standard_normal_grads(mu, logvar)
+    np.testing.assert_allclose(dkl_dmu, mu)
+    np.testing.assert_allclose(dkl_dlogvar, 0.5 * (np.exp(logvar) - 1))
+    N = len(x)
+    expected = {"enc.mu.W": h.T @ mu / N, "enc.mu.b": mu.sum(axis=0) / N,
+                "enc.logvar.W": h.T @ dkl_dlogvar / N, "enc.logvar.b": dkl_dlogvar.sum(axis=0) / N}
+    for name, g in expected.items():
+        np.testing.assert_allclose(grads[2.5][name] - grads[0.0][name], 2.5 * g, rtol=1e-10, atol=1e-14,
+                                   err_msg=name)
+    for name in model.phi:
+        np.testing.assert_array_equal(grads[2.5][name], grads[0.0][name], err_msg=name)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0, 500)), min_size=1, max_size=6),
+       st.floats(-10, 0), st.floats(1, 200))
+def test_iso_elbo_lines_have_slope_minus_one_through_each_models_point(points, r0, r1):
+    rates, distortions = np.array(points).T
+    lines = iso_elbo_lines(rates, distortions, (r0, r1))
+    assert len(lines) == len(points)
+    for (level, r, d), R, D in zip(lines, rates, distortions):
+        assert level == pytest.approx(R + D)                                     # its -ELBO
+        np.testing.assert_allclose(r, (r0, r1))
+        assert (d[1] - d[0]) / (r[1] - r[0]) == pytest.approx(-1)                 # slope -1
+        assert d[0] + (R - r[0]) * -1 == pytest.approx(D, abs=1e-9 * (1 + level))  # through (R, D)
+    with pytest.raises(ValueError, match="two"):
+        iso_elbo_lines(rates, distortions[:-1] if len(points) > 1 else [], (r0, r1))
+
+
+def test_the_figure(tmp_path):
+    from matplotlib.image import imread
+    rng = np.random.default_rng(0)
+    labels = np.arange(50) % 10
+    codes = [rng.standard_normal((50, 2)) * s for s in (20, 2, 1, 0.1)]
+    samples = [rng.random((9, 16)) for _ in range(4)]
+    path = plot_beta_sweep([0, 0.1, 1, 4], [30, 12, 6, 1], [140, 145, 150, 170], codes, labels, samples,
+                           tmp_path / "f.png", active_units=[2, 2, 2, 1])
+    assert imread(path).shape[:2] == (1250, 1500)
+    with pytest.raises(ValueError, match="one rate"):
+        plot_beta_sweep([0, 1], [1], [2, 3], codes[:2], labels, samples[:2], tmp_path / "g.png")
+    with pytest.raises(ValueError, match="square"):
+        plot_beta_sweep([0], [1], [2], codes[:1], labels, [rng.random((8, 16))], tmp_path / "h.png")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--betas", "-1"], "finite number >= 0"),
+    (["--betas", "nan"], "finite number >= 0"),
+    (["--epochs", "0"], "positive integer"),
+    (["--train-split", "test[5:"], "split"),
+    (["--seed", "-3"], "--seed"),
+    (["--no-such-flag"], "unrecognized"),
+    (["--no-download", "--data-dir", "{tmp}/empty"], "mnist"),
+    (["--out", "{tmp}/a_file"], "a_file"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(argv, says, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("not a directory")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as stop:
+        raise SystemExit(main(argv))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m scratchvae.beta_sweep: error:"), err
+    assert says in err, err
+
+
+@pytest.mark.slow           # five 784-400-2 models, 10 epochs each on 9,000 real digits: minutes on 2 shared cores
+def test_the_real_sweep_tells_the_story(shared_mnist_dir, tmp_path, capsys):
+    argv = ["--data-dir", str(shared_mnist_dir), "--no-download", "--train-split", "test[:9000]",
+            "--test-split", "test[9000:]", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "beta_sweep.json").read_text())
+    assert [r["beta"] for r in results] == [0, 0.1, 1, 4, 25]
+    rate, distortion = [r["rate"] for r in results], [r["distortion"] for r in results]
+    nelbo, inside = [r["nelbo"] for r in results], [r["inside"] for r in results]
+    assert all(a > b + 0.5 for a, b in zip(rate, rate[1:])), rate
+    # measured 165.12, 165.10, 166.19, 169.29, 210.88: beta = 0 and 0.1 tie after 10 epochs
+    assert all(b > a - 0.5 for a, b in zip(distortion, distortion[1:])), distortion
+    assert distortion[-1] > distortion[0] + 20, distortion
+    assert nelbo.index(min(nelbo)) == 2, nelbo                   # beta = 1 trained on D + R itself
+    assert inside[0] < 0.25 and inside[2] > 0.6, inside          # beta = 0's codes leave N(0, I) behind
+    assert [r["active_units"] for r in results] == [2, 2, 2, 2, 1]   # beta = 25: posterior collapse
+    assert (tmp_path / "11_beta_sweep.png").stat().st_size > 10_000
