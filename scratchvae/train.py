@@ -185,7 +185,8 @@ class TrainConfig:
             need(self.n_samples == 1, "n_samples", "1 with objective 'iwae' (it draws iwae_k samples)")
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
         need(is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0")
-        need(is_int(self.epochs) and self.epochs >= 1, "epochs", "a positive integer")
+        need(is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS, "epochs",   # (a time estimate is a float)
+             f"a positive integer (at most {MAX_EPOCHS:,})")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
         need(one_of(self.engine, ENGINES), "engine", f"one of {', '.join(ENGINES)}")
@@ -242,6 +243,7 @@ RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch"
 ENGINES = ("plain", "fused")
 OBJECTIVES = ("elbo", "iwae")
 MODELS = ("vae", "autoencoder", "cvae")
+MAX_EPOCHS = 10 ** 9
 
 
 def derive_streams(seed):

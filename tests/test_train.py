@@ -70,7 +70,7 @@ def test_an_old_checkpoints_engine_auto_reads_as_the_default():
     ("binarize", "yes"), ("hidden", [400, 0]), ("hidden", "400"), ("latent", 0), ("latent", 2.5),
     ("activation", "gelu"), ("likelihood", "poisson"), ("n_samples", 0), ("beta", -1.0),
     ("beta", float("nan")), ("warmup_epochs", -2), ("batch_size", 0), ("lr", 0.0),
-    ("lr", float("inf")), ("epochs", 0), ("seed", -1), ("eval_batch", 0), ("download", "no"),
+    ("lr", float("inf")), ("epochs", 0), ("epochs", 2 ** 1100), ("seed", -1), ("eval_batch", 0), ("download", "no"),
     ("engine", "turbo"), ("threads", 3),
 ])
 def test_each_bad_field_is_named(field, value):
