@@ -138,7 +138,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, says, tmp_path, capsys):
     assert says in err, err
 
 
-@pytest.mark.slow           # five 784-400-2 models, 10 epochs each on 9,000 real digits: minutes on 2 shared cores
+@pytest.mark.slow           # five 784-400-2 models, 10 epochs each on 9,000 real digits: 91-258 s on 2 shared cores
 def test_the_real_sweep_tells_the_story(shared_mnist_dir, tmp_path, capsys):
     argv = ["--data-dir", str(shared_mnist_dir), "--no-download", "--train-split", "test[:9000]",
             "--test-split", "test[9000:]", "--out", str(tmp_path)]
