@@ -14,7 +14,8 @@ What it does, each step one call into the package:
      no KL, on the same data with the same budget and seed   (scratchvae/autoencoder.py)
   4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/evaluate.py)
   5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
-  6. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
+  6. what the KL term does: the 2-D VAE once per KL weight beta, figure 11   (scratchvae/beta_sweep.py)
+  7. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
 Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main, OUT/latent2d and
 OUT/autoencoder2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
 training cleanly after saving one (resume it with ``scratchvae resume
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchvae.autoencoder import vae_reconstruction_error
+from scratchvae.beta_sweep import run_beta_sweep
 from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
 from scratchvae.evaluate import evaluate
 from scratchvae.explore import FASHION_LABELS, MAX_POINTS, write_explorer
@@ -39,9 +41,10 @@ from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, Trainin
 IMAGE_BUDGET = 600_000        # default epochs: about this many training images (10 epochs of 60,000)
 MAX_EPOCHS = 40               # ... but no more passes than this over a small training split
 QUICK = dict(epochs=2, train_images=10_000, test_images=1_000, is_k=20, is_images=1_000,
+             beta_sweep=dict(betas=(0.0, 1.0), epochs=1),
              figure_sizes=dict(n_latent=1000, gap_points=101, grad_repeats=100, grad_reference=2000,
                               infer_steps=100))
-FULL = dict(is_k=100, is_images=1_000, figure_sizes={})
+FULL = dict(is_k=100, is_images=1_000, figure_sizes={}, beta_sweep={})    # beta_sweep: its defaults
 TINY_FIGURES = dict(n_latent=100, n_gap=2, gap_points=41, grad_repeats=20, grad_reference=200, infer_steps=20)   # --limit (tests)
 
 
@@ -138,11 +141,18 @@ def main(argv=None):
         paths = make_figures(args.out, model=model, model2d=model2d, autoencoder=autoencoder, images=x_test,
                              labels=test_labels, history=history, seed=args.seed, dataset=args.dataset,
                              sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
+        say("== what the KL term does: the 2-D VAE trained once per KL weight beta (slides 12-13) ==")
+        sweep = settings["beta_sweep"] if not args.limit else dict(betas=(0.0, 1.0), epochs=1)
+        paths["beta_sweep"] = args.out / "11_beta_sweep.png"
+        run_beta_sweep(train_images, test_images[:1000], test_labels[:1000], seed=args.seed, log=say,
+                       figure_path=paths["beta_sweep"], **sweep)       # on 1,000 test digits, as figure 10
         paths["explorer"] = args.out / "explorer.html"
         write_explorer(paths["explorer"], model2d, images=x_test[:MAX_POINTS], labels=test_labels[:MAX_POINTS],
                        title=f"scratchvae demo, {args.dataset}, 2-D latent space",
                        source=f"{args.dataset} {args.test_split}",
                        label_names=FASHION_LABELS if args.dataset == "fashion-mnist" else None)
+    except TrainingDiverged as e:                                     # a beta-sweep run
+        return fail(str(e), code=1)
     except KeyboardInterrupt:
         say(f"demo stopped by Ctrl-C; the trained models are in {', '.join(str(args.out / n) for n in RUNS)}")
         return 130

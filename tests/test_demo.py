@@ -67,6 +67,10 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert re.search(r"^test reconstruction -log p\(x\|z\) at the code, 2-D latent: autoencoder [\d.]+ nats, "
                      r"VAE [\d.]+ ", captured.out, re.MULTILINE)
     assert "training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py" in captured.err
+    sweep = out / "11_beta_sweep.png"                                     # beta_sweep.py, after make_figures
+    assert sweep.read_bytes()[:8] == PNG_MAGIC and str(sweep) in captured.out
+    assert re.search(r"^beta 0: D [\d.]+  R [\d.]+", captured.err, re.MULTILINE)
+    assert re.search(r"^beta 1: D [\d.]+  R [\d.]+", captured.err, re.MULTILINE)
     assert (out / "explorer.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")   # the 2-D model's page
     assert str(out / "explorer.html") in captured.out
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
