@@ -3,7 +3,8 @@
 Read with the lecture: reconstructions (slides 9-11), samples from Gaussian noise (slide 6),
 the learned manifold and the latent space (slide 13, after Kingma & Welling 2014, Fig. 4),
 interpolation, training curves (slide 15's two terms, logged separately), the variational
-gap (slides 17-21) and why we reparameterise (slide 14).
+gap (slides 17-21), why we reparameterise (slide 14), the inference gaps (slides 19-24), the
+plain autoencoder beside the VAE (slides 3-5) and the beta sweep (slides 12-13).
 
 Drawing uses matplotlib's object interface with the Agg canvas (``Figure`` +
 ``FigureCanvasAgg``): no pyplot, no global state, no display needed. Every figure has a
