@@ -53,7 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .data import DATASETS, DataError, load, parse_split
+from .cli import _Parser, nonnegative_int, positive_int
+from .data import DATASETS, DataError, _split_arg, load
 from .evaluate import evaluate_nelbo
 from .train import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
 
@@ -153,11 +154,6 @@ def figure(results, test_labels, path):
 
 
 # ------------------------------------------------------------------------------- the command
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):                       # one line, exit 2 (argparse adds its usage)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _beta(text):
     try:
         value = float(text)
@@ -168,37 +164,19 @@ def _beta(text):
     return value
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _split(text):
-    try:
-        parse_split(text)
-    except DataError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
 def build_parser():
     p = _Parser(prog="python -m scratchvae.beta_sweep",
                 description="Train the 2-D VAE once per KL weight beta and draw the rate-distortion "
                             "plane, each model's latent space and its samples from N(0, I).")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
     p.add_argument("--data-dir", type=Path, default=None, help="directory holding the IDX files")
-    p.add_argument("--train-split", type=_split, default="train", help="e.g. train, 'test[:9000]'")
-    p.add_argument("--test-split", type=_split, default="test", help="e.g. test, 'test[9000:]'")
+    p.add_argument("--train-split", type=_split_arg, default="train", help="e.g. train, 'test[:9000]'")
+    p.add_argument("--test-split", type=_split_arg, default="test", help="e.g. test, 'test[9000:]'")
     p.add_argument("--no-download", dest="download", action="store_false", help="never download")
     p.add_argument("--betas", type=_beta, nargs="+", default=list(BETAS), metavar="BETA",
                    help=f"KL weights (default: {' '.join(f'{b:g}' for b in BETAS)})")
-    p.add_argument("--epochs", type=_positive, default=EPOCHS, help=f"epochs per beta (default: {EPOCHS})")
-    p.add_argument("--seed", type=int, default=1, help="seed of every run (default: 1)")
+    p.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"epochs per beta (default: {EPOCHS})")
+    p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of every run (default: 1)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="where 11_beta_sweep.png and beta_sweep.json go")
     return p
@@ -207,8 +185,6 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
     start = time.perf_counter()
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchvae import VAE
-from scratchvae.beta_sweep import CIRCLE_95, main, measure, run_beta_sweep, table
+from scratchvae.beta_sweep import CIRCLE_95, main, run_beta_sweep, table
 from scratchvae.losses import kl_standard_normal_grads
 from scratchvae.plots import iso_elbo_lines, plot_beta_sweep
 from scratchvae.train import TrainConfig

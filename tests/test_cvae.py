@@ -111,7 +111,7 @@ def test_the_figures_share_z_along_columns():
 
 
 def test_cvae_run_trains_draws_and_compares_and_refuses_missing_labels(tmp_path, capsys):
-    written = write_dataset(tmp_path / "data", n_test=60)
+    write_dataset(tmp_path / "data", n_test=60)
     out = tmp_path / "out"
     code = cvae_run.main(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
                           "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "2",

@@ -299,7 +299,6 @@ def test_a_batch_larger_than_the_data_allocates_only_the_data(tmp_path):
 
 
 def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
-    model = VAE(36, [12], 3, seed=0)
     real = VAE.loss_and_grads
 
     def poisoned(self, x, eps=None):
