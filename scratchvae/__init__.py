@@ -7,6 +7,9 @@ Start reading at ``vae.py``; ``layers.py`` and ``losses.py`` hold its pieces,
 """
 from .vae import VAE
 from .optim import Adam, SGD
+from .workers import keep_freed_memory
+
+keep_freed_memory()          # NumPy's temporaries reuse freed memory instead of fresh pages (workers.py)
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Adam", "SGD", "__version__"]
