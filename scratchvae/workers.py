@@ -144,8 +144,8 @@ def keep_freed_memory(heap_arrays=16 << 20, keep=256 << 20):
     zero-fill for every 4 KiB. Here arrays below ``heap_arrays`` bytes come from malloc's heap,
     and up to ``keep`` bytes of freed heap stay with the process. What is computed does not
     change; peak memory barely does (freed memory is reused, not added to). Measured on a
-    2-core AMD EPYC (family 26, model 2): one chunk of the importance-sampled evaluation
-    (10 samples x 100 images) 11.3-12.5 ms before, 6.8-8.9 ms after (docs/results.md).
+    2-core AMD EPYC (family 26, model 2): the importance-sampled evaluation with k = 1000 on
+    1,000 images 9.7 s before, 7.0 s after (docs/results.md).
     scratchvae calls this once, when it is imported. Returns True where it took effect (Linux
     with glibc), False elsewhere.
     """
