@@ -142,7 +142,7 @@ def main(argv=None):
                              labels=test_labels, history=history, seed=args.seed, dataset=args.dataset,
                              sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
         say("== what the KL term does: the 2-D VAE trained once per KL weight beta (slides 12-13) ==")
-        sweep = settings["beta_sweep"] if not args.limit else dict(betas=(0.0, 1.0), epochs=1)
+        sweep = QUICK["beta_sweep"] if args.limit else settings["beta_sweep"]
         paths["beta_sweep"] = args.out / "11_beta_sweep.png"
         run_beta_sweep(train_images, test_images[:1000], test_labels[:1000], seed=args.seed, log=say,
                        figure_path=paths["beta_sweep"], **sweep)       # on 1,000 test digits, as figure 10

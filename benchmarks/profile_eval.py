@@ -18,32 +18,22 @@ OPENBLAS_CORETYPE as the environment sets it; one JSON line.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from scratchvae.checkpoint import load_model                          # noqa: E402
 from scratchvae.data import load                                       # noqa: E402
 from scratchvae.vae import VAE                                         # noqa: E402
 from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
+from profile_fused import median_ms                                   # noqa: E402  (benchmarks/)
 
 DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
-
-
-def median_ms(fn, reps, rounds=7):
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        times.append((time.perf_counter() - t0) / reps * 1e3)
-    return round(statistics.median(times), 3)
 
 
 def main(argv=None):
@@ -71,8 +61,8 @@ def main(argv=None):
     record = {"cpu": cpu_model(), "blas_core": blas_core(),
               "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
               "chunk": f"{c} samples x {n} images"}
-    record["log_weights_ms"] = median_ms(lambda: model.log_weights(x, eps, q=q), args.reps)
-    record["products_ms"] = median_ms(products, args.reps)
+    record["log_weights_ms"] = median_ms(lambda: model.log_weights(x, eps, q=q), args.reps, 7)
+    record["products_ms"] = median_ms(products, args.reps, 7)
     record["elementwise_ms"] = round(record["log_weights_ms"] - record["products_ms"], 3)
     record["products_share"] = round(record["products_ms"] / record["log_weights_ms"], 3)
     print(json.dumps(record))
