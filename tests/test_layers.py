@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from scratchvae.gradcheck import numerical_gradient_array, rel_error
 from scratchvae.layers import (ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, exp_no_subnormal,
-                              share_one_buffer, sigmoid, softplus)
+                              log1p, share_one_buffer, sigmoid, softplus)
 
 SMOOTH_TOL = 1e-8          # float64 central differences on smooth pieces reach ~1e-10
 
@@ -127,6 +127,22 @@ def test_softplus_is_accurate_to_a_few_ulps_everywhere(dtype):
     assert got.dtype == dtype
     tol = 4 * np.finfo(dtype).eps
     assert np.all(np.abs(got - exact) <= tol * exact + np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_from_np_log_keeps_the_digits_that_1_plus_t_rounds_away(dtype):
+    """layers.log1p against np.log1p (in float64 for float32 inputs): within 3 eps relative,
+    for t from 1 down to 1e-30, where 1 + t is 1 and log(1 + t) computed naively is 0."""
+    rng = np.random.default_rng(0)
+    t = np.concatenate([rng.random(200_000), 10.0 ** rng.uniform(-30, 0, 200_000),
+                        [0.0, 1e-30, 1e-9, 6e-8, 1.2e-7, 0.5, 1.0]]).astype(dtype)
+    exact = np.log1p(t.astype(np.float64))
+    got = log1p(t)
+    assert got.dtype == dtype
+    assert np.all(np.abs(got - exact) <= 3 * np.finfo(dtype).eps * exact)
+    tiny_t = t[(t > 0) & (t < np.finfo(dtype).eps / 4)]
+    assert tiny_t.size > 1000 and np.array_equal(log1p(tiny_t), tiny_t)    # log(1 + t) = t there
+    assert np.all(np.log(1 + tiny_t) == 0)                                  # what the naive form gives
 
 
 @settings(max_examples=200, deadline=None)
