@@ -1,13 +1,15 @@
 """Evaluation speed: the importance-sampled -log p(x) with k = 5000 on 1,000 test images.
 
     python benchmarks/bench_eval.py [--checkpoint RUN/checkpoint.npz] [--k 5000] [--limit 1000]
-                                    [--threads 2] [--data-dir DIR]
+                                    [--engine plain|fused] [--threads 2] [--data-dir DIR]
 
 Times ``scratchvae.evaluate.importance_sampled_nll`` -- the estimator behind
 ``scratchvae evaluate --is-k`` -- on the first ``--limit`` Fashion-MNIST test images
 (x = pixels / 255) with k importance samples each: k * limit passes of a z through the
 decoder (5 million for the defaults), processed ``--chunk`` samples x ``--batch``
-images at a time (the evaluate defaults, 10 x 100).
+images at a time (the evaluate defaults, 10 x 100). ``--engine fused`` gives it the
+importance weights of fast_eval.FastLogWeights (``scratchvae evaluate --engine fused``),
+on ``--threads`` cores.
 
 The model: the checkpoint's trained model with --checkpoint (e.g. the run directory of
 ``bench_train.py --out DIR``), otherwise a freshly initialised 784-400-20-400-784 VAE
@@ -24,9 +26,10 @@ Side by side with PyTorch (``--torch``, needs torch==2.13.0): the same estimator
 PyTorch (``pytorch_reference.importance_sampled_nll``: the same chunks, the same
 log w = log p(x|z) + log p(z) - log q(z|x), torch.logsumexp) on the same model -- the
 checkpoint's weights copied into the PyTorch example's module -- and the same images, with
-torch.set_num_threads(--threads). Each of ``--rounds`` rounds runs both, each in a fresh
-process, in alternating order; printed: every run, then the median of the per-round ratios
-PyTorch seconds / scratchvae seconds. The two estimates differ only by their random eps.
+torch.set_num_threads(--threads). Each of ``--rounds`` rounds runs scratchvae with each of
+``--engines`` (default: plain and fused) and PyTorch, each in a fresh process, the order
+rotating; printed: every run, then per engine the median of the per-round ratios PyTorch
+seconds / scratchvae seconds. The estimates differ only by their random eps.
 """
 import argparse
 import json
@@ -50,7 +53,11 @@ def main():
     ap.add_argument("--limit", type=int, default=1000, help="the first this many test images")
     ap.add_argument("--chunk", type=int, default=10, help="samples per forward pass (memory, not result)")
     ap.add_argument("--batch", type=int, default=100, help="images per forward pass (memory, not result)")
-    ap.add_argument("--threads", type=int, choices=(1, 2), default=2, help="OpenBLAS threads")
+    ap.add_argument("--threads", type=int, choices=(1, 2), default=2,
+                    help="OpenBLAS threads (plain), worker threads (fused), torch threads")
+    ap.add_argument("--engine", choices=("plain", "fused"), default="plain", help="scratchvae's engine")
+    ap.add_argument("--engines", nargs="+", choices=("plain", "fused"), default=["plain", "fused"],
+                    help="scratchvae's engines side by side with PyTorch (with --torch)")
     ap.add_argument("--seed", type=int, default=0, help="initialisation (no checkpoint) and the eps stream")
     ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     ap.add_argument("--quiet-wait", type=float, default=60.0, help="wait up to this many s for a quiet machine")
@@ -71,6 +78,7 @@ def main():
     from scratchvae.data import load
     from scratchvae.evaluate import importance_sampled_nll
     from scratchvae.fast import set_blas_threads
+    from scratchvae.fast_eval import FastLogWeights
     from scratchvae.vae import VAE
 
     set_blas_threads(args.threads)
@@ -87,11 +95,15 @@ def main():
         wait_quiet(0.075, timeout=args.quiet_wait, meter=meter)
     a = meter.snapshot()
     t0 = time.perf_counter()
-    nll = importance_sampled_nll(model, x, args.k, rng=np.random.default_rng(args.seed),
-                                 chunk=args.chunk, batch_size=args.batch)
+    run = dict(rng=np.random.default_rng(args.seed), chunk=args.chunk, batch_size=args.batch)
+    if args.engine == "fused":
+        with FastLogWeights(model, threads=args.threads) as log_weights:
+            nll = importance_sampled_nll(model, x, args.k, log_weights=log_weights, **run)
+    else:
+        nll = importance_sampled_nll(model, x, args.k, **run)
     seconds = time.perf_counter() - t0
     foreign = LoadMeter.foreign_cpus(a, meter.snapshot())
-    print(json.dumps({"what": "importance_sampled_nll", "model": what, "arch": arch,
+    print(json.dumps({"what": "importance_sampled_nll", "engine": args.engine, "model": what, "arch": arch,
                       "dtype": str(model.dtype), "k": args.k, "images": len(x),
                       "seconds": round(seconds, 2), "img_per_s": round(len(x) / seconds, 2),
                       "samples_per_s": round(len(x) * args.k / seconds),
@@ -132,26 +144,31 @@ def torch_worker(args):
 
 
 def side_by_side(args):
-    """Rounds of both workers, each in a fresh process, alternating who goes first."""
+    """Rounds of every worker, each in a fresh process, the order rotating from round to round."""
     from scratchvae.workers import blas_core, cpu_model
     common = ["--checkpoint", str(args.checkpoint), "--k", str(args.k), "--limit", str(args.limit),
               "--chunk", str(args.chunk), "--batch", str(args.batch), "--threads", str(args.threads),
               "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--quiet-wait", "0"]
     print(json.dumps({"cpu": cpu_model(), "blas_core": blas_core()}), flush=True)
-    ratios = []
+    workers = [("scratchvae", engine) for engine in args.engines] + [("torch", None)]
+    ratios = {engine: [] for engine in args.engines}
     for r in range(args.rounds):
         seconds = {}
-        for who in (("scratchvae", "torch") if r % 2 == 0 else ("torch", "scratchvae")):
-            done = subprocess.run([sys.executable, __file__, "--worker", who, *common],
+        for who, engine in workers[r % len(workers):] + workers[:r % len(workers)]:
+            extra = ["--engine", engine] if engine else []
+            done = subprocess.run([sys.executable, __file__, "--worker", who, *extra, *common],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{who} worker failed: {done.stderr.strip()[-500:]}")
             record = json.loads(done.stdout.strip().splitlines()[-1])
-            seconds[who] = record["seconds"]
+            seconds[engine or who] = record["seconds"]
             print(json.dumps({"round": r + 1, "who": who, **record}), flush=True)
-        ratios.append(seconds["torch"] / seconds["scratchvae"])
-    print(json.dumps({"rounds": args.rounds, "pytorch / scratchvae seconds, per round": [round(x, 3) for x in ratios],
-                      "median ratio": round(statistics.median(ratios), 3)}), flush=True)
+        for engine in args.engines:
+            ratios[engine].append(seconds["torch"] / seconds[engine])
+    print(json.dumps({"rounds": args.rounds, **{
+        f"pytorch / scratchvae {engine} seconds": {"per round": [round(x, 3) for x in ratios[engine]],
+                                                   "median": round(statistics.median(ratios[engine]), 3)}
+        for engine in args.engines}}), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model, write_byte
 from .data import DataError, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, evaluate_reconstruction, format_report
 from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
+from .fast_eval import unsupported_reason as fast_eval_refuses
 from .layers import ACTIVATIONS
 from .train import (CHECKPOINT_NAME, ENGINES, MODELS, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
@@ -206,6 +207,10 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per forward pass (default: the run's --eval-batch, so the negative "
                         "ELBO matches the training log to the last digit)")
+    p.add_argument("--engine", choices=("plain", "fused"), default="plain",
+                   help="plain (default): the importance weights from VAE.log_weights in vae.py; "
+                        "fused: fast_eval.py on two cores, the same numbers up to float32 rounding "
+                        "(tested in tests/test_fast_eval.py); one hidden layer, relu, bernoulli")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_evaluate, command_parser=p)
 
@@ -342,6 +347,10 @@ def _evaluate(args, parser):
               f"comparable with its training log", file=sys.stderr)
     seed = run.seed if args.seed is None else args.seed
     batch_size = run.eval_batch if args.batch_size is None else args.batch_size
+    if args.engine == "fused" and (kind != "vae" or fast_eval_refuses(model)):
+        parser.error(f"--engine fused cannot evaluate this model: "
+                     f"{'it is ' + ARTICLES[kind] if kind != 'vae' else fast_eval_refuses(model)}; "
+                     f"use --engine plain")
     if kind == "autoencoder":
         if args.is_k:
             print("scratchvae evaluate: note: an autoencoder has no ELBO and no importance-sampled "
@@ -352,7 +361,7 @@ def _evaluate(args, parser):
         report = {"test_rec": rec["rec"], "n": rec["n"], "is_nll": None, "binarize": binarize}
     else:
         report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
-                          binarize=binarize, batch_size=batch_size, labels=labels,
+                          binarize=binarize, batch_size=batch_size, labels=labels, engine=args.engine,
                           progress=_progress_line("-log p(x|y)" if labels is not None else "-log p(x)"))
     report.update(model=kind, dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
                   epochs_trained=len(checkpoint["history"]), same_data_as_training=same_data)

@@ -21,6 +21,7 @@ running log-sum-exp, for ``batch_size`` datapoints at a time.
 import numpy as np
 
 from .data import iterate_batches
+from .fast_eval import FastLogWeights, unsupported_reason
 from .layers import exp_no_subnormal
 
 ESTIMATOR = "importance-sampled (IWAE) bound"
@@ -113,7 +114,8 @@ def evaluate_reconstruction(model, images_u8, *, batch_size=1000, seed=0, binari
     return {"rec": total / n, "n": n}
 
 
-def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None, labels=None):
+def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None, labels=None,
+                           log_weights=None):
     """Per-datapoint estimate of -log p(x) from k importance samples (the IWAE bound).
 
     Implements:  -log p(x_i) ~ -( logsumexp_l log w_il - log k ),
@@ -139,6 +141,10 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
     progress : callable(done, total), optional   called after each chunk (datapoint-samples)
     labels : (N,) ints, optional   for a conditional VAE (cvae.py): the bound on -log p(x|y),
                               log w = log p(x|z, y) + log p(z) - log q(z|x, y); the same draws
+    log_weights : callable(x, eps, q) -> (c, n), optional
+                              computes ``model.log_weights(x, eps, q=q)`` another way: the
+                              fused evaluation (fast_eval.FastLogWeights, ``evaluate(...,
+                              engine="fused")``). The draws and the log-sum-exp stay these.
 
     Returns
     -------
@@ -163,7 +169,8 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
         for c0 in range(0, k, chunk):
             c = min(chunk, k - c0)
             eps = rng.standard_normal((c, n, K), dtype=model.dtype)          # (c, n, K)
-            log_w = model.log_weights(xb, *yb, eps, q=q).astype(np.float64)  # (c, n)
+            log_w = (model.log_weights(xb, *yb, eps, q=q) if log_weights is None   # (c, n)
+                     else log_weights(xb, eps, q)).astype(np.float64)
             m_new = np.maximum(m, log_w.max(axis=0))
             s = (s * exp_no_subnormal(m - m_new)                              # rescale old sum to new max
                  + exp_no_subnormal(log_w - m_new).sum(axis=0))               # (weights far below it: no subnormals)
@@ -176,7 +183,7 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
 
 
 def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="none",
-             batch_size=1000, is_chunk=10, is_batch=100, progress=None, labels=None):
+             batch_size=1000, is_chunk=10, is_batch=100, progress=None, labels=None, engine="plain"):
     """The full report: test negative ELBO on all images, IS estimate of -log p(x) on the first ones.
 
     ``is_limit`` images (None = all) get the importance-sampled estimate with ``is_k``
@@ -188,7 +195,15 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
     standard error over images), is_k, is_n, estimator, binarize, conditional.
     ``labels`` (N,): a conditional VAE's labels; both numbers are then bounds on -log p(x|y)
     (``conditional`` True).
+    ``engine``: "plain" (the default) computes the importance weights with ``model.log_weights``;
+    "fused" with fast_eval.py on two cores -- the same numbers up to float32 rounding
+    (tests/test_fast_eval.py), for one hidden layer, relu and a Bernoulli decoder.
     """
+    if engine not in ("plain", "fused"):
+        raise ValueError(f"engine must be 'plain' or 'fused', got {engine!r}")
+    if engine == "fused" and (labels is not None or unsupported_reason(model) is not None):
+        raise ValueError("the fused evaluation cannot evaluate this model: "
+                         f"{unsupported_reason(model) or 'it is given labels'}; use engine='plain'")
     bound = evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize,
                            labels=labels)
     report = {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"],
@@ -201,8 +216,13 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
         eps_rng = np.random.default_rng(substream(seed, 3))
         x = np.concatenate(list(iterate_batches(subset, batch_size, binarize_rng,
                                                 binarize=binarize, shuffle=False)))
-        nll = importance_sampled_nll(model, x, is_k, rng=eps_rng, chunk=is_chunk, batch_size=is_batch,
-                                     progress=progress, labels=None if labels is None else labels[:len(x)])
+        run = dict(rng=eps_rng, chunk=is_chunk, batch_size=is_batch, progress=progress,
+                   labels=None if labels is None else labels[:len(x)])
+        if engine == "fused":
+            with FastLogWeights(model) as fast_log_weights:
+                nll = importance_sampled_nll(model, x, is_k, log_weights=fast_log_weights, **run)
+        else:
+            nll = importance_sampled_nll(model, x, is_k, **run)
         report.update(is_nll=float(nll.mean()), is_n=len(nll),
                       is_nll_sem=float(nll.std(ddof=1) / np.sqrt(len(nll))) if len(nll) > 1 else 0.0,
                       estimator=f"{ESTIMATOR}, k={int(is_k)}")

@@ -195,6 +195,17 @@ def test_evaluate_bad_arguments(trained, capsys, extra):
     one_error_line(capsys, "evaluate")
 
 
+def test_evaluate_with_the_fused_engine_gives_the_same_report(trained, capsys):
+    reports = []
+    for engine in ("plain", "fused"):
+        assert main(["evaluate", str(trained), "--is-k", "30", "--limit", "all", "--engine", engine,
+                     "--json"]) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    plain, fused = reports
+    assert fused["is_nll"] == pytest.approx(plain["is_nll"], rel=1e-6)
+    assert fused["test_nelbo"] == plain["test_nelbo"] and fused["is_n"] == plain["is_n"] == 40
+
+
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope.npz")]) == 2
     assert "no such checkpoint" in one_error_line(capsys, "evaluate")
@@ -401,6 +412,15 @@ def test_evaluate_an_autoencoder_reports_its_reconstruction_and_says_why_nothing
     assert main(["evaluate", str(checkpoint)]) == 0
     out, _ = capsys.readouterr()
     assert "an autoencoder" in out and "test reconstruction -log p(x|z)" in out and "ELBO" not in out
+
+
+@pytest.mark.parametrize("model, why", [("autoencoder", "it is an autoencoder"), ("cvae", "it is a conditional VAE")])
+def test_evaluate_fused_refuses_the_other_model_types_in_one_line(trained_types, capsys, model, why):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(trained_types[model]), "--engine", "fused"])
+    assert exit_.value.code == 2
+    err = one_error_line(capsys, "evaluate")
+    assert "--engine fused cannot evaluate this model" in err and why in err and "--engine plain" in err
 
 
 def test_evaluate_a_cvae_gives_both_bounds_on_log_p_x_given_y(trained_types, capsys):

@@ -1,0 +1,139 @@
+"""The fused evaluation (fast_eval.py) computes the read-along log w (VAE.log_weights).
+
+Both are compared with the same log w computed in float64 from the same float32 weights:
+each must be within the rounding error of a float32 sum of D terms, a bound a wrong term
+(a missing 1/2, a factor left out of a product, a pixel counted twice) exceeds by orders
+of magnitude.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from scratchvae.evaluate import evaluate, importance_sampled_nll
+from scratchvae.fast_eval import GROUP, FastLogWeights, unsupported_reason
+from scratchvae.vae import VAE
+from scratchvae.workers import _GET_BLAS_THREADS, set_blas_threads
+
+
+def in_float64(model):
+    """The same model with its float32 weights copied into float64: the 'exact' reference."""
+    exact = VAE(model.input_dim, model.hidden_dims, model.latent_dim, dtype=np.float64)
+    for name, value in model.params.items():
+        exact.params[name][...] = value
+    return exact
+
+
+def summation_bound(model, x, eps, q):
+    """Rounding of float32 terms x_d l_d - softplus(l_d) (a few eps each) and of their sum
+    over D (log2 D eps), and the same for the K terms of log p(z) - log q(z|x):
+    (2 log2(D) + 8) eps32 times the sum of the terms' magnitudes, in float64."""
+    exact = in_float64(model)
+    mu, logvar = (np.asarray(a, np.float64) for a in q)
+    z = mu + np.exp(0.5 * logvar) * eps
+    logits = exact.decode(z.reshape(-1, model.latent_dim)).reshape(*eps.shape[:2], -1)
+    terms = np.abs(x * logits) + np.logaddexp(0, logits)
+    gauss = (z ** 2 + logvar + eps ** 2 + 2).sum(axis=-1)
+    return (2 * np.log2(model.input_dim) + 8) * np.finfo(np.float32).eps * (terms.sum(axis=-1) + gauss)
+
+
+def both_and_exact(model, x, eps, threads):
+    q = model.encode(x)
+    with np.errstate(under="raise"):                           # no subnormal on the way, either
+        with FastLogWeights(model, threads=threads) as log_weights:
+            fast = log_weights(x, eps, q)
+        plain = model.log_weights(x, eps, q=q)
+    exact = in_float64(model).log_weights(x.astype(np.float64), eps.astype(np.float64),
+                                          q=tuple(a.astype(np.float64) for a in q))
+    return fast, plain, exact, summation_bound(model, x, eps, q)
+
+
+@settings(max_examples=40, deadline=None)
+@given(D=st.sampled_from([784, 100, 13, 1]), H=st.integers(1, 40), K=st.integers(1, 6),
+       L=st.integers(1, 4), N=st.integers(1, 9), threads=st.sampled_from([1, 2]),
+       scale=st.sampled_from([1.0, 30.0, 1000.0]), seed=st.integers(0, 2**16))
+def test_fused_log_weights_are_the_read_along_ones(D, H, K, L, N, threads, scale, seed):
+    """Any sizes (D odd, even, 1; one image, so nothing to split), weights scaled so that the
+    logits reach hundreds (exp(-|l|) far below float32's normal range)."""
+    rng = np.random.default_rng(seed)
+    model = VAE(D, [H], K, seed=seed)
+    model.params["dec.logits.W"][...] *= np.float32(scale)
+    x = rng.random((N, D)).astype(np.float32)
+    eps = rng.standard_normal((L, N, K), dtype=np.float32)
+    fast, plain, exact, bound = both_and_exact(model, x, eps, threads)
+    assert fast.shape == plain.shape == (L, N) and fast.dtype == np.float32
+    assert np.all(np.abs(plain - exact) <= bound)               # the bound holds for the read-along
+    assert np.all(np.abs(fast - exact) <= bound)                # and for the fused evaluation
+
+
+def test_on_the_reference_shapes_both_are_as_close_to_float64():
+    """784-400-20, a chunk of 10 samples x 100 images: the fused error is no larger than the
+    read-along one, where a wrong term would cost whole nats."""
+    rng = np.random.default_rng(1)
+    model = VAE(784, [400], 20, seed=1)
+    x = (rng.random((100, 784)) < 0.3).astype(np.float32) * rng.random((100, 784), dtype=np.float32)
+    eps = rng.standard_normal((10, 100, 20), dtype=np.float32)
+    fast, plain, exact, bound = both_and_exact(model, x, eps, threads=2)
+    assert np.abs(fast - exact).max() <= 2 * np.abs(plain - exact).max() + 1e-5
+    assert np.abs(fast - exact).max() < 1e-3 < 1 < np.abs(exact).min()
+    assert GROUP == 16 and 2.0 ** GROUP < np.finfo(np.float32).max      # a group's product stays finite
+
+
+def test_the_estimate_is_the_read_along_one():
+    """importance_sampled_nll with the fused log w: the same draws, so the same number."""
+    rng = np.random.default_rng(2)
+    model = VAE(784, [64], 5, seed=2)
+    x = rng.random((23, 784)).astype(np.float32)
+    plain = importance_sampled_nll(model, x, 37, rng=np.random.default_rng(7), chunk=4, batch_size=10)
+    with FastLogWeights(model) as log_weights:
+        fast = importance_sampled_nll(model, x, 37, rng=np.random.default_rng(7), chunk=4, batch_size=10,
+                                      log_weights=log_weights)
+    np.testing.assert_allclose(fast, plain, rtol=1e-6)
+
+
+def test_evaluate_with_the_fused_engine_reports_the_same_numbers():
+    rng = np.random.default_rng(3)
+    model = VAE(784, [32], 4, seed=3)
+    images = (rng.random((30, 784)) * 255).astype(np.uint8)
+    plain = evaluate(model, images, is_k=20, is_limit=25, seed=5)
+    fused = evaluate(model, images, is_k=20, is_limit=25, seed=5, engine="fused")
+    assert {k: v for k, v in fused.items() if k not in ("is_nll", "is_nll_sem")} == \
+           {k: v for k, v in plain.items() if k not in ("is_nll", "is_nll_sem")}
+    assert fused["is_nll"] == pytest.approx(plain["is_nll"], rel=1e-6)
+
+
+def test_the_blas_threads_come_back_and_the_helper_stops():
+    if _GET_BLAS_THREADS is None:
+        pytest.skip("OpenBLAS's thread count cannot be read here")
+    before = set_blas_threads(2)
+    try:
+        model = VAE(20, [8], 2, seed=0)
+        with FastLogWeights(model, threads=2) as log_weights:
+            assert _GET_BLAS_THREADS() == 1                      # one BLAS thread per worker
+            log_weights(np.zeros((4, 20), np.float32), np.zeros((1, 4, 2), np.float32), model.encode(np.zeros((4, 20))))
+        assert _GET_BLAS_THREADS() == 2 and log_weights._helper is None
+    finally:
+        set_blas_threads(before)
+
+
+@pytest.mark.parametrize("build, reason", [
+    (lambda: VAE(10, [8, 8], 2), "2 hidden layers"),
+    (lambda: VAE(10, [8], 2, activation="tanh"), "activation is tanh"),
+    (lambda: VAE(10, [8], 2, likelihood="gaussian"), "likelihood is gaussian"),
+])
+def test_what_it_cannot_evaluate_it_refuses_and_says_why(build, reason):
+    model = build()
+    assert reason in unsupported_reason(model)
+    with pytest.raises(ValueError, match=reason):
+        FastLogWeights(model)
+    with pytest.raises(ValueError, match=f"{reason}.*engine='plain'"):
+        evaluate(model, np.zeros((3, 10), np.uint8), is_k=2, engine="fused")
+    with pytest.raises(ValueError, match="engine must be"):
+        evaluate(model, np.zeros((3, 10), np.uint8), is_k=2, engine="fast")
+
+
+def test_a_conditional_vae_is_refused():
+    from scratchvae.cvae import CVAE
+    model = CVAE(10, [8], 2, n_classes=3)
+    assert "CVAE" in unsupported_reason(model)
+    with pytest.raises(ValueError, match="cannot evaluate this model"):
+        evaluate(model, np.zeros((3, 10), np.uint8), is_k=2, engine="fused", labels=np.zeros(3, int))
