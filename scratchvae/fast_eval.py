@@ -25,6 +25,8 @@ pixel, an exp and a log among them, all on one core. Here:
   lets go of Python's lock inside products and ufuncs, so the elementwise work runs on
   both cores, not only the products;
 * every array is allocated once and written with ``out=``.
+
+Derivation:  docs/derivations.md, section 11 (the fused evaluation)
 """
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +60,8 @@ class FastLogWeights:
 
         with FastLogWeights(model) as log_weights:
             log_w = log_weights(x, eps, q)           # (L, N), like model.log_weights
+
+    Derivation:  docs/derivations.md, section 11 (the fused evaluation)
     """
 
     def __init__(self, model, threads=2):
