@@ -16,11 +16,14 @@ Where the read-along evaluation spends its time is not the decoder's two matrix 
 but the elementwise work on the (samples x images, D) logits: about ten NumPy passes per
 pixel, an exp and a log among them, all on one core. Here:
 
+* the biases ride inside the products, a W + b = [a, 1] [W; b] (as in fast.py);
 * sum_d x_d l_d is one pass that reads the logits and writes nothing (np.einsum);
-* sum_d max(l_d, 0) = 1/2 (sum_d l_d + sum_d |l_d|): two sums instead of np.maximum;
+* sum_d max(l_d, 0) = 1/2 (sum_d l_d + sum_d |l_d|), and sum_d l_d = [h, 1] . (the row sums
+  of [W4; b4]), a matrix-vector product: no np.maximum over the logits;
 * sum_d log(1 + e^{-|l_d|}) = sum of log prod (1 + e^{-|l_d|}) over groups of 16 pixels.
   Every factor is in (1, 2], so a product of 16 is at most 2^16, far from overflow, and
   the log is taken once per 16 pixels instead of once per pixel;
+* log p(z) - log q(z|x) = 1/2 sum_k (logvar_k + eps_k^2 - z_k^2): (z - mu) / sigma is eps;
 * each chunk's images are split between two threads, each with a one-thread BLAS: NumPy
   lets go of Python's lock inside products and ufuncs, so the elementwise work runs on
   both cores, not only the products;
@@ -32,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .losses import gaussian_log_density
 from .vae import VAE
 from .workers import set_blas_threads
 
@@ -72,8 +74,9 @@ class FastLogWeights:
             raise ValueError(f"threads must be 1 or 2, got {threads!r}")
         P = model.params
         self.model = model
-        self.W3, self.b3 = P["dec.fc1.W"], P["dec.fc1.b"]
-        self.W4, self.b4 = P["dec.logits.W"], P["dec.logits.b"]
+        self.A3 = np.vstack([P["dec.fc1.W"], P["dec.fc1.b"]])         # [W3; b3]  (K + 1, H)
+        self.A4 = np.vstack([P["dec.logits.W"], P["dec.logits.b"]])   # [W4; b4]  (H + 1, D)
+        self.A4_row_sums = self.A4.sum(axis=1)                        # (H + 1,): sum_d l_d = [h, 1] . this
         self.threads = threads
         self.floor = model.dtype.type(np.log(np.finfo(model.dtype).tiny) + 1)  # as exp_no_subnormal
         self._buffers = [{}, {}]                    # per worker: arrays reused from chunk to chunk
@@ -106,35 +109,40 @@ class FastLogWeights:
             other.result()
         return log_w
 
-    def _buffer(self, worker, name, shape):
-        """An array of this worker's, at least ``shape``; reallocated only when it grows."""
+    def _buffer(self, worker, name, shape, last_column_ones=False):
+        """An array of this worker's of this shape, reallocated only when the shape changes.
+        ``last_column_ones``: an [a, 1] array, whose last column stays 1."""
         have = self._buffers[worker].get(name)
-        size = int(np.prod(shape))
-        if have is None or have.size < size:
-            have = self._buffers[worker][name] = np.empty(size, dtype=self.model.dtype)
-        return have[:size].reshape(shape)
+        if have is None or have.shape != shape:
+            have = self._buffers[worker][name] = np.empty(shape, dtype=self.model.dtype)
+            if last_column_ones:
+                have[:, -1] = 1
+        return have
 
     def _part(self, worker, x, eps, q, log_w, i0, i1):
         """log_w[:, i0:i1]: the images i0 ... i1 - 1 of the chunk, every sample of them."""
         mu, logvar = q[0][i0:i1], q[1][i0:i1]
         x, eps = x[i0:i1], eps[:, i0:i1]
         L, n, K = eps.shape
-        D, H = self.W4.shape[1], self.W4.shape[0]
-        z = mu + np.exp(0.5 * logvar) * eps                    # (L, n, K), as the read-along
+        (H, D), rows = (self.A4.shape[0] - 1, self.A4.shape[1]), L * n
+        za = self._buffer(worker, "za", (rows, K + 1), last_column_ones=True)   # [z, 1]
+        z = za[:, :K].reshape(L, n, K)
+        np.multiply(np.exp(0.5 * logvar), eps, out=z)          # z = mu + sigma * eps, as the
+        z += mu                                                # read-along computes it
 
-        h = self._buffer(worker, "h", (L * n, H))              # decoder: h = relu(z W3 + b3)
-        np.matmul(z.reshape(L * n, K), self.W3, out=h)
-        h += self.b3
+        ha = self._buffer(worker, "ha", (rows, H + 1), last_column_ones=True)   # [h, 1]
+        h = ha[:, :H]                                          # decoder: h = relu([z, 1] [W3; b3])
+        np.matmul(za, self.A3, out=h)
         np.maximum(h, 0, out=h)
-        logits = self._buffer(worker, "logits", (L * n, D))    # l = h W4 + b4
-        np.matmul(h, self.W4, out=logits)
-        logits += self.b4
+        logits = self._buffer(worker, "logits", (rows, D))     # l = [h, 1] [W4; b4]
+        np.matmul(ha, self.A4, out=logits)
         l = logits.reshape(L, n, D)
 
         x_dot_l = np.einsum("lnd,nd->ln", l, x)                # sum_d x_d l_d
-        t = self._buffer(worker, "t", (L * n, D))
+        sum_l = (ha @ self.A4_row_sums).reshape(L, n)          # sum_d l_d, a matrix-vector product
+        t = self._buffer(worker, "t", (rows, D))
         np.abs(logits, out=t)                                  # |l|
-        sum_max = 0.5 * (l.sum(axis=-1) + t.reshape(L, n, D).sum(axis=-1))  # sum_d max(l_d, 0)
+        sum_max = 0.5 * (sum_l + t.reshape(L, n, D).sum(axis=-1))   # sum_d max(l_d, 0)
         np.negative(t, out=t)
         np.maximum(t, self.floor, out=t)                       # (no subnormal: exp_no_subnormal)
         np.exp(t, out=t)
@@ -148,6 +156,8 @@ class FastLogWeights:
         sum_log1p = logs.reshape(L, n, width).sum(axis=-1)     # sum_d log(1 + e^{-|l_d|})
 
         log_px_z = x_dot_l - (sum_max + sum_log1p)             # sum_d [x_d l_d - softplus(l_d)]
-        log_pz = gaussian_log_density(z, 0.0, 0.0)             # log p(z), p = N(0, I)
-        log_qz_x = gaussian_log_density(z, mu, logvar)         # log q(z|x)
-        log_w[:, i0:i1] = log_px_z + log_pz - log_qz_x
+        # log p(z) - log q(z|x) = 1/2 sum_k [logvar_k + (z_k - mu_k)^2 / sigma_k^2 - z_k^2], and
+        # (z - mu) / sigma is eps: the log(2 pi) terms cancel, nothing is divided
+        log_pz_minus_log_qz = 0.5 * (np.einsum("lnk,lnk->ln", eps, eps) - np.einsum("lnk,lnk->ln", z, z)
+                                     + logvar.sum(axis=-1))
+        log_w[:, i0:i1] = log_px_z + log_pz_minus_log_qz
