@@ -7,6 +7,8 @@ of 10 samples x 100 images (1,000 decoder rows). This times, for one such chunk,
 reference shapes (784-400-20-400-784, float32, 2-thread OpenBLAS as evaluation runs it):
 
     log_weights_ms     the whole call: z, the decoder, log p(x|z), log p(z), log q(z|x)
+    fused_ms           the same log w from fast_eval.FastLogWeights (evaluate --engine fused),
+                       two threads with a one-thread BLAS each
     products_ms        the decoder's two matrix products alone, same shapes
     elementwise_ms     the difference: bias additions, relu, the Bernoulli log-likelihood
                        (softplus and the sums), the two Gaussian log-densities
@@ -29,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from scratchvae.checkpoint import load_model                          # noqa: E402
 from scratchvae.data import load                                       # noqa: E402
+from scratchvae.fast_eval import FastLogWeights                        # noqa: E402
 from scratchvae.vae import VAE                                         # noqa: E402
 from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
 from profile_fused import median_ms                                   # noqa: E402  (benchmarks/)
@@ -63,6 +66,8 @@ def main(argv=None):
               "chunk": f"{c} samples x {n} images"}
     record["log_weights_ms"] = median_ms(lambda: model.log_weights(x, eps, q=q), args.reps, 7)
     record["products_ms"] = median_ms(products, args.reps, 7)
+    with FastLogWeights(model) as fused:
+        record["fused_ms"] = median_ms(lambda: fused(x, eps, q), args.reps, 7)
     record["elementwise_ms"] = round(record["log_weights_ms"] - record["products_ms"], 3)
     record["products_share"] = round(record["products_ms"] / record["log_weights_ms"], 3)
     print(json.dumps(record))
