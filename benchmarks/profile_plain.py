@@ -41,9 +41,7 @@ from scratchvae.fast import set_blas_threads                          # noqa: E4
 from scratchvae.optim import Adam                                     # noqa: E402
 from scratchvae.vae import VAE                                        # noqa: E402
 from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
-from profile_fused import median_ms                                   # noqa: E402  (benchmarks/)
-
-DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
+from profile_fused import DEFAULT_DATA_DIR, median_ms                 # noqa: E402  (benchmarks/)
 
 
 def main(argv=None):

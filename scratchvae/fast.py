@@ -52,14 +52,23 @@ from .workers import PrivateArena, ProcessPair, SharedArena, ThreadPair, set_bla
 # ---------------------------------------------------------------------------------------
 
 
+def architecture_reason(model, who="the fused step"):
+    """None for the PyTorch example's architecture (one hidden layer, relu, bernoulli),
+    otherwise why ``who`` cannot compute this model (a sentence). fast_eval.py uses it too."""
+    if len(model.hidden_dims) != 1:
+        return f"it has {len(model.hidden_dims)} hidden layers ({who} handles one)"
+    if model.activation != "relu":
+        return f"its activation is {model.activation} ({who} handles relu)"
+    if model.likelihood != "bernoulli":
+        return f"its likelihood is {model.likelihood} ({who} handles bernoulli)"
+    return None
+
+
 def unsupported_reason(model):
     """None if the fused step computes this model's loss, otherwise why not (a sentence)."""
-    if len(model.hidden_dims) != 1:
-        return f"it has {len(model.hidden_dims)} hidden layers (the fused step handles one)"
-    if model.activation != "relu":
-        return f"its activation is {model.activation} (the fused step handles relu)"
-    if model.likelihood != "bernoulli":
-        return f"its likelihood is {model.likelihood} (the fused step handles bernoulli)"
+    reason = architecture_reason(model)
+    if reason is not None:
+        return reason
     if model.n_samples != 1:
         return f"it draws L = {model.n_samples} samples of z (the fused step draws one)"
     return None

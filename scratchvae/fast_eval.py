@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .fast import architecture_reason
 from .vae import VAE
 from .workers import set_blas_threads
 
@@ -45,13 +46,7 @@ def unsupported_reason(model):
     """None if this file computes the model's log w, otherwise why not (a sentence)."""
     if type(model) is not VAE:
         return f"it is a {type(model).__name__} (the fused evaluation handles the VAE)"
-    if len(model.hidden_dims) != 1:
-        return f"it has {len(model.hidden_dims)} hidden layers (the fused evaluation handles one)"
-    if model.activation != "relu":
-        return f"its activation is {model.activation} (the fused evaluation handles relu)"
-    if model.likelihood != "bernoulli":
-        return f"its likelihood is {model.likelihood} (the fused evaluation handles bernoulli)"
-    return None
+    return architecture_reason(model, "the fused evaluation")
 
 
 class FastLogWeights:
