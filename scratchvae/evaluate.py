@@ -155,7 +155,7 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
         raise ValueError(f"k, chunk and batch_size must be positive, got {k}, {chunk}, {batch_size}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    x = np.asarray(x)
+    x = np.asarray(x) if log_weights is None else model._check_x(x)   # (model.log_weights checks its x)
     N, K = len(x), model.latent_dim
     nll = np.empty(N, dtype=np.float64)
     done = 0

@@ -90,6 +90,16 @@ def test_the_estimate_is_the_read_along_one():
     np.testing.assert_allclose(fast, plain, rtol=1e-6)
 
 
+def test_bad_data_is_refused_as_by_the_read_along_estimator():
+    model = VAE(10, [8], 2, seed=0)
+    with FastLogWeights(model) as log_weights:
+        for bad, why in ((np.zeros((3, 9)), "shape"), (np.full((3, 10), 255, np.uint8), "divide"),
+                         (np.full((3, 10), np.nan), "nan or inf")):
+            for fused in (None, log_weights):
+                with pytest.raises(ValueError, match=why):
+                    importance_sampled_nll(model, bad, 4, rng=np.random.default_rng(0), log_weights=fused)
+
+
 def test_evaluate_with_the_fused_engine_reports_the_same_numbers():
     rng = np.random.default_rng(3)
     model = VAE(784, [32], 4, seed=3)
