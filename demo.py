@@ -145,7 +145,7 @@ def main(argv=None):
         sweep = QUICK["beta_sweep"] if args.limit else settings["beta_sweep"]
         paths["beta_sweep"] = args.out / "11_beta_sweep.png"
         run_beta_sweep(train_images, test_images[:1000], test_labels[:1000], seed=args.seed, log=say,
-                       figure_path=paths["beta_sweep"], **sweep)       # on 1,000 test digits, as figure 10
+                       figure_path=paths["beta_sweep"], binarize=args.binarize, **sweep)   # on 1,000 test digits, as figure 10
         paths["explorer"] = args.out / "explorer.html"
         write_explorer(paths["explorer"], model2d, images=x_test[:MAX_POINTS], labels=test_labels[:MAX_POINTS],
                        title=f"scratchvae demo, {args.dataset}, 2-D latent space",

@@ -44,6 +44,7 @@ only in beta.
 writes OUT/11_beta_sweep.png and OUT/beta_sweep.json and prints the table.
 """
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -54,8 +55,8 @@ import numpy as np
 
 from . import plots
 from .cli import _Parser, nonnegative_int, positive_int
-from .data import DATASETS, DataError, _split_arg, load
-from .evaluate import evaluate_nelbo
+from .data import DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
+from .evaluate import evaluate_nelbo, substream
 from .train import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
 
 BETAS = (0.0, 0.1, 1.0, 4.0, 25.0)
@@ -70,21 +71,25 @@ def sweep_config(beta, epochs=EPOCHS, seed=1):
                        binarize="none", beta=beta, epochs=epochs, seed=seed)
 
 
-def measure(model, test_images, seed):
+def measure(model, test_images, seed, binarize="none"):
     """Distortion, rate and the codes of a trained model on the test images.
 
     Implements:  D = mean_i -log p(x_i|z_i),  z_i = mu_i + sigma_i eps_i   (one eps per image)
                  R = mean_i KL(q(z|x_i) || N(0, I))                         (closed form, slide 12)
                  -ELBO = D + R                                              (the bound, beta = 1)
     The same numbers the trainer logs each epoch as test_rec and test_kl (evaluate_nelbo with
-    the run's evaluation stream, from ``seed``).
+    the run's evaluation stream, from ``seed``); the codes of the images as that evaluation
+    sees them (``binarize``: as the run was trained).
     Shapes:      test_images (N, 784) uint8 -> dict; codes mu (N, K)
     Returns:     dict(distortion, rate, nelbo, active_units, codes, code_mean (K,), code_std (K,),
                  inside = the fraction of codes within the circle that holds 95 % of N(0, I),
                  as autoencoder.compare_with_vae measures it for figure 10)
     """
-    bound = evaluate_nelbo(model, test_images, seed=derive_streams(seed)["eval"])
-    codes = model.encode(test_images.astype(model.dtype) / 255)[0].astype(np.float64)   # E_q[z] = mu
+    eval_seed = derive_streams(seed)["eval"]
+    bound = evaluate_nelbo(model, test_images, seed=eval_seed, binarize=binarize)
+    x = next(iterate_batches(test_images, len(test_images), np.random.default_rng(substream(eval_seed, 0)),
+                             binarize=binarize, shuffle=False))          # pixels / 255, or 0/1 draws
+    codes = model.encode(x)[0].astype(np.float64)                        # E_q[z] = mu
     return {"distortion": bound["rec"], "rate": bound["kl"], "nelbo": bound["nelbo"],
             "active_units": bound["active_units"], "codes": codes,
             "code_mean": codes.mean(axis=0), "code_std": codes.std(axis=0),
@@ -92,12 +97,14 @@ def measure(model, test_images, seed):
 
 
 def run_beta_sweep(train_images, test_images, test_labels, betas=BETAS, epochs=EPOCHS, seed=1,
-                   log=print, figure_path=None, n_samples=N_PRIOR_SAMPLES, config=sweep_config):
+                   log=print, figure_path=None, n_samples=N_PRIOR_SAMPLES, config=sweep_config,
+                   binarize="none"):
     """Train one model per beta on ``train_images``, measure each on ``test_images``, draw figure 11.
 
     ``train_images``, ``test_images``: uint8 (N, 784); ``test_labels`` (N,) colour the codes in
     the figure, written to ``figure_path`` when it is given (plots.plot_beta_sweep).
-    ``config(beta, epochs, seed)`` makes each run's TrainConfig (tests pass a smaller model).
+    ``config(beta, epochs, seed)`` makes each run's TrainConfig (tests pass a smaller model);
+    ``binarize`` replaces its targets (as ``--binarize`` does for the demo's other models).
     Every model decodes the same n_samples draws z ~ N(0, I) (made from ``seed``).
     Returns:  a list, one dict per beta in the order given: beta, distortion, rate, nelbo
               (D + R), objective (D + beta R, what that run minimised), active_units, codes
@@ -111,9 +118,9 @@ def run_beta_sweep(train_images, test_images, test_labels, betas=BETAS, epochs=E
     results = []
     for beta in betas:
         start = time.perf_counter()
-        model, history = train(config(beta, epochs, seed), train_images=train_images,
-                               test_images=test_images, log=False)
-        numbers = measure(model, test_images, seed)
+        run = dataclasses.replace(config(beta, epochs, seed), binarize=binarize)
+        model, history = train(run, train_images=train_images, test_images=test_images, log=False)
+        numbers = measure(model, test_images, seed, binarize)
         z_prior = np.random.default_rng(seed).standard_normal((int(n_samples), model.latent_dim))
         numbers.update(beta=beta, objective=numbers["distortion"] + beta * numbers["rate"],
                        samples=model.decode_mean(z_prior), history=history,
@@ -173,6 +180,8 @@ def build_parser():
     p.add_argument("--train-split", type=_split_arg, default="train", help="e.g. train, 'test[:9000]'")
     p.add_argument("--test-split", type=_split_arg, default="test", help="e.g. test, 'test[9000:]'")
     p.add_argument("--no-download", dest="download", action="store_false", help="never download")
+    p.add_argument("--binarize", type=_binarize_arg, default="none",
+                   help="targets: grey levels (none, the default), dynamic or threshold")
     p.add_argument("--betas", type=_beta, nargs="+", default=list(BETAS), metavar="BETA",
                    help=f"KL weights (default: {' '.join(f'{b:g}' for b in BETAS)})")
     p.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"epochs per beta (default: {EPOCHS})")
@@ -197,7 +206,7 @@ def main(argv=None):
         path = args.out / "11_beta_sweep.png"
         results = run_beta_sweep(train_split.images, test_split.images, test_split.labels,
                                  betas=args.betas, epochs=args.epochs, seed=args.seed, log=say,
-                                 figure_path=path)
+                                 figure_path=path, binarize=args.binarize)
         keep = ("beta", "distortion", "rate", "nelbo", "objective", "active_units", "inside", "seconds")
         (args.out / "beta_sweep.json").write_text(json.dumps(
             [{**{k: r[k] for k in keep}, "code_mean": r["code_mean"].tolist(), "code_std": r["code_std"].tolist()}

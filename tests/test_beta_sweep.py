@@ -56,6 +56,19 @@ def test_each_run_trained_its_own_beta_and_the_numbers_are_the_trainers(tiny_swe
     assert table(tiny_sweep).count("\n") == 2 + len(tiny_sweep) - 1
 
 
+@pytest.mark.parametrize("binarize", ["threshold", "dynamic"])
+def test_binarized_targets_reach_every_run_and_its_numbers(binarize):
+    """--binarize (the demo's, the command's) trains and measures each run on 0/1 targets:
+    its D and R are still the trainer's own, and they differ from the grey-level run's."""
+    images = (IMAGES * 0.7).astype(np.uint8)                 # grey levels, so that a cut at 0.5 changes them
+    grey, binary = (run_beta_sweep(images[:500], images[500:], LABELS, betas=(1,), epochs=2, seed=1,
+                                   log=lambda _: None, config=tiny_config, n_samples=4, binarize=b)[0]
+                    for b in ("none", binarize))
+    last = binary["history"][-1]
+    assert (binary["distortion"], binary["rate"]) == (last["test_rec"], last["test_kl"])
+    assert binary["distortion"] != grey["distortion"] and not np.array_equal(binary["codes"], grey["codes"])
+
+
 def test_beta_zero_has_no_kl_gradient_and_beta_scales_the_known_one():
     """loss = rec + beta KL: the decoder's gradients do not depend on beta, and the encoder's
     heads differ from beta = 0's by beta times dKL/dmu = mu, dKL/dlogvar = (sigma^2 - 1)/2."""
