@@ -55,7 +55,7 @@ import numpy as np
 
 from . import plots
 from .cli import _Parser, nonnegative_int, positive_int
-from .data import DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
+from .data import BINARIZE, DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
 from .evaluate import evaluate_nelbo, substream
 from .train import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
 
@@ -180,7 +180,7 @@ def build_parser():
     p.add_argument("--train-split", type=_split_arg, default="train", help="e.g. train, 'test[:9000]'")
     p.add_argument("--test-split", type=_split_arg, default="test", help="e.g. test, 'test[9000:]'")
     p.add_argument("--no-download", dest="download", action="store_false", help="never download")
-    p.add_argument("--binarize", type=_binarize_arg, default="none",
+    p.add_argument("--binarize", type=_binarize_arg, default="none", metavar="{" + ",".join(BINARIZE) + "}",
                    help="targets: grey levels (none, the default), dynamic or threshold")
     p.add_argument("--betas", type=_beta, nargs="+", default=list(BETAS), metavar="BETA",
                    help=f"KL weights (default: {' '.join(f'{b:g}' for b in BETAS)})")
