@@ -161,19 +161,23 @@ def main(argv=None):
 
         # the products alone, with the shapes and out= arrays the phases use
         P, A, G, st = model.params, one.A, one.G, one
-        r = slice(0, half)
-        scratch = np.empty((half, H), np.float32)
+        def phase1_products_of(r, dz):
+            """The products of phase 1 for the batch rows r (dz: that worker's (rows, K) array)."""
+            scratch = np.empty((r.stop - r.start, H), np.float32)
 
-        def phase1_products():
-            np.matmul(st.x[r], P["enc.fc1.W"], out=st.h1a[r, :H])
-            np.matmul(st.h1a[r], A["enc.mu"], out=st.mu[r])
-            np.matmul(st.h1a[r], A["enc.logvar"], out=st.logvar[r])
-            np.matmul(st.za[r], A["dec.fc1"], out=st.h3a[r, :H])
-            np.matmul(st.h3a[r], A["dec.logits"], out=st.logits[r])
-            np.matmul(st.dl[r], P["dec.logits.W"].T, out=st.da3[r])
-            np.matmul(st.da3[r], P["dec.fc1.W"].T, out=w0.dz[:half])
-            np.matmul(st.dmu[r], P["enc.mu.W"].T, out=st.da1[r])
-            np.matmul(st.dlogvar[r], P["enc.logvar.W"].T, out=scratch)
+            def products():
+                np.matmul(st.x[r], P["enc.fc1.W"], out=st.h1a[r, :H])
+                np.matmul(st.h1a[r], A["enc.mu"], out=st.mu[r])
+                np.matmul(st.h1a[r], A["enc.logvar"], out=st.logvar[r])
+                np.matmul(st.za[r], A["dec.fc1"], out=st.h3a[r, :H])
+                np.matmul(st.h3a[r], A["dec.logits"], out=st.logits[r])
+                np.matmul(st.dl[r], P["dec.logits.W"].T, out=st.da3[r])
+                np.matmul(st.da3[r], P["dec.fc1.W"].T, out=dz)
+                np.matmul(st.dmu[r], P["enc.mu.W"].T, out=st.da1[r])
+                np.matmul(st.dlogvar[r], P["enc.logvar.W"].T, out=scratch)
+            return products
+
+        phase1_products = phase1_products_of(slice(0, half), w0.dz[:half])
 
         def phase2_products_w0():
             np.matmul(st.x[:B].T, st.da1[:B], out=G["enc.fc1.W"])
@@ -192,19 +196,7 @@ def main(argv=None):
         # the same products on both cores at once, as the step runs them: worker 1's share
         # (its phase-1 rows, then the decoder's gradients) in a second thread, meeting worker 0
         # after each phase like the fused step's workers do
-        r1, scratch1 = slice(half, B), np.empty((B - half, H), np.float32)
-
-        def phase1_products_w1():
-            np.matmul(st.x[r1], P["enc.fc1.W"], out=st.h1a[r1, :H])
-            np.matmul(st.h1a[r1], A["enc.mu"], out=st.mu[r1])
-            np.matmul(st.h1a[r1], A["enc.logvar"], out=st.logvar[r1])
-            np.matmul(st.za[r1], A["dec.fc1"], out=st.h3a[r1, :H])
-            np.matmul(st.h3a[r1], A["dec.logits"], out=st.logits[r1])
-            np.matmul(st.dl[r1], P["dec.logits.W"].T, out=st.da3[r1])
-            np.matmul(st.da3[r1], P["dec.fc1.W"].T, out=w1.dz[:B - half])
-            np.matmul(st.dmu[r1], P["enc.mu.W"].T, out=st.da1[r1])
-            np.matmul(st.dlogvar[r1], P["enc.logvar.W"].T, out=scratch1)
-
+        phase1_products_w1 = phase1_products_of(slice(half, B), w1.dz[:B - half])
         record["products_both_cores"] = concurrent_ms(
             (phase1_products, phase2_products_w0), (phase1_products_w1, phase2_products_w1),
             args.steps, args.rounds)
