@@ -293,13 +293,20 @@ def _train_step(model, optimizer, x, fused=None, y=None):
 
 
 def _check_finite(model, loss, parts):
-    """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient)."""
+    """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient).
+
+    The gradient test is the fused step's (fast.py): its squared norm g . g must be finite,
+    which also refuses a finite gradient so large that g . g overflows (|g| above 1.8e19 in
+    float32), so that both steps stop at the same step with the same message.
+    """
     if not math.isfinite(loss):
         kl = f", KL {parts['kl']}" if "kl" in parts else ""
         raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}{kl})")
-    if not np.isfinite(model.flat_grads.sum()):              # one cheap reduction: inf/nan propagate
-        bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), "?")
-        raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}")
+    g = model.flat_grads
+    if not np.isfinite(np.dot(g, g)):                         # |g|^2, one BLAS pass: inf/nan propagate
+        bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), None)
+        raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
+                            if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -319,6 +319,25 @@ def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
     assert np.array_equal(optimizer_model.flat_params, theta) and adam.t == 0
 
 
+def test_a_finite_gradient_whose_squared_norm_overflows_stops_as_the_fused_step_does(monkeypatch):
+    real = VAE.loss_and_grads
+
+    def huge(self, x, eps=None):
+        loss, parts = real(self, x, eps)
+        self.grads["enc.fc1.W"][0, 0] = 1e20                   # finite in float32; its square is not
+        return loss, parts
+
+    monkeypatch.setattr(VAE, "loss_and_grads", huge)
+    model = VAE(36, [12], 3, seed=0)
+    from scratchvae import Adam
+    adam = Adam(model.flat_params, model.flat_grads)
+    theta = model.flat_params.copy()
+    with pytest.raises(train_module.NonFiniteStep, match=r"gradient overflows \(its squared norm is inf\)"):
+        train_module._train_step(model, adam, TRAIN[:16].astype(np.float32) / 255)
+    assert np.isfinite(model.flat_grads).all()
+    assert np.array_equal(model.flat_params, theta) and adam.t == 0
+
+
 def test_the_fused_step_guards_before_the_update_too():
     from scratchvae import Adam
     from scratchvae.fast import FusedStep
