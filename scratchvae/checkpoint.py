@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .autoencoder import Autoencoder
+from .config import ConfigError, TrainConfig
 from .cvae import CVAE
 from .vae import VAE
 
@@ -523,8 +524,7 @@ def parameter_shapes(model):
 
 
 def _check_config(doc, model, c):
-    """config.json: a TrainConfig (train.py checks each field) that agrees with model.json."""
-    from .train import ConfigError, TrainConfig          # train.py imports this module
+    """config.json: a TrainConfig (config.py checks each field) that agrees with model.json."""
     c.need(isinstance(doc, dict), "config.json", None, "a JSON object", doc)
     try:
         config = TrainConfig.from_dict(doc)

@@ -5,8 +5,8 @@ Three model types train here (``TrainConfig.model``): "vae" (vae.py; iwae.py wit
 KL) and "cvae" (cvae.py: the conditional VAE, given each image's label). Each has its own
 ``loss_and_grads``; everything else -- batches, seeds, Adam, checkpoints, resume -- is shared.
 
-Read top to bottom: ``TrainConfig`` (every knob, one comment each), then ``train``, whose
-inner loop is the lecture's recipe for stochastic gradient descent on the negative ELBO:
+Read ``train``, whose inner loop is the lecture's recipe for stochastic gradient descent on
+the negative ELBO, with ``TrainConfig`` (config.py: every knob, one comment each) beside it:
 
     for each epoch:  for each batch x:
         loss, parts = model.loss_and_grads(x)     # forward + backward, slide 15 (vae.py)
@@ -33,47 +33,35 @@ epoch's batches from that state without training on them (cheap: no forward pass
 remaining batches, eps draws and updates are the very ones of the uninterrupted run:
 same losses, same parameters, bit for bit (tests/test_train.py checks this).
 """
-import csv
-import io
-import json
 import math
-import os
 import signal
-import sys
-import tempfile
 import threading
 import time
-import zlib
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 import numpy as np
 
-try:
-    import fcntl                                          # the run directory's lock (POSIX)
-except ImportError:                                       # pragma: no cover  (Windows)
-    fcntl = None
-
 from .autoencoder import Autoencoder
-from .checkpoint import CheckpointError, load_checkpoint, load_parameters, save_checkpoint, write_text_atomic
+from .checkpoint import load_checkpoint
+from .config import ENGINES, MODELS, OBJECTIVES, RESUMABLE_CHANGES, ConfigError, TrainConfig, check_resumable
 from .cvae import CVAE, N_CLASSES
-from .data import BINARIZE, DATASETS, DataError, iterate_batches, load, parse_split
+from .data import DataError, iterate_batches, load
 from .evaluate import evaluate_nelbo, evaluate_reconstruction, substream
 from .fast import FusedStep, NonFiniteStep, unsupported_reason
 from .iwae import IWAE
-from .layers import ACTIVATIONS
 from .optim import Adam
-from .vae import LIKELIHOODS, VAE
+from .progress import Log, describe_run
+from .run_dir import (CHECKPOINT_NAME, HISTORY_NAMES, check_writable, exclusive, file_identity, fingerprint,
+                      remove_stale_temporaries, restore, save, write_history)
+from .vae import VAE
 
-CHECKPOINT_NAME = "checkpoint.npz"
-HISTORY_NAMES = ("history.json", "history.csv")
-
-
-class ConfigError(ValueError):
-    """A training configuration value is invalid (the message names the field)."""
+# what ``from scratchvae.train import ...`` offers (the configuration and the run directory's
+# names live in config.py and run_dir.py; they are importable from here as before)
+__all__ = ["train", "TrainConfig", "ConfigError", "TrainingDiverged", "TrainingInterrupted", "build_model",
+           "derive_streams", "beta_at", "fingerprint", "CHECKPOINT_NAME", "HISTORY_NAMES", "ENGINES",
+           "MODELS", "OBJECTIVES", "RESUMABLE_CHANGES"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,158 +80,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(message)
         self.checkpoint, self.epoch, self.step = checkpoint, epoch, step
         self.model, self.history, self.signum = model, history, signum
-
-
-# ---------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. ``scratchvae train`` maps its flags onto it.
-
-    The defaults are the PyTorch example VAE's protocol (784-400-20-400-784, ReLU,
-    Bernoulli, Adam lr 1e-3, batch 128, one z per image, 10 epochs) on MNIST.
-    """
-    # --- data (see data.py)
-    dataset: str = "mnist"                # "mnist" or "fashion-mnist"
-    data_dir: Optional[str] = None        # directory with the IDX files; None: data.py's lookup order
-    train_split: str = "train"            # split trained on, e.g. "train", "test[:9000]"
-    test_split: str = "test"              # split evaluated after every epoch, e.g. "test[9000:]"
-    binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "threshold" 0/1
-    download: bool = True                 # may data.py download missing files
-    # --- model (see vae.py)
-    model: str = "vae"                    # "vae" (vae.py), "autoencoder" (autoencoder.py: no KL) or "cvae" (cvae.py: given y)
-    hidden: tuple = (400,)                # hidden sizes of the encoder; the decoder mirrors them
-    latent: int = 20                      # K, the dimension of z
-    activation: str = "relu"              # hidden activation: relu, tanh, sigmoid, softplus
-    likelihood: str = "bernoulli"         # p(x|z): "bernoulli" (logits) or "gaussian"
-    n_samples: int = 1                    # L, samples of z per image in each training step
-    # --- objective
-    beta: float = 1.0                     # weight of the KL term (1 = the ELBO)
-    warmup_epochs: float = 0.0            # linear KL warm-up: beta ramps 0 -> beta over this many epochs, per step
-    objective: str = "elbo"               # "elbo" (vae.py, slide 15) or "iwae": the k-sample bound L_k (iwae.py)
-    iwae_k: int = 5                       # k, importance samples per image for objective "iwae"
-    # --- optimisation
-    batch_size: int = 128                 # images per step
-    lr: float = 1e-3                      # Adam's learning rate
-    epochs: int = 10                      # passes over the training split (the total, also on resume)
-    seed: int = 1                         # master seed of every random stream (see the module docstring)
-    # --- speed: neither changes what is computed, beyond float rounding
-    engine: str = "plain"                 # "plain": vae.py's read-along step; "fused": fast.py's, the same numbers
-    threads: int = 2                      # CPU cores for the fused step (1 or 2)
-    # --- output
-    out: Optional[str] = None             # run directory for checkpoint.npz and history.*; None: write nothing
-    eval_batch: int = 1000                # images per forward pass when evaluating (memory, not result)
-
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self):
-        """Normalise types and check every field; raise ``ConfigError`` naming the first bad one."""
-        def need(ok, field, what):
-            if not ok:
-                raise ConfigError(f"{field} must be {what}, got {getattr(self, field)!r}")
-
-        def is_int(v):
-            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-        def is_number(v):                   # finite, and not a bool (huge ints count as infinite)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                return False
-            return (abs(v) < 1e300 if isinstance(v, int) else math.isfinite(v))
-
-        def one_of(v, names):               # names are strings; a list or dict is not one of them
-            return isinstance(v, str) and v in names
-
-        need(one_of(self.dataset, DATASETS), "dataset", f"one of {', '.join(DATASETS)}")
-        for field in ("train_split", "test_split"):
-            need(isinstance(getattr(self, field), str), field, "a split like 'train' or 'test[9000:]'")
-            try:
-                parse_split(getattr(self, field))
-            except DataError as e:
-                raise ConfigError(f"{field}: {e}") from None
-        need(one_of(self.binarize, BINARIZE), "binarize", f"one of {', '.join(BINARIZE)}")
-        need(isinstance(self.download, bool), "download", "True or False")
-        if is_int(self.hidden):
-            self.hidden = (self.hidden,)
-        need(isinstance(self.hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in self.hidden),
-             "hidden", "a list of positive integers (e.g. [400] or [512, 256]; [] for linear maps)")
-        self.hidden = tuple(int(h) for h in self.hidden)
-        need(is_int(self.latent) and self.latent >= 1, "latent", "a positive integer")
-        need(one_of(self.activation, ACTIVATIONS), "activation", f"one of {', '.join(ACTIVATIONS)}")
-        need(one_of(self.likelihood, LIKELIHOODS), "likelihood", f"one of {', '.join(LIKELIHOODS)}")
-        need(is_int(self.n_samples) and self.n_samples >= 1, "n_samples", "a positive integer")
-        need(is_number(self.beta) and self.beta >= 0, "beta", "a finite number >= 0")
-        need(is_number(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
-             "a finite number >= 0 (0 = no warm-up)")
-        need(one_of(self.objective, OBJECTIVES), "objective", f"one of {', '.join(OBJECTIVES)}")
-        need(is_int(self.iwae_k) and self.iwae_k >= 1, "iwae_k", "a positive integer")
-        if self.objective == "iwae":
-            need(self.beta == 1, "beta", "1 with objective 'iwae' (L_k has no KL weight)")
-            need(self.warmup_epochs == 0, "warmup_epochs", "0 with objective 'iwae' (L_k has no KL weight)")
-            need(self.n_samples == 1, "n_samples", "1 with objective 'iwae' (it draws iwae_k samples)")
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
-        need(is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0")
-        need(is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS, "epochs",   # (a time estimate is a float)
-             f"a positive integer (at most {MAX_EPOCHS:,})")
-        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
-        need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
-        need(one_of(self.engine, ENGINES), "engine", f"one of {', '.join(ENGINES)}")
-        need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
-        need(one_of(self.model, MODELS), "model", f"one of {', '.join(MODELS)}")
-        if self.model != "vae":
-            need(self.engine == "plain", "engine", f"'plain' with model '{self.model}' (the fused "
-                 f"step trains the VAE only; leave --engine out)")
-            need(self.objective == "elbo", "objective", f"'elbo' with model '{self.model}' (the "
-                 f"importance-weighted bound is the VAE's; leave --objective out)")
-        if self.model == "autoencoder":                 # -log p(x|z) alone: nothing to weight or sample
-            need(self.beta == 1, "beta", "1 with model 'autoencoder' (it has no KL term to "
-                 "weight; leave --beta out)")
-            need(self.warmup_epochs == 0, "warmup_epochs", "0 with model 'autoencoder' (it has no "
-                 "KL term to warm up; leave --warmup-epochs out)")
-            need(self.n_samples == 1, "n_samples", "1 with model 'autoencoder' (its z = encoder(x) "
-                 "is not sampled; leave --samples out)")
-        for field in ("data_dir", "out"):
-            value = getattr(self, field)
-            need(value is None or (isinstance(value, (str, os.PathLike)) and "\0" not in str(value)),
-                 field, "a directory path (or None)")
-        # absolute, so that a run resumed or evaluated from another directory finds its data
-        self.data_dir = None if self.data_dir is None else os.path.abspath(os.path.expanduser(self.data_dir))
-        self.out = None if self.out is None else str(self.out)
-        return self
-
-    def to_dict(self):
-        """A JSON-ready dict (``hidden`` as a list)."""
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of ``to_dict``; unknown fields are an error, not silently dropped.
-
-        A configuration written before the model types has no "model": it is a "vae"."""
-        if d.get("engine") == "auto":                  # written before "plain" became the default
-            d = {**d, "engine": "plain"}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown configuration field(s) {', '.join(unknown)} "
-                              f"(written by a newer scratchvae?)")
-        return cls(**d)
-
-
-# Fields that may change when a run is resumed: none of them alters what is computed
-# (lr does, and resuming says so; a different engine, thread count or eval_batch changes
-# the float rounding -- of the training steps, or of the logged test numbers -- so the
-# continuation then equals the uninterrupted run only up to rounding).
-# All others must match the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
-ENGINES = ("plain", "fused")
-OBJECTIVES = ("elbo", "iwae")
-MODELS = ("vae", "autoencoder", "cvae")
-MAX_EPOCHS = 10 ** 9
 
 
 def derive_streams(seed):
@@ -349,22 +185,22 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     """
     checkpoint = None
     if resume is not None:
-        resume_stat = _stat(resume)                     # to see whether it changes before we hold the lock
+        resume_stat = file_identity(resume)                     # to see whether it changes before we hold the lock
         checkpoint = load_checkpoint(resume)
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = saved if config is None else config
-        _check_resumable(saved, config, checkpoint["path"])
+        check_resumable(saved, config, checkpoint["path"])
     if not isinstance(config, TrainConfig):
         raise TypeError("train() needs a TrainConfig (or resume=<checkpoint path>)")
     config.validate()
     out = Path(config.out) if config.out is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    log = _Log(log)
+    log = Log(log)
     given = {"train": (train_images, train_labels), "test": (test_images, test_labels)}
     if out is None:
         return _train(config, checkpoint, None, log, given)
-    _check_writable(out)                               # before any data is loaded or trained on
-    with _exclusive(out):                              # one run at a time writes into a run directory
+    check_writable(out)                               # before any data is loaded or trained on
+    with exclusive(out):                              # one run at a time writes into a run directory
         if ckpt_path.exists() and not overwrite and (
                 checkpoint is None or ckpt_path.resolve() != checkpoint["path"].resolve()):
             raise ConfigError(
@@ -372,12 +208,12 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
                 f"another output directory (--out)" if checkpoint is not None else
                 f"{ckpt_path} already exists: resume it (scratchvae resume {ckpt_path}), "
                 f"choose another output directory, or overwrite it (--overwrite)")
-        if checkpoint is not None and _stat(resume) != resume_stat:
+        if checkpoint is not None and file_identity(resume) != resume_stat:
             raise ConfigError(f"{resume} was rewritten while this run started (by another "
                               f"training?); start the resume again")
-        _remove_stale_temporaries(out, log)
+        remove_stale_temporaries(out, log)
         if checkpoint is not None and ckpt_path.resolve() == checkpoint["path"].resolve():
-            _write_history(out, checkpoint["history"])  # the checkpoint's history is the true one
+            write_history(out, checkpoint["history"])  # the checkpoint's history is the true one
         return _train(config, checkpoint, ckpt_path, log, given)
 
 
@@ -411,7 +247,7 @@ def _train(config, checkpoint, ckpt_path, log, given):
                              "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
     last_saved = None                                  # what the checkpoint on disk holds, for messages
     if checkpoint is not None:
-        history, position = _restore(checkpoint, model, optimizer, data_rng, config, data, log)
+        history, position = restore(checkpoint, model, optimizer, data_rng, config, data, log)
         last_saved = _where(position["epochs_done"], position["step_in_epoch"])
     if position["epochs_done"] >= config.epochs:
         if config.epochs < position["epochs_done"]:
@@ -419,7 +255,7 @@ def _train(config, checkpoint, ckpt_path, log, given):
                               f"{position['epochs_done']}; ask for more epochs to train further")
         log.line(f"nothing to train: {position['epochs_done']} of {config.epochs} epochs done")
         return model, history
-    log.line(_describe(model, config, N, len(test_x), steps_per_epoch, ckpt_path, position))
+    log.line(describe_run(model, config, N, len(test_x), steps_per_epoch, ckpt_path, position))
 
     x_buffer = np.empty((min(config.batch_size, N), D), dtype=np.float32)   # every batch lands here
     session_epoch_seconds = []
@@ -460,7 +296,7 @@ def _train(config, checkpoint, ckpt_path, log, given):
                                 "seconds": seconds_before + elapsed,
                                 "train_seconds": train_seconds_before + elapsed}
                     rng_states = _rng_states(model, data_state_at_epoch_start)
-                    _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
+                    save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
                     raise _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log,
                                        interrupt.signum)
             train_seconds = train_seconds_before + time.perf_counter() - t_start
@@ -499,7 +335,7 @@ def _train(config, checkpoint, ckpt_path, log, given):
             position = {"epochs_done": epoch, "step_in_epoch": 0, "global_step": global_step,
                         "sums": _zero_sums(), "seconds": 0.0, "train_seconds": 0.0}
             rng_states = _rng_states(model, data_rng.bit_generator.state)
-            _save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
+            save(ckpt_path, model, optimizer, config, history, rng_states, position, data)
             last_saved = _where(epoch, 0)
             session_epoch_seconds.append(time.perf_counter() - t_start)
             left = (config.epochs - epoch) * float(np.mean(session_epoch_seconds))
@@ -570,177 +406,6 @@ def _data(images, labels, config, split, part):
         raise DataError(f"{part}_labels must hold one integer label 0..{N_CLASSES - 1} per image "
                         f"({len(images)}), got {labels.dtype} {labels.shape}")
     return images, labels
-
-
-def _check_writable(out):
-    """Create the run directory and make sure a file can be written there, or raise ConfigError."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise ConfigError(f"cannot write to the output directory {out}: {e.strerror or e}") from None
-
-
-def fingerprint(images, labels=None):
-    """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 10 ms for 47 MB
-    here), and of its labels when a model sees them (the cvae)."""
-    found = {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
-             "crc32": zlib.crc32(np.ascontiguousarray(images))}
-    if labels is not None:
-        found["labels_crc32"] = zlib.crc32(np.ascontiguousarray(labels, dtype=np.uint8))
-    return found
-
-
-def _check_resumable(saved, config, path):
-    """A resumed run may change only RESUMABLE_CHANGES; name the first other difference."""
-    for f in fields(TrainConfig):
-        old, new = getattr(saved, f.name), getattr(config, f.name)
-        if f.name == "hidden":
-            old, new = tuple(old), tuple(new)
-        if f.name not in RESUMABLE_CHANGES and old != new:
-            raise ConfigError(f"{path}: checkpoint has {f.name}={old!r}, the configuration has "
-                              f"{f.name}={new!r}; a resumed run may change only "
-                              f"{', '.join(RESUMABLE_CHANGES)}")
-
-
-def _restore(checkpoint, model, optimizer, data_rng, config, data, log):
-    """Put the saved state back: parameters, Adam, generators; return (history, position).
-
-    Refuses (CheckpointError) a checkpoint that train() did not write, and (ConfigError)
-    data other than the run's: the same batches must be replayable.
-    """
-    where = checkpoint["path"]
-    load_parameters(model, checkpoint)
-    state, position = checkpoint["optimizer"], checkpoint["progress"]
-    missing = [f"progress.json: {k}" for k in ("epochs_done", "step_in_epoch", "global_step", "sums",
-                                               "seconds", "train_seconds") if k not in position]
-    streams = ("eps", "data") if hasattr(model, "rng") else ("data",)      # the autoencoder draws no eps
-    missing += [f"rng.json: {k}" for k in streams if k not in checkpoint["rng"]]
-    if missing:
-        raise CheckpointError(f"{where}: cannot resume: the checkpoint was not written by a "
-                              f"training run (it lacks {', '.join(missing)})")
-    if state.get("name", "adam") != "adam":
-        raise ConfigError(f"{where}: optimiser {state['name']!r} is not Adam")
-    try:
-        optimizer.load_state_dict(state)
-    except (ValueError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{where}: the optimiser state does not fit the model ({e})") from None
-    saved_data = position.get("data")
-    for part in ("train", "test"):
-        if saved_data is not None and saved_data.get(part) != data[part]:
-            raise ConfigError(f"{where}: the {part} images differ from the run's (checkpoint: "
-                              f"{_describe_data(saved_data.get(part))}; now: {_describe_data(data[part])}); "
-                              f"resume with the data the run was trained on")
-    if optimizer.lr != config.lr:
-        log.line(f"note: lr changed from {optimizer.lr:g} to {config.lr:g}; the continuation "
-                 f"differs from the uninterrupted run")
-        optimizer.lr = config.lr
-    if hasattr(model, "rng"):
-        model.rng.bit_generator.state = checkpoint["rng"]["eps"]
-    data_rng.bit_generator.state = checkpoint["rng"]["data"]
-    history = checkpoint["history"]
-    if len(history) != position["epochs_done"]:
-        raise ConfigError(f"{checkpoint['path']}: inconsistent checkpoint: {len(history)} history "
-                          f"records for {position['epochs_done']} completed epochs")
-    return history, position
-
-
-def _describe_data(fingerprint):
-    if not isinstance(fingerprint, dict):
-        return "unknown"
-    return (f"{fingerprint.get('images')} images of {fingerprint.get('pixels')} pixels, "
-            f"CRC-32 {fingerprint.get('crc32')}")
-
-
-def _save(ckpt_path, model, optimizer, config, history, rng_states, position, data):
-    """Checkpoint plus history.json / history.csv next to it (nothing when out is None).
-
-    ``data`` (the fingerprints of the train and test images) goes into progress.json.
-    """
-    if ckpt_path is None:
-        return
-    _write_history(ckpt_path.parent, history)          # first: the files are never behind the checkpoint
-    save_checkpoint(ckpt_path, model, optimizer, config.to_dict(), history, rng_states,
-                    {**position, "data": data})
-
-
-def _write_history(out, history):
-    """out/history.json and out/history.csv from the records (each file replaced atomically).
-
-    Written before the checkpoint: a crash between the two leaves the files one epoch
-    ahead, never behind, and the next start rewrites them from the checkpoint's history.
-    """
-    write_text_atomic(out / HISTORY_NAMES[0], json.dumps(history, indent=1, allow_nan=False) + "\n")
-    if history:
-        text = io.StringIO()
-        columns = list(dict.fromkeys(key for record in history for key in record))   # older records may lack some
-        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
-        write_text_atomic(out / HISTORY_NAMES[1], text.getvalue())
-
-
-def _stat(path):
-    """What tells whether a file was replaced: (inode, size, mtime), None if it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-LOCK_NAME = ".scratchvae.lock"
-
-
-@contextmanager
-def _exclusive(out):
-    """Hold an exclusive lock on the run directory ``out`` (flock on out/.scratchvae.lock).
-
-    A second training into the same directory is refused at once (ConfigError naming the
-    process holding it) instead of both writing, the later silently replacing the other's
-    checkpoint. The kernel releases the lock when its process ends, however it ends: after a
-    kill -9 there is no stale lock to clean up. (Without fcntl, as on Windows: no lock.)
-    """
-    if fcntl is None:
-        yield
-        return
-    path = out / LOCK_NAME
-    try:
-        f = open(path, "a+", encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot create the lock file {path}: {e.strerror or e}") from None
-    with f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read(100).strip()
-            raise ConfigError(f"another training is writing to {out} ({holder or 'a running process'}); "
-                              f"wait for it to end, or choose another output directory (--out)") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()}\n")
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _remove_stale_temporaries(out, log):
-    """Delete the temporary files of saves a crash interrupted (.checkpoint.npz.*.tmp, ...).
-
-    Only called while holding the lock, so no other run can be writing them.
-    """
-    stale = [p for name in (CHECKPOINT_NAME, *HISTORY_NAMES) for p in out.glob(f".{name}.*.tmp")]
-    for p in stale:
-        try:
-            p.unlink()
-        except OSError:
-            pass
-    if stale:
-        log.line(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted save")
 
 
 def _where(epochs_done, step_in_epoch):
@@ -825,98 +490,3 @@ def _stop_requests():
     finally:
         for s in ours:
             signal.signal(s, previous[s])
-
-
-# ---------------------------------------------------------------------------------------
-# Progress lines
-# ---------------------------------------------------------------------------------------
-
-MODEL_NAMES = {"vae": "VAE", "autoencoder": "autoencoder", "cvae": "conditional VAE"}
-
-
-def _describe(model, config, n_train, n_test, steps_per_epoch, ckpt_path, position):
-    arch = "-".join(map(str, [model.input_dim, *model.hidden_dims, model.latent_dim,
-                              *model.hidden_dims[::-1], model.input_dim]))
-    if config.model == "cvae":
-        arch += f" with the one-hot label y ({model.n_classes} classes) into encoder and decoder"
-    text = (f"{MODEL_NAMES[config.model]} {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
-            f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
-            f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
-            f"seed {config.seed}\n{_engine_name(model, config)}")
-    if position["epochs_done"] or position["step_in_epoch"]:
-        text += (f"\nresuming after epoch {position['epochs_done']}"
-                 + (f", step {position['step_in_epoch']}" if position["step_in_epoch"] else ""))
-    return text + (f"\ncheckpoints: {ckpt_path}" if ckpt_path is not None else "")
-
-
-def _engine_name(model, config):
-    if config.model == "autoencoder":
-        return ("training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py (-log p(x|z), "
-                "no KL), Adam in scratchvae/optim.py")
-    if config.model == "cvae":
-        return ("training step: CVAE.loss_and_grads in scratchvae/cvae.py (the negative ELBO of "
-                "p(x|y)), Adam in scratchvae/optim.py")
-    if config.objective == "iwae":
-        return (f"training step: IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, "
-                f"k = {config.iwae_k}), Adam in scratchvae/optim.py")
-    if config.engine == "plain":
-        return "training step: VAE.loss_and_grads in scratchvae/vae.py, Adam in scratchvae/optim.py"
-    return (f"training step: the fused step of scratchvae/fast.py ({config.threads} "
-            f"{'core' if config.threads == 1 else 'cores'}; the same numbers as vae.py)")
-
-
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-class _Log:
-    """Progress output: an in-place line within the epoch on a terminal, plain lines otherwise."""
-
-    def __init__(self, stream):
-        self.stream = None if stream is False else (sys.stderr if stream is None else stream)
-        isatty = getattr(self.stream, "isatty", None)
-        self.tty = bool(isatty and isatty())
-        self._shown, self._last = False, 0.0
-
-    def line(self, text):
-        if self.stream is None:
-            return
-        if self._shown:
-            self._write("\r\033[K")                            # clear the in-place line
-            self._shown = False
-        self._write(text + "\n")
-
-    def _write(self, text):
-        """Write and flush; a stream that fails (the terminal closed: SIGHUP) is dropped, so
-        that losing the log never stops the training or its final save."""
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError):
-            self.stream = None
-
-    def progress(self, epoch, epochs, step, steps, sums, elapsed, seconds_before, steps_now, kl=True):
-        now = time.perf_counter()
-        if not self.tty or self.stream is None or (now - self._last < 0.2 and step < steps):
-            return
-        self._last = now
-        rate = sums["n"] / (seconds_before + elapsed) if seconds_before + elapsed > 0 else 0.0
-        eta = (steps - step) * elapsed / steps_now
-        loss = (f"-ELBO {(sums['rec'] + sums['kl']) / sums['n']:.2f} (KL {sums['kl'] / sums['n']:.2f})"
-                if kl else f"-log p(x|z) {sums['rec'] / sums['n']:.2f}")
-        self._write(f"\repoch {epoch}/{epochs} {100 * step // steps:3d}% {loss}  {rate:,.0f} img/s  "
-                    f"epoch ETA {_duration(eta)}\033[K")
-        self._shown = self.stream is not None
-
-    def epoch(self, r, epochs, time_left):
-        if "test_nelbo" in r:
-            beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
-            losses = (f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
-                      f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f}){beta}")
-        else:                                           # the autoencoder: -log p(x|z) alone
-            losses = f"train -log p(x|z) {r['train_rec']:.3f}  test -log p(x|z) {r['test_rec']:.3f}"
-        self.line(f"epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  {losses}  "
-                  f"{r['img_per_s'] or 0:,.0f} img/s  {r['seconds']:.1f} s  "
-                  f"time left {_duration(time_left)}")

@@ -332,8 +332,8 @@ def test_sample_replaces_its_png_atomically_and_keeps_it_when_the_write_fails(tr
 
 
 def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, tmp_path, capsys):
-    from scratchvae.train import _exclusive
-    with _exclusive(tmp_path):                                  # as if another run held it
+    from scratchvae.run_dir import exclusive
+    with exclusive(tmp_path):                                   # as if another run held it
         assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
     assert "another training is writing to" in one_error_line(capsys, "train")
     assert not (tmp_path / "checkpoint.npz").exists()
