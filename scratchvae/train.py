@@ -185,7 +185,7 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     """
     checkpoint = None
     if resume is not None:
-        resume_stat = file_identity(resume)                     # to see whether it changes before we hold the lock
+        resume_stat = file_identity(resume)             # to see whether it changes before we hold the lock
         checkpoint = load_checkpoint(resume)
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = saved if config is None else config
@@ -199,8 +199,8 @@ def train(config=None, *, resume=None, log=None, train_images=None, test_images=
     given = {"train": (train_images, train_labels), "test": (test_images, test_labels)}
     if out is None:
         return _train(config, checkpoint, None, log, given)
-    check_writable(out)                               # before any data is loaded or trained on
-    with exclusive(out):                              # one run at a time writes into a run directory
+    check_writable(out)                                # before any data is loaded or trained on
+    with exclusive(out):                               # one run at a time writes into a run directory
         if ckpt_path.exists() and not overwrite and (
                 checkpoint is None or ckpt_path.resolve() != checkpoint["path"].resolve()):
             raise ConfigError(
