@@ -12,7 +12,7 @@ Three model types (train --model): the VAE (vae.py), the plain autoencoder the l
 from (autoencoder.py) and the conditional VAE (cvae.py); every command reads each type's
 checkpoint (explore shows VAEs only, and says so for the others).
 
-Each flag maps onto a ``TrainConfig`` field (train.py) or an argument of evaluate.py.
+Each flag maps onto a ``TrainConfig`` field (config.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
 
 Exit codes: 0 done; 1 training diverged or an output could not be written; 2 a bad
