@@ -50,7 +50,7 @@ class TrainConfig:
     batch_size: int = 128                 # images per step
     lr: float = 1e-3                      # Adam's learning rate
     epochs: int = 10                      # passes over the training split (the total, also on resume)
-    seed: int = 1                         # master seed of every random stream (see the module docstring)
+    seed: int = 1                         # master seed of every random stream (train.py's docstring)
     # --- speed: neither changes what is computed, beyond float rounding
     engine: str = "plain"                 # "plain": vae.py's read-along step; "fused": fast.py's, the same numbers
     threads: int = 2                      # CPU cores for the fused step (1 or 2)

@@ -138,8 +138,8 @@ def _check_finite(model, loss, parts):
     if not math.isfinite(loss):
         kl = f", KL {parts['kl']}" if "kl" in parts else ""
         raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}{kl})")
-    g = model.flat_grads
-    if not np.isfinite(np.dot(g, g)):                         # |g|^2, one BLAS pass: inf/nan propagate
+    flat = model.flat_grads
+    if not np.isfinite(np.dot(flat, flat)):                   # |g|^2, one BLAS pass: inf/nan propagate
         bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), None)
         raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
                             if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
