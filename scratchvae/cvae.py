@@ -109,12 +109,17 @@ class CVAE(VAE):
         parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
         return float(loss), parts
 
-    def loss(self, x, y, eps=None):
-        """Like ``loss_and_grads`` without changing the gradients."""
-        saved = self.flat_grads.copy()
-        result = self.loss_and_grads(x, y, eps)
-        self.flat_grads[...] = saved
-        return result
+    def loss(self, x, y, eps=None, q=None):
+        """Like ``loss_and_grads`` but without the backward pass (gradients untouched).
+
+        ``q``: (mu, logvar) = ``self.encode(x, y)``, if already computed (as in ``log_weights``).
+        """
+        x = self._check_x(x)
+        self.one_hot(y, len(x))                                   # a clear error for bad labels
+        eps = self._check_eps(eps, x.shape[0])
+        mu, logvar = self.encode(x, y) if q is None else q
+        log_px_z, _ = self._log_px_zy(x, y, mu, logvar, eps)
+        return self._loss_from(log_px_z, mu, logvar)
 
     def log_weights(self, x, y, eps, q=None):
         """log w_l = log p(x | z_l, y) + log p(z_l) - log q(z_l | x, y): (L, N), for the bound on log p(x|y).
@@ -124,12 +129,9 @@ class CVAE(VAE):
         x = self._check_x(x)
         self.one_hot(y, len(x))                                   # a clear error for bad labels
         eps = self._check_eps(eps, x.shape[0])
-        L, N, K = eps.shape
         mu, logvar = self.encode(x, y) if q is None else q
-        z = mu + np.exp(0.5 * logvar) * eps
-        out = _reshape(self.decode(z.reshape(L * N, K), np.tile(np.asarray(y), L)), (L, N, -1))
-        return (self._log_likelihood(x, out) + gaussian_log_density(z, 0.0, 0.0)
-                - gaussian_log_density(z, mu, logvar))
+        log_px_zy, z = self._log_px_zy(x, y, mu, logvar, eps)
+        return log_px_zy + gaussian_log_density(z, 0.0, 0.0) - gaussian_log_density(z, mu, logvar)
 
     # ------------------------------------------------------------------ using it
     def encode(self, x, y):
@@ -169,6 +171,13 @@ class CVAE(VAE):
         return {**super().config(), "n_classes": self.n_classes}
 
     # ------------------------------------------------------------------ plumbing
+    def _log_px_zy(self, x, y, mu, logvar, eps):
+        """z = mu + sigma * eps and log p(x | z, y) there: returns (log p (L, N), z (L, N, K))."""
+        L, N, K = eps.shape
+        z = mu + np.exp(0.5 * logvar) * eps
+        out = _reshape(self.decode(z.reshape(L * N, K), np.tile(np.asarray(y), L)), (L, N, -1))
+        return self._log_likelihood(x, out), z
+
     def one_hot(self, y, N):
         """Labels y (N,) integers 0..C-1 -> one-hot (N, C) in the model's dtype."""
         y = np.asarray(y)

@@ -83,10 +83,11 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     for batch in batches:
         x, y = (batch, ()) if labels is None else (batch[0], (batch[1],))   # y: the cvae's labels
         B = len(x)
-        means.append(model.encode(x, *y)[0].astype(np.float64))       # E_q[z] = mu, for active_units
+        q = model.encode(x, *y)                                    # lambda = (mu, logvar), encoded once
+        means.append(q[0].astype(np.float64))                      # E_q[z] = mu, for active_units
         eps = eps_rng.standard_normal((B, L, K), dtype=model.dtype).transpose(1, 0, 2)   # (L, B, K)
         with np.errstate(over="ignore", invalid="ignore"):         # a diverged model: inf / nan, reported
-            _, parts = model.loss(x, *y, eps)
+            _, parts = model.loss(x, *y, eps, q=q)
         totals["rec"] += parts["rec"] * B                          # batch means -> sums
         totals["kl"] += parts["kl"] * B
     n = len(images_u8)

@@ -42,6 +42,7 @@ How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the n
 import math
 import sys
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -75,11 +76,22 @@ def unsupported_reason(model):
 
 
 class NonFiniteStep(Exception):
-    """The loss or a gradient of a fused step was inf or nan; ``what`` says which."""
+    """The loss or a gradient of a training step was inf or nan; ``what`` says which."""
 
     def __init__(self, what):
         super().__init__(what)
         self.what = what
+
+    @classmethod
+    def in_gradient(cls, grads, loss):
+        """The error for a gradient whose squared norm is not finite (both steps raise this).
+
+        Names the first parameter with an inf or nan entry; if every entry is finite, the
+        squared norm overflowed.
+        """
+        bad = next((name for name, g in grads.items() if not np.isfinite(g).all()), None)
+        return cls(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
+                   if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,6 +309,19 @@ class FusedStep:
             set_blas_threads(self._previous_blas)
             self._previous_blas = None
 
+    @contextmanager
+    def between_steps(self):
+        """For work between steps (the evaluation after each epoch): NumPy's BLAS threads back.
+
+        The step runs OpenBLAS with one thread, each worker's products on its own core; the
+        read-along code that evaluates the model meanwhile runs best with OpenBLAS's usual threads.
+        """
+        set_blas_threads(self._previous_blas)
+        try:
+            yield
+        finally:
+            set_blas_threads(1)
+
     def __enter__(self):
         return self
 
@@ -340,9 +365,7 @@ class FusedStep:
         if not all(finite):
             if update:
                 self.optimizer.t -= 1
-            bad = next((n for n, g in self.model.grads.items() if not np.isfinite(g).all()), None)
-            raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
-                                if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
+            raise NonFiniteStep.in_gradient(self.model.grads, loss)
         parts = {"rec": rec, "kl": kl, "nelbo": rec + kl, "elbo": -(rec + kl)}
         return float(loss), parts
 

@@ -37,7 +37,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -140,9 +140,7 @@ def _check_finite(model, loss, parts):
         raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}{kl})")
     flat = model.flat_grads
     if not np.isfinite(np.dot(flat, flat)):                   # |g|^2, one BLAS pass: inf/nan propagate
-        bad = next((name for name, g in model.grads.items() if not np.isfinite(g).all()), None)
-        raise NonFiniteStep(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
-                            if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
+        raise NonFiniteStep.in_gradient(model.grads, loss)
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,9 +303,10 @@ def _train(config, checkpoint, ckpt_path, log, given):
             # the test number, and the same on training images, after the epoch as the test's: the
             # train_* sums above are running means *during* the epoch, taken while the model still changed
             n_seen = min(N, len(test_x))
-            test = _evaluate(model, config, test_x, test_y, streams["eval"])
-            seen = _evaluate(model, config, train_x[:n_seen], None if train_y is None else train_y[:n_seen],
-                             streams["eval"])
+            with nullcontext() if fused is None else fused.between_steps():   # BLAS on both cores
+                test = _evaluate(model, config, test_x, test_y, streams["eval"])
+                seen = _evaluate(model, config, train_x[:n_seen], None if train_y is None else train_y[:n_seen],
+                                 streams["eval"])
             loss_name = "test negative ELBO" if has_kl else "test reconstruction -log p(x|z)"
             test_loss, seen_loss = (test["nelbo"], seen["nelbo"]) if has_kl else (test["rec"], seen["rec"])
             if not math.isfinite(test_loss + seen_loss):    # the guard covers the evaluation too:

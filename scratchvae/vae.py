@@ -186,16 +186,16 @@ class VAE:
         parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
         return float(loss), parts
 
-    def loss(self, x, eps=None):
-        """Like ``loss_and_grads`` but without the backward pass (gradients untouched)."""
+    def loss(self, x, eps=None, q=None):
+        """Like ``loss_and_grads`` but without the backward pass (gradients untouched).
+
+        ``q``: (mu, logvar) = ``self.encode(x)``, if already computed (as in ``log_weights``).
+        """
         x = self._check_x(x)
         eps = self._check_eps(eps, x.shape[0])
-        mu, logvar = self.encode(x)
+        mu, logvar = self.encode(x) if q is None else q
         log_px_z, _ = self._log_px_z(x, mu, logvar, eps)         # (L, N)
-        rec, kl = -np.mean(log_px_z, axis=0), kl_standard_normal(mu, logvar)
-        rec_mean, kl_mean = float(np.mean(rec)), float(np.mean(kl))
-        parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
-        return float(np.mean(rec + self.beta * kl)), parts
+        return self._loss_from(log_px_z, mu, logvar)
 
     # ------------------------------------------------------------------ the probabilistic view
     def log_weights(self, x, eps=None, q=None):
@@ -390,6 +390,13 @@ class VAE:
         z = mu + np.exp(0.5 * logvar) * eps                      # (L, N, K)
         out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -1))
         return self._log_likelihood(x, out), z
+
+    def _loss_from(self, log_px_z, mu, logvar):
+        """``loss``'s (loss, parts) from log p(x|z) (L, N) and lambda = (mu, logvar), each (N, K)."""
+        rec, kl = -np.mean(log_px_z, axis=0), kl_standard_normal(mu, logvar)
+        rec_mean, kl_mean = float(np.mean(rec)), float(np.mean(kl))
+        parts = {"rec": rec_mean, "kl": kl_mean, "nelbo": rec_mean + kl_mean, "elbo": -(rec_mean + kl_mean)}
+        return float(np.mean(rec + self.beta * kl)), parts
 
     def _forget_caches(self):
         layers = [*self.encoder.layers, self.enc_mu, self.enc_logvar, *self.decoder.layers, *self.dec_heads]
