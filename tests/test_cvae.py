@@ -66,6 +66,19 @@ def test_a_zero_label_weight_row_makes_it_the_unconditional_vae():
     assert cvae.loss(x, y, eps)[0] == pytest.approx(vae.loss(x, eps)[0], rel=1e-13)
 
 
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_forward_only_loss_agrees_with_loss_and_grads_and_leaves_the_gradients(likelihood):
+    model = CVAE(6, [5], 3, n_classes=4, likelihood=likelihood, beta=0.5, dtype=np.float64, seed=4)
+    x, y, eps = tiny_problem(likelihood, 2)
+    loss, parts = model.loss_and_grads(x, y, eps)
+    grads = model.flat_grads.copy()
+    mu, logvar = model.encode(x, y)
+    assert model.loss(x, y, eps) == (loss, parts)
+    assert model.loss(x, y, eps, q=(mu, logvar)) == (loss, parts)
+    assert model.loss(x, y, eps, q=(mu + 1, logvar)) != (loss, parts)
+    assert np.array_equal(model.flat_grads, grads)
+
+
 @pytest.mark.parametrize("bad", [np.array([0, 1, 2, 3, 4]), np.array([0, 1, 2, 3, -1]),
                                  np.array([0.0, 1, 2, 3, 1]), np.array([0, 1])])
 def test_bad_labels_are_refused_with_a_clear_message(bad):

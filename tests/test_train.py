@@ -350,6 +350,38 @@ def test_the_fused_step_guards_before_the_update_too():
     assert np.array_equal(model.flat_params, theta, equal_nan=True) and adam.t == 0
 
 
+def test_the_fused_engine_steps_on_one_blas_thread_and_evaluates_on_numpys_usual_threads(monkeypatch):
+    from scratchvae.fast import FusedStep, set_blas_threads
+    before = set_blas_threads(2)
+    if before is None:
+        pytest.skip("OpenBLAS's thread count cannot be set here (NumPy is not using its bundled OpenBLAS)")
+
+    def blas_threads():
+        now = set_blas_threads(2)
+        set_blas_threads(now)
+        return now
+
+    seen = {"step": set(), "evaluate": []}
+    real_step, real_evaluate = FusedStep.step, train_module._evaluate
+
+    def step(self, x, eps):
+        seen["step"].add(blas_threads())
+        return real_step(self, x, eps)
+
+    def evaluate(*args):
+        seen["evaluate"].append(blas_threads())
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(FusedStep, "step", step)
+    monkeypatch.setattr(train_module, "_evaluate", evaluate)
+    try:
+        train(small_config("fused", epochs=2), train_images=TRAIN, test_images=TEST, log=False)
+        assert seen == {"step": {1}, "evaluate": [2, 2, 2, 2]}    # test and seen images, each epoch
+        assert blas_threads() == 2                                # restored when training ends
+    finally:
+        set_blas_threads(before)
+
+
 # ------------------------------------------------------------------ progress output
 class FakeTerminal(io.StringIO):
     def isatty(self):

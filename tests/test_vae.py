@@ -68,6 +68,8 @@ def test_loss_parts_add_up_and_match_the_definitions():
     mu, logvar = model.encode(x)
     assert parts["kl"] == pytest.approx(np.mean(kl_standard_normal(mu, logvar)), rel=1e-14)
     assert model.loss(x, eps) == (loss, parts)                 # the forward-only path agrees
+    assert model.loss(x, eps, q=(mu, logvar)) == (loss, parts)  # and given lambda, not encoding again
+    assert model.loss(x, eps, q=(mu + 1, logvar)) != (loss, parts)
 
 
 def test_sampling_decodes_standard_normal_noise():
