@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import scratchvae  # noqa: F401  (first: it sets how OpenBLAS's threads wait before NumPy loads it)
 import numpy as np
 
 from scratchvae.autoencoder import vae_reconstruction_error

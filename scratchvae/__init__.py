@@ -5,9 +5,19 @@ Variational Bayes, ICLR 2014).
 Start reading at ``vae.py``; ``layers.py`` and ``losses.py`` hold its pieces,
 ``gradcheck.py`` proves their derivatives, ``optim.py`` trains them.
 """
-from .vae import VAE
-from .optim import Adam, SGD
-from .workers import keep_freed_memory
+import os
+import sys
+
+# Before NumPy loads OpenBLAS: OpenBLAS's idle threads then sleep after 2^16 cycles (tens of
+# microseconds) instead of spinning for 2^28 (about 0.1 s) after each matrix product, which
+# leaves the second core to Adam's helper thread (optim.py) between the step's products.
+# Only if nobody chose a value, and only if NumPy is not loaded yet (then nothing changes).
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+
+from .vae import VAE                                           # noqa: E402
+from .optim import Adam, SGD                                   # noqa: E402
+from .workers import keep_freed_memory                         # noqa: E402
 
 keep_freed_memory()          # NumPy's temporaries reuse freed memory instead of fresh pages (workers.py)
 

@@ -5,6 +5,8 @@ view into ``flat_params``, so one vector update moves all of them, the encoder's
 the decoder's phi alike. Updates are in place. Below, w stands for that whole vector.
 """
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -86,9 +88,24 @@ class Adam:
         return (1 - self.beta2) * self.v_sum
 
     def step(self):
-        """One update of ``params`` in place from the current ``grads``."""
+        """One update of ``params`` in place from the current ``grads``, on two cores.
+
+        Every entry's update is independent of the others', so a helper thread updates the
+        second half of the vector while this thread updates the first (NumPy lets go of
+        Python's lock inside each pass over a block): the same numbers, in less time. A
+        vector shorter than two blocks is updated by this thread alone.
+        """
         alpha_t, eps_t = self.advance()
-        self.update(slice(None), alpha_t, eps_t)
+        n = self.params.size
+        if n < 2 * BLOCK:
+            self.update(slice(None), alpha_t, eps_t)
+            return
+        half = -(-n // (2 * BLOCK)) * BLOCK                      # a whole number of blocks
+        second = _helper_thread().submit(self.update, slice(half, n), alpha_t, eps_t)
+        try:
+            self.update(slice(0, half), alpha_t, eps_t)
+        finally:
+            second.result()
 
     def advance(self):
         """Count the step (t += 1) and return its scalars (alpha_t, eps_t)."""
@@ -144,6 +161,17 @@ class Adam:
         self.m_sum[...], self.v_sum[...] = m_sum, v_sum
         self.lr, self.beta1, self.beta2, self.eps = (float(state[k]) for k in ("lr", "beta1", "beta2", "eps"))
         self.flush_every = _flush_interval(self.beta1, self.beta2)
+
+
+_helper, _helper_pid = None, None
+
+
+def _helper_thread():
+    """The one thread that updates the second half in ``Adam.step`` (a forked child makes its own)."""
+    global _helper, _helper_pid
+    if _helper_pid != os.getpid():
+        _helper, _helper_pid = ThreadPoolExecutor(1, thread_name_prefix="adam-half"), os.getpid()
+    return _helper
 
 
 def _flush_interval(beta1, beta2):

@@ -1,10 +1,13 @@
 """Adam against steps worked out by hand; state round trips; training lowers the loss."""
+import os
+import signal
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchvae import SGD, VAE, Adam
+from scratchvae import SGD, VAE, Adam, optim
 
 
 def test_adam_matches_two_steps_worked_out_by_hand():
@@ -179,3 +182,65 @@ def test_the_flush_changes_no_parameter_beyond_rounding(dtype):
     assert none == 0 and (dtype is np.float64 or some > 0)         # float32 decayed into the range
     assert not np.array_equal(flushed, start)
     np.testing.assert_array_equal(flushed, unflushed)
+
+
+# ------------------------------------------------------------------ two threads, the same numbers
+def _twins(dtype, n, seed=3):
+    w = np.random.default_rng(seed).standard_normal(n).astype(dtype)
+    return [(w.copy(), np.zeros(n, dtype)) for _ in range(2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_two_threaded_step_is_bit_for_bit_the_one_threaded_update(dtype, monkeypatch):
+    """step() cuts a long vector in two halves for two threads; every entry comes out as if one
+    thread had updated the whole vector, flush steps included (flush_every = 65)."""
+    n = 2 * optim.BLOCK + 12_345                                    # long enough to be split
+    (w1, g1), (w2, g2) = _twins(dtype, n)
+    split, whole = Adam(w1, g1), Adam(w2, g2)
+    monkeypatch.setattr(optim, "_helper_pid", None)                 # no helper yet in this process
+    rng = np.random.default_rng(4)
+    stops = rng.random(n) < 0.5
+    for t in range(1, 140):
+        g1[...] = (1e-3 * rng.standard_normal(n)).astype(dtype) * ~(stops & (t > 30))
+        g2[...] = g1
+        split.step()
+        alpha_t, eps_t = whole.advance()
+        whole.update(slice(None), alpha_t, eps_t)
+    assert optim._helper_pid == os.getpid()                          # the helper thread did run
+    for a, b in ((w1, w2), (split.m_sum, whole.m_sum), (split.v_sum, whole.v_sum)):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(w1, _twins(dtype, n)[0][0])          # and the parameters moved
+
+
+def test_a_forked_child_steps_with_its_own_helper_thread():
+    n = 2 * optim.BLOCK + 1
+    (w1, g1), (w2, g2) = _twins(np.float32, n)
+    g1[...] = g2[...] = 1e-3
+    Adam(w1, g1).step()                                             # the parent's helper exists now
+    pid = os.fork()
+    if pid == 0:                                                    # the child: a fresh helper, or a hang
+        signal.alarm(20)
+        try:
+            adam = Adam(w2, g2)
+            adam.step()
+            os._exit(0 if np.array_equal(w2, w1) and optim._helper_pid == os.getpid() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("first, preset, expected", [("scratchvae", None, "16"), ("scratchvae", "7", "7"),
+                                                     ("numpy", None, None)])
+def test_importing_scratchvae_first_lets_openblas_threads_sleep_soon(first, preset, expected):
+    """scratchvae asks OpenBLAS (through its environment variable, read when NumPy loads it) to
+    let idle threads sleep after 2^16 cycles; a value already set wins, and after NumPy nothing changes."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    other = "numpy" if first == "scratchvae" else "scratchvae"
+    code = f"import os, {first}, {other}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(expected)
