@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import scratchvae  # noqa: F401  (first, as `scratchvae train` does: how OpenBLAS's threads wait)
 import numpy as np
 
 HERE = Path(__file__).resolve().parent

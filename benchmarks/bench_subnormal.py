@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+import scratchvae  # noqa: F401  (first, as `scratchvae train` does: how OpenBLAS's threads wait)
 import numpy as np
 
 from scratchvae import VAE, Adam

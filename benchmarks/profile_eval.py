@@ -23,10 +23,10 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how OpenBLAS's threads wait)
+import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 
 from scratchvae.checkpoint import load_model                          # noqa: E402

@@ -48,10 +48,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how OpenBLAS's threads wait)
+import numpy as np  # noqa: E402
 
 from scratchvae.data import load                                      # noqa: E402
 from scratchvae.fast import FusedStep                                 # noqa: E402
