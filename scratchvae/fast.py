@@ -231,7 +231,8 @@ class FusedStep:
     parameters (of the half whose gradient is not finite: each worker checks its own).
 
     workers : 1 runs everything in the calling thread; 2 (default) adds a second worker.
-              Either way BLAS is set to one thread (one core per worker) until close().
+              Either way BLAS is set to one thread (one core per worker) until close(),
+              except inside ``between_steps()``.
     backend : "process" (a forked helper, Linux), "thread", or "auto" (process on Linux).
     Use it as a context manager, or call close(): it stops the helper and restores BLAS.
     While a process backend is open, model.flat_params / flat_grads and Adam's moments live in
