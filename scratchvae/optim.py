@@ -17,6 +17,12 @@ FLUSH_MARGIN = 2.0 ** 10
 # Adam updates the vector in blocks of this many entries (256 KB of float32 per array), so
 # that the ten passes over a block run in the CPU's cache rather than from main memory.
 BLOCK = 65536
+# Adam.step's two threads use blocks twice as long. They take turns at Python's lock before
+# and after every NumPy call, and on a virtual machine each turn can cost tens of
+# microseconds: with blocks of 65,536 the two-thread update of the reference model took about
+# as long as one thread's on an Intel Xeon (family 6, model 207), with 131,072 a fifth less
+# (docs/derivations.md, section 10).
+STEP_BLOCK = 2 * BLOCK
 
 
 def _check_flat(params, grads):
@@ -97,13 +103,13 @@ class Adam:
         """
         alpha_t, eps_t = self.advance()
         n = self.params.size
-        if n < 2 * BLOCK:
+        if n < 2 * STEP_BLOCK:
             self.update(slice(None), alpha_t, eps_t)
             return
-        half = -(-n // (2 * BLOCK)) * BLOCK                      # a whole number of blocks
-        second = _helper_thread().submit(self.update, slice(half, n), alpha_t, eps_t)
+        half = -(-n // (2 * STEP_BLOCK)) * STEP_BLOCK             # a whole number of blocks
+        second = _helper_thread().submit(self.update, slice(half, n), alpha_t, eps_t, STEP_BLOCK)
         try:
-            self.update(slice(0, half), alpha_t, eps_t)
+            self.update(slice(0, half), alpha_t, eps_t, STEP_BLOCK)
         finally:
             second.result()
 
@@ -114,17 +120,17 @@ class Adam:
         alpha_t = self.lr * (1 - self.beta1) / ((1 - self.beta1 ** self.t) * c_t)
         return alpha_t, self.eps / c_t
 
-    def update(self, span, alpha_t, eps_t):
+    def update(self, span, alpha_t, eps_t, block=BLOCK):
         """Apply step t to ``params[span]``: the moments and the parameter move of Algorithm 1.
 
         Separate from ``advance`` so that two workers can each update their part of the
         vector (fast.py); ``step`` is ``advance`` then ``update`` of everything. Every
-        entry is independent of the others, so the span is done in blocks of BLOCK entries:
-        the ten passes over one block find it still in the CPU's cache.
+        entry is independent of the others, so the span is done in blocks of ``block``
+        entries: the ten passes over one block find it still in the CPU's cache.
         """
         start, stop, _ = span.indices(self.params.size)
-        for begin in range(start, stop, BLOCK):
-            self._update_block(slice(begin, min(begin + BLOCK, stop)), alpha_t, eps_t)
+        for begin in range(start, stop, block):
+            self._update_block(slice(begin, min(begin + block, stop)), alpha_t, eps_t)
 
     def _update_block(self, span, alpha_t, eps_t):
         dtype = self.params.dtype.type

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from scratchvae import layers
 from scratchvae.gradcheck import numerical_gradient_array, rel_error
 from scratchvae.layers import (ACTIVATIONS, MLP, Dense, ReLU, Sigmoid, Softplus, Tanh, exp_no_subnormal,
                               log1p, share_one_buffer, sigmoid, softplus)
@@ -130,13 +131,17 @@ def test_softplus_is_accurate_to_a_few_ulps_everywhere(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_log1p_from_np_log_keeps_the_digits_that_1_plus_t_rounds_away(dtype):
-    """layers.log1p against np.log1p (in float64 for float32 inputs): within 3 eps relative,
-    for t from 1 down to 1e-30, where 1 + t is 1 and log(1 + t) computed naively is 0."""
+@pytest.mark.parametrize("vectorised_np_log1p", [False, True], ids=["from-np-log", "np-log1p"])
+def test_log1p_keeps_the_digits_that_1_plus_t_rounds_away(dtype, vectorised_np_log1p, monkeypatch):
+    """layers.log1p, either route (np.log with the rounding error added back, or np.log1p as
+    on AVX-512 CPUs), against np.log1p in float64 (float32 inputs) or long double (float64):
+    within 3 eps relative, for t from 1 down to 1e-30, where 1 + t is 1 and log(1 + t)
+    computed naively is 0."""
+    monkeypatch.setattr(layers, "NUMPY_LOG1P_IS_VECTORISED", vectorised_np_log1p)
     rng = np.random.default_rng(0)
     t = np.concatenate([rng.random(200_000), 10.0 ** rng.uniform(-30, 0, 200_000),
                         [0.0, 1e-30, 1e-9, 6e-8, 1.2e-7, 0.5, 1.0]]).astype(dtype)
-    exact = np.log1p(t.astype(np.float64))
+    exact = np.log1p(t.astype(np.float64 if dtype == np.float32 else np.longdouble))
     got = log1p(t)
     assert got.dtype == dtype
     assert np.all(np.abs(got - exact) <= 3 * np.finfo(dtype).eps * exact)

@@ -194,7 +194,7 @@ def _twins(dtype, n, seed=3):
 def test_the_two_threaded_step_is_bit_for_bit_the_one_threaded_update(dtype, monkeypatch):
     """step() cuts a long vector in two halves for two threads; every entry comes out as if one
     thread had updated the whole vector, flush steps included (flush_every = 65)."""
-    n = 2 * optim.BLOCK + 12_345                                    # long enough to be split
+    n = 2 * optim.STEP_BLOCK + 12_345                                    # long enough to be split
     (w1, g1), (w2, g2) = _twins(dtype, n)
     split, whole = Adam(w1, g1), Adam(w2, g2)
     monkeypatch.setattr(optim, "_helper_pid", None)                 # no helper yet in this process
@@ -213,7 +213,7 @@ def test_the_two_threaded_step_is_bit_for_bit_the_one_threaded_update(dtype, mon
 
 
 def test_a_forked_child_steps_with_its_own_helper_thread():
-    n = 2 * optim.BLOCK + 1
+    n = 2 * optim.STEP_BLOCK + 1
     (w1, g1), (w2, g2) = _twins(np.float32, n)
     g1[...] = g2[...] = 1e-3
     Adam(w1, g1).step()                                             # the parent's helper exists now
@@ -230,11 +230,11 @@ def test_a_forked_child_steps_with_its_own_helper_thread():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-@pytest.mark.parametrize("first, preset, expected", [("scratchvae", None, "16"), ("scratchvae", "7", "7"),
+@pytest.mark.parametrize("first, preset, expected", [("scratchvae", None, "20"), ("scratchvae", "7", "7"),
                                                      ("numpy", None, None)])
 def test_importing_scratchvae_first_lets_openblas_threads_sleep_soon(first, preset, expected):
     """scratchvae asks OpenBLAS (through its environment variable, read when NumPy loads it) to
-    let idle threads sleep after 2^16 cycles; a value already set wins, and after NumPy nothing changes."""
+    let idle threads sleep after 2^20 cycles; a value already set wins, and after NumPy nothing changes."""
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
