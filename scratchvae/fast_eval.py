@@ -24,20 +24,24 @@ pixel, an exp and a log among them, all on one core. Here:
   Every factor is in (1, 2], so a product of 16 is at most 2^16, far from overflow, and
   the log is taken once per 16 pixels instead of once per pixel;
 * log p(z) - log q(z|x) = 1/2 sum_k (logvar_k + eps_k^2 - z_k^2): (z - mu) / sigma is eps;
-* each chunk's images are split between two threads, each with a one-thread BLAS: NumPy
-  lets go of Python's lock inside products and ufuncs, so the elementwise work runs on
-  both cores, not only the products;
+* each chunk's images are split between two workers, each with a one-thread BLAS, so the
+  elementwise work runs on both cores, not only the products. The second worker is a forked
+  process that shares the chunk's arrays (workers.ForkedHelper): two threads would take
+  turns at Python's lock before and after every NumPy call, which on a virtual machine can
+  cost tens of microseconds a turn (docs/results.md, the Intel Xeon part);
 * every array is allocated once and written with ``out=``.
 
 Derivation:  docs/derivations.md, section 11 (the fused evaluation)
 """
 from concurrent.futures import ThreadPoolExecutor
 
+import os
+
 import numpy as np
 
 from .fast import architecture_reason
 from .vae import VAE
-from .workers import set_blas_threads
+from .workers import ForkedHelper, SharedArena, set_blas_threads
 
 GROUP = 16           # factors of (1 + e^{-|l|}) multiplied before one log; each is in (1, 2]
 
@@ -53,7 +57,8 @@ class FastLogWeights:
     """``model.log_weights(x, eps, q=q)`` for a chunk, on ``threads`` cores (1 or 2).
 
     Use it as a context manager: inside, OpenBLAS runs one thread per worker (the previous
-    count is restored on exit).
+    count is restored on exit) and the second worker, ``helper="process"`` (the default
+    where the system can fork) or ``"thread"``, lives.
 
         with FastLogWeights(model) as log_weights:
             log_w = log_weights(x, eps, q)           # (L, N), like model.log_weights
@@ -61,12 +66,15 @@ class FastLogWeights:
     Derivation:  docs/derivations.md, section 11 (the fused evaluation)
     """
 
-    def __init__(self, model, threads=2):
+    def __init__(self, model, threads=2, helper="process"):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the fused evaluation cannot evaluate this model: {reason}")
         if threads not in (1, 2):
             raise ValueError(f"threads must be 1 or 2, got {threads!r}")
+        if helper not in ("process", "thread"):
+            raise ValueError(f"helper must be 'process' or 'thread', got {helper!r}")
+        self.helper = helper if hasattr(os, "fork") else "thread"
         P = model.params
         self.model = model
         self.A3 = np.vstack([P["dec.fc1.W"], P["dec.fc1.b"]])         # [W3; b3]  (K + 1, H)
@@ -75,19 +83,20 @@ class FastLogWeights:
         self.threads = threads
         self.floor = model.dtype.type(np.log(np.finfo(model.dtype).tiny) + 1)  # as exp_no_subnormal
         self._buffers = [{}, {}]                    # per worker: arrays reused from chunk to chunk
-        self._helper = None
+        self._helper = None                         # a thread pool, or a ForkedHelper and ...
+        self._shared = None                         # ... the arrays it shares with this process
         self._blas_before = None
 
     def __enter__(self):
         self._blas_before = set_blas_threads(1)
-        if self.threads == 2:
+        if self.threads == 2 and self.helper == "thread":
             self._helper = ThreadPoolExecutor(1, thread_name_prefix="scratchvae-eval")
         return self
 
     def __exit__(self, *exc):
         if self._helper is not None:
-            self._helper.shutdown()
-            self._helper = None
+            (self._helper.shutdown if self.helper == "thread" else self._helper.close)()
+            self._helper, self._shared = None, None
         if self._blas_before is not None:
             set_blas_threads(self._blas_before)
 
@@ -95,14 +104,45 @@ class FastLogWeights:
         """x (N, D), eps (L, N, K), q = (mu, logvar) each (N, K) -> log w (L, N)."""
         L, N, _ = eps.shape
         log_w = np.empty((L, N), dtype=self.model.dtype)
-        if self._helper is None or N < 2:
+        half = N // 2                                        # worker 1 the second half of the images
+        if self.threads == 1 or N < 2:
             self._part(0, x, eps, q, log_w, 0, N)
-        else:
-            half = N // 2                                    # worker 1 the second half of the images
+        elif self.helper == "thread":
             other = self._helper.submit(self._part, 1, x, eps, q, log_w, half, N)
             self._part(0, x, eps, q, log_w, 0, half)
             other.result()
+        else:
+            shared = self._share(x, eps, q)                  # the chunk, where the helper sees it
+            self._helper.start()
+            self._part(0, x, eps, q, log_w, 0, half)
+            self._helper.wait()
+            log_w[:, half:] = shared["log_w"][:L, half:N]
         return log_w
+
+    def _share(self, x, eps, q):
+        """Copy the chunk into the arrays shared with the helper process, which is forked
+        (again) when the chunk is larger than any before: its arrays are made to fit."""
+        L, N, K = eps.shape
+        if self._shared is None or L > len(self._shared["eps"]) or N > len(self._shared["x"]):
+            if self._helper is not None:
+                self._helper.close()
+            dtype, D = self.model.dtype, x.shape[1]
+            arena = SharedArena((N * D + L * N * K + 2 * N * K + L * N) * dtype.itemsize + 8 * 64 + 4096)
+            self._shared = {"x": arena.empty((N, D), dtype), "eps": arena.empty((L, N, K), dtype),
+                            "mu": arena.empty((N, K), dtype), "logvar": arena.empty((N, K), dtype),
+                            "log_w": arena.empty((L, N), dtype), "shape": arena.empty(2, np.int64)}
+            self._helper = ForkedHelper(arena, self._helper_part)
+        shared = self._shared
+        shared["x"][:N], shared["eps"][:L, :N], shared["mu"][:N], shared["logvar"][:N] = x, eps, q[0], q[1]
+        shared["shape"][:] = L, N
+        return shared
+
+    def _helper_part(self):
+        """In the helper process: worker 1's half of the chunk in the shared arrays."""
+        shared = self._shared
+        L, N = (int(v) for v in shared["shape"])
+        self._part(1, shared["x"][:N], shared["eps"][:L, :N], (shared["mu"][:N], shared["logvar"][:N]),
+                   shared["log_w"][:L, :N], N // 2, N)
 
     def _buffer(self, worker, name, shape, last_column_ones=False):
         """An array of this worker's of this shape, reallocated only when the shape changes.

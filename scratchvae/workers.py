@@ -305,26 +305,15 @@ class ProcessPair:
                 ctl[_FINITE1] = w1.gradients_and_update(b, update, fl[_ALPHA], fl[_EPS_T])
             ctl[_DONE] = s
 
-    def _wait(self, k, s, spins=3000):
-        """Until ctl[k] == s: spin (~0.2 ms), then yield the core, then nap and check the other."""
-        ctl, n = self.ctl, 0
-        while ctl[k] != s:
-            n += 1
-            if n <= spins:
-                continue
-            if n <= 2 * spins:
-                os.sched_yield()
-                continue
-            time.sleep(min(1e-3, 1e-6 * (n - 2 * spins)))
-            if n % 64 == 0:
-                self._check_other()
-            if ctl[_STOP] and os.getpid() != self._parent:       # closed while mid-step
-                raise SystemExit(0)
+    def _wait(self, k, s):
+        _spin_until(self.ctl, k, s, self._check_other)
 
     def _check_other(self):
         if os.getpid() != self._parent:                          # in the helper: is the parent alive?
             if os.getppid() != self._parent:
                 raise SystemExit("the training process is gone")
+            if self.ctl[_STOP]:                                  # closed while mid-step
+                raise SystemExit(0)
             return
         if self.ctl[_FAILED] or os.waitpid(self.pid, os.WNOHANG)[0] != 0:
             text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
@@ -334,15 +323,97 @@ class ProcessPair:
 
     def close(self):
         """Stop the helper, even one left mid-step by an exception in the parent."""
-        if not self.pid:
-            return
-        self.ctl[_STOP] = 1
-        self.ctl[_GO] += 1
-        deadline = time.monotonic() + 2.0
-        while os.waitpid(self.pid, os.WNOHANG)[0] == 0:
-            if time.monotonic() > deadline:                      # stuck: it was left mid-step
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                break
-            time.sleep(0.001)
+        if self.pid:
+            _stop_child(self.pid, self.ctl)
         self.pid = None
+
+
+class ForkedHelper:
+    """``work()`` run in a forked child each time the parent calls ``start()``; ``wait()``
+    returns when it is done. The fused evaluation's helper (fast_eval.py): ProcessPair's
+    hand-over for a job of one phase. ``work`` reads its inputs from, and writes its results
+    into, arrays of ``arena`` allocated before this (so that the child shares them). Errors in
+    the child (a FloatingPointError under the caller's np.errstate included) are raised in the
+    parent by ``wait``. Linux only (fork); the child ignores Ctrl-C and leaves when the
+    parent is gone.
+    """
+
+    def __init__(self, arena, work):
+        self.ctl = arena.empty(16, np.int64)
+        self.ctl[:] = 0
+        self.message = arena.empty(2048, np.uint8)
+        self._parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:                                             # the helper process
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                s = 0
+                while True:
+                    s += 1
+                    _spin_until(self.ctl, _GO, s, self._parent_alive)
+                    if self.ctl[_STOP]:
+                        break
+                    work()
+                    self.ctl[_DONE] = s
+            except BaseException as error:                       # tell the parent, then leave
+                text = f"{type(error).__name__}: {error}".encode()[:2047]
+                self.message[:len(text)] = np.frombuffer(text, np.uint8)
+                self.ctl[_FAILED] = 1
+                code = 1
+            finally:
+                os._exit(code)
+        self.pid = pid
+
+    def start(self):
+        self.ctl[_GO] += 1
+
+    def wait(self):
+        _spin_until(self.ctl, _DONE, self.ctl[_GO], self._child_alive)
+
+    def _parent_alive(self):
+        if os.getppid() != self._parent:
+            raise SystemExit("the evaluating process is gone")
+
+    def _child_alive(self):
+        failed = bool(self.ctl[_FAILED])
+        if failed or os.waitpid(self.pid, os.WNOHANG)[0] != 0:
+            if failed:
+                os.waitpid(self.pid, 0)                          # it is leaving: reap it
+            text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
+            self.pid = None
+            raise RuntimeError(f"the fused evaluation's helper process stopped ({text or 'no message'}); "
+                               "evaluate with --engine plain to avoid it")
+
+    def close(self):
+        if self.pid:
+            _stop_child(self.pid, self.ctl)
+        self.pid = None
+
+
+def _spin_until(ctl, k, s, check, spins=3000):
+    """Until ctl[k] == s: spin (~0.2 ms), then yield the core, then nap, calling check() now and then."""
+    n = 0
+    while ctl[k] != s:
+        n += 1
+        if n <= spins:
+            continue
+        if n <= 2 * spins:
+            os.sched_yield()
+            continue
+        time.sleep(min(1e-3, 1e-6 * (n - 2 * spins)))
+        if n % 64 == 0:
+            check()
+
+
+def _stop_child(pid, ctl):
+    """Ask a helper to leave (STOP, then GO); kill it if it has not left within 2 s."""
+    ctl[_STOP] = 1
+    ctl[_GO] += 1
+    deadline = time.monotonic() + 2.0
+    while os.waitpid(pid, os.WNOHANG)[0] == 0:
+        if time.monotonic() > deadline:                          # stuck: it was left mid-step
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.001)

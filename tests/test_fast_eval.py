@@ -147,3 +147,40 @@ def test_a_conditional_vae_is_refused():
     assert "CVAE" in unsupported_reason(model)
     with pytest.raises(ValueError, match="cannot evaluate this model"):
         evaluate(model, np.zeros((3, 10), np.uint8), is_k=2, engine="fused", labels=np.zeros(3, int))
+
+
+def test_the_helper_process_gives_the_helper_threads_numbers_and_refits_to_a_larger_chunk():
+    """Process or thread, worker 1 runs the same code on the same numbers: bit for bit. A chunk
+    larger than the first forks a new helper whose shared arrays fit it; a smaller one reuses."""
+    rng = np.random.default_rng(5)
+    model = VAE(784, [40], 6, seed=5)
+    x = rng.random((30, 784)).astype(np.float32)
+    q = model.encode(x)
+    chunks = [rng.standard_normal(shape, dtype=np.float32) for shape in ((3, 20, 6), (2, 7, 6), (5, 30, 6))]
+    with FastLogWeights(model, threads=2, helper="thread") as by_thread:
+        expected = [by_thread(x[:e.shape[1]], e, tuple(a[:e.shape[1]] for a in q)) for e in chunks]
+    with FastLogWeights(model, threads=2, helper="process") as by_process:
+        pids = []
+        for e, want in zip(chunks, expected):
+            n = e.shape[1]
+            got = by_process(x[:n], e, tuple(a[:n] for a in q))
+            pids.append(by_process._helper.pid)
+            assert np.array_equal(got, want)
+    assert pids[0] == pids[1] != pids[2]                            # re-forked for the larger chunk only
+    assert by_process._helper is None
+
+
+def test_an_error_in_the_helper_process_is_raised_in_the_evaluating_one(monkeypatch):
+    model = VAE(20, [8], 2, seed=0)
+    real_part = FastLogWeights._part
+
+    def failing_part(self, worker, *args):
+        if worker == 1:
+            raise FloatingPointError("worker 1 broke")
+        return real_part(self, worker, *args)
+
+    monkeypatch.setattr(FastLogWeights, "_part", failing_part)      # the forked child inherits it
+    x = np.zeros((4, 20), np.float32)
+    with FastLogWeights(model, threads=2, helper="process") as log_weights:
+        with pytest.raises(RuntimeError, match="helper process stopped.*worker 1 broke"):
+            log_weights(x, np.zeros((1, 4, 2), np.float32), model.encode(x))
