@@ -244,21 +244,11 @@ class ProcessPair:
         self.ctl[:], self.fl[:] = 0, 0.0
         self.message = arena.empty(2048, np.uint8)               # the helper's error, if any
         self._parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:                                             # the helper process
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's business
-                with np.errstate(all="ignore"):
-                    self._loop()
-            except BaseException as error:                       # tell the parent, then leave
-                text = f"{type(error).__name__}: {error}".encode()[:2047]
-                self.message[:len(text)] = np.frombuffer(text, np.uint8)
-                self.ctl[_FAILED] = 1
-                code = 1
-            finally:
-                os._exit(code)
-        self.pid = pid
+        self.pid = _fork(self._quiet_loop, self.ctl, self.message)
+
+    def _quiet_loop(self):
+        with np.errstate(all="ignore"):                          # the parent reports inf / nan
+            self._loop()
 
     @staticmethod
     def shared_bytes(B, D, H, K, n_params, itemsize):
@@ -343,27 +333,18 @@ class ForkedHelper:
         self.ctl[:] = 0
         self.message = arena.empty(2048, np.uint8)
         self._parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:                                             # the helper process
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                s = 0
-                while True:
-                    s += 1
-                    _spin_until(self.ctl, _GO, s, self._parent_alive)
-                    if self.ctl[_STOP]:
-                        break
-                    work()
-                    self.ctl[_DONE] = s
-            except BaseException as error:                       # tell the parent, then leave
-                text = f"{type(error).__name__}: {error}".encode()[:2047]
-                self.message[:len(text)] = np.frombuffer(text, np.uint8)
-                self.ctl[_FAILED] = 1
-                code = 1
-            finally:
-                os._exit(code)
-        self.pid = pid
+        self.pid = _fork(lambda: self._serve(work), self.ctl, self.message)
+
+    def _serve(self, work):
+        """The helper's life: each GO, one ``work()``, then DONE; until STOP."""
+        s = 0
+        while True:
+            s += 1
+            _spin_until(self.ctl, _GO, s, self._parent_alive)
+            if self.ctl[_STOP]:
+                return
+            work()
+            self.ctl[_DONE] = s
 
     def start(self):
         self.ctl[_GO] += 1
@@ -389,6 +370,26 @@ class ForkedHelper:
         if self.pid:
             _stop_child(self.pid, self.ctl)
         self.pid = None
+
+
+def _fork(run, ctl, message):
+    """Fork a helper process that runs ``run()``, then exits; returns its pid to the parent.
+    The child ignores Ctrl-C (the parent's business); an exception it raises is written into
+    ``message``, with ctl[_FAILED] = 1, for the parent to report."""
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        run()
+    except BaseException as error:                               # tell the parent, then leave
+        text = f"{type(error).__name__}: {error}".encode()[:2047]
+        message[:len(text)] = np.frombuffer(text, np.uint8)
+        ctl[_FAILED] = 1
+        code = 1
+    finally:
+        os._exit(code)
 
 
 def _spin_until(ctl, k, s, check, spins=3000):
