@@ -33,9 +33,8 @@ pixel, an exp and a log among them, all on one core. Here:
 
 Derivation:  docs/derivations.md, section 11 (the fused evaluation)
 """
-from concurrent.futures import ThreadPoolExecutor
-
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 

@@ -7,7 +7,9 @@ This module holds everything about *running* two workers and nothing about the V
 - ``SharedArena``: arrays in anonymous shared memory, which a forked child sees too;
 - ``set_blas_threads``: OpenBLAS's (process-wide) thread count, set to one per worker;
 - ``ThreadPair`` and ``ProcessPair``: the helper as a thread or as a forked process, and
-  the hand-overs of one step between the two workers.
+  the hand-overs of one step between the two workers;
+- ``ForkedHelper``: the same kind of forked helper for a job of one phase, the fused
+  evaluation's second worker (fast_eval.py).
 
 One step, for either pair (worker w runs rows of the batch in phase 1, its own layers in
 phase 2; fast.py's ``_Worker`` has the code):

@@ -194,7 +194,7 @@ def _twins(dtype, n, seed=3):
 def test_the_two_threaded_step_is_bit_for_bit_the_one_threaded_update(dtype, monkeypatch):
     """step() cuts a long vector in two halves for two threads; every entry comes out as if one
     thread had updated the whole vector, flush steps included (flush_every = 65)."""
-    n = 2 * optim.STEP_BLOCK + 12_345                                    # long enough to be split
+    n = 2 * optim.STEP_BLOCK + 12_345                               # long enough to be split
     (w1, g1), (w2, g2) = _twins(dtype, n)
     split, whole = Adam(w1, g1), Adam(w2, g2)
     monkeypatch.setattr(optim, "_helper_pid", None)                 # no helper yet in this process
