@@ -20,7 +20,9 @@ work one core). Other processes' CPU use during the timing is reported ("foreign
 as the machine may be shared.
 
 Prints one JSON line: seconds, img_per_s, samples_per_s, the estimate itself (is_nll,
-nats), the settings and the peak RSS.
+nats), the settings, this process's peak RSS, and the peak proportional set size of this
+process and the fused evaluation's helper process together (pss_total_peak_mb, sampled every
+0.5 s; shared pages counted once).
 
 Side by side with PyTorch (``--torch``, needs torch==2.13.0): the same estimator written in
 PyTorch (``pytorch_reference.importance_sampled_nll``: the same chunks, the same
@@ -33,6 +35,7 @@ seconds / scratchvae seconds. The estimates differ only by their random eps.
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,7 +47,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_train import DEFAULT_DATA_DIR, LoadMeter, own_peak_rss_mb, wait_quiet  # noqa: E402
+from bench_train import DEFAULT_DATA_DIR, LoadMeter, MemorySampler, own_peak_rss_mb, wait_quiet  # noqa: E402
 
 
 def main():
@@ -95,6 +98,8 @@ def main():
     if args.quiet_wait > 0:
         wait_quiet(0.075, timeout=args.quiet_wait, meter=meter)
     a = meter.snapshot()
+    memory = MemorySampler(os.getpid(), 0.5)
+    memory.start()
     t0 = time.perf_counter()
     run = dict(rng=np.random.default_rng(args.seed), chunk=args.chunk, batch_size=args.batch)
     if args.engine == "fused":
@@ -103,6 +108,7 @@ def main():
     else:
         nll = importance_sampled_nll(model, x, args.k, **run)
     seconds = time.perf_counter() - t0
+    memory.stop()
     foreign = LoadMeter.foreign_cpus(a, meter.snapshot())
     print(json.dumps({"what": "importance_sampled_nll", "engine": args.engine, "model": what, "arch": arch,
                       "dtype": str(model.dtype), "k": args.k, "images": len(x),
@@ -110,7 +116,7 @@ def main():
                       "samples_per_s": round(len(x) * args.k / seconds),
                       "is_nll": round(float(nll.mean()), 3), "threads": args.threads,
                       "chunk": args.chunk, "batch": args.batch, "foreign_cpus": round(foreign, 3),
-                      "peak_rss_mb": own_peak_rss_mb()}), flush=True)
+                      "peak_rss_mb": own_peak_rss_mb(), **memory.report()}), flush=True)
 
 
 def torch_worker(args):

@@ -140,7 +140,8 @@ def pss_kb(pid):
 class LoadMeter:
     """Other processes' CPU use between two snapshots: busy ticks minus our processes' ticks.
 
-    Ours: this process, each worker (with its reaped children) and the workers' live children.
+    Ours: this process and its reaped children (the fused evaluation's helper, once closed),
+    each worker (with its reaped children) and the workers' live children.
     """
 
     def __init__(self, worker_pids=()):
@@ -148,7 +149,7 @@ class LoadMeter:
 
     def snapshot(self):
         t = os.times()
-        own = (t.user + t.system) * HZ
+        own = (t.user + t.system + t.children_user + t.children_system) * HZ
         for pid in self.worker_pids:
             own += cpu_ticks(pid)
             own += sum(cpu_ticks(kid, reaped_children=False) for kid in children(pid))
