@@ -307,11 +307,7 @@ class ProcessPair:
             if self.ctl[_STOP]:                                  # closed while mid-step
                 raise SystemExit(0)
             return
-        if self.ctl[_FAILED] or os.waitpid(self.pid, os.WNOHANG)[0] != 0:
-            text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
-            self.pid = None
-            raise RuntimeError(f"the fused step's helper process stopped ({text or 'no message'}); "
-                               "train with --engine plain to avoid it")
+        _raise_if_stopped(self, "the fused step's helper process", "train with --engine plain")
 
     def close(self):
         """Stop the helper, even one left mid-step by an exception in the parent."""
@@ -359,14 +355,7 @@ class ForkedHelper:
             raise SystemExit("the evaluating process is gone")
 
     def _child_alive(self):
-        failed = bool(self.ctl[_FAILED])
-        if failed or os.waitpid(self.pid, os.WNOHANG)[0] != 0:
-            if failed:
-                os.waitpid(self.pid, 0)                          # it is leaving: reap it
-            text = bytes(self.message).rstrip(b"\0").decode(errors="replace")
-            self.pid = None
-            raise RuntimeError(f"the fused evaluation's helper process stopped ({text or 'no message'}); "
-                               "evaluate with --engine plain to avoid it")
+        _raise_if_stopped(self, "the fused evaluation's helper process", "evaluate with --engine plain")
 
     def close(self):
         if self.pid:
@@ -392,6 +381,17 @@ def _fork(run, ctl, message):
         code = 1
     finally:
         os._exit(code)
+
+
+def _raise_if_stopped(pair, what, instead):
+    """In the parent: if the helper failed or exited, reap it and raise with its message."""
+    failed = bool(pair.ctl[_FAILED])
+    if failed or os.waitpid(pair.pid, os.WNOHANG)[0] != 0:
+        if failed:
+            os.waitpid(pair.pid, 0)                              # it is leaving: reap it
+        text = bytes(pair.message).rstrip(b"\0").decode(errors="replace")
+        pair.pid = None
+        raise RuntimeError(f"{what} stopped ({text or 'no message'}); {instead} to avoid it")
 
 
 def _spin_until(ctl, k, s, check, spins=3000):
