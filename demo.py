@@ -24,6 +24,7 @@ OUT/main/checkpoint.npz``). No display is needed.
 import argparse
 import dataclasses
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from scratchvae.beta_sweep import run_beta_sweep
 from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
 from scratchvae.evaluate import evaluate
 from scratchvae.explore import FASHION_LABELS, MAX_POINTS, write_explorer
-from scratchvae.figures import make_figures
+from scratchvae.figures import FIGURES, make_figures
 from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted, derive_streams, train
 
 IMAGE_BUDGET = 600_000        # default epochs: about this many training images (10 epochs of 60,000)
@@ -91,8 +92,10 @@ def as_model_input(images_u8, binarize, seed):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     settings = QUICK if args.quick else FULL
-    if args.epochs is not None and args.epochs < 1 or args.limit is not None and args.limit < 1:
-        return fail("--epochs and --limit must be positive integers")
+    if args.epochs is not None and args.epochs < 1:
+        return fail(f"--epochs must be a positive integer, got {args.epochs}")
+    if args.limit is not None and args.limit < 1:
+        return fail(f"--limit must be a positive integer, got {args.limit}")
     existing = [args.out / name / "checkpoint.npz" for name in RUNS
                 if (args.out / name / "checkpoint.npz").exists()]
     if existing and not args.overwrite:                  # a trained model is never silently replaced
@@ -106,13 +109,16 @@ def main(argv=None):
         return fail(str(e))
     n_train = min(filter(None, (len(train_split), args.limit, settings.get("train_images"))))
     n_test = min(filter(None, (len(test_split), args.limit, settings.get("test_images"))))
-    train_images = train_split.images[:n_train]
-    test_images, test_labels = test_split.images[:n_test], test_split.labels[:n_test]
+    # --quick and --limit take the first images of each split, and the runs record that
+    # ("train[0:10000]"), so that `scratchvae resume` and `evaluate` find the same images
+    train_split, test_split = train_split.first(n_train), test_split.first(n_test)
+    train_images = train_split.images
+    test_images, test_labels = test_split.images, test_split.labels
     epochs = args.epochs or settings.get("epochs") or default_epochs(n_train)
 
     try:
-        config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=args.train_split,
-                             test_split=args.test_split, binarize=args.binarize, download=args.download,
+        config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=train_split.split,
+                             test_split=test_split.split, binarize=args.binarize, download=args.download,
                              hidden=(400,), latent=20, epochs=epochs, seed=args.seed,
                              out=str(args.out / "main"))
         config2d = dataclasses.replace(config, latent=2, out=str(args.out / "latent2d"))
@@ -126,9 +132,11 @@ def main(argv=None):
         return fail(str(e))
     except TrainingDiverged as e:
         return fail(str(e), code=1)
-    except (TrainingInterrupted, KeyboardInterrupt):
-        say("demo stopped by Ctrl-C (training state saved where the line above says)")
-        return 130
+    except (TrainingInterrupted, KeyboardInterrupt) as stop:     # Ctrl-C, SIGTERM or SIGHUP
+        signum = getattr(stop, "signum", signal.SIGINT)
+        said = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        say(f"demo stopped by {said} (training state saved where the line above says)")
+        return 128 + signum
     (model, history), (model2d, _), (autoencoder, _) = runs["main"], runs["latent2d"], runs["autoencoder2d"]
 
     try:
@@ -141,8 +149,10 @@ def main(argv=None):
         x_test = as_model_input(test_images, args.binarize, args.seed)
         paths = make_figures(args.out, model=model, model2d=model2d, autoencoder=autoencoder, images=x_test,
                              labels=test_labels, history=history, seed=args.seed, dataset=args.dataset,
-                             sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say)
-        say("== what the KL term does: the 2-D VAE trained once per KL weight beta (slides 12-13) ==")
+                             sizes=TINY_FIGURES if args.limit else settings["figure_sizes"], log=say,
+                             total=len(FIGURES) + 1)                    # + figure 11, the beta sweep
+        say(f"== figure {len(FIGURES) + 1}/{len(FIGURES) + 1}, what the KL term does: the 2-D VAE trained once "
+            f"per KL weight beta (slides 12-13) ==")
         sweep = QUICK["beta_sweep"] if args.limit else settings["beta_sweep"]
         paths["beta_sweep"] = args.out / "11_beta_sweep.png"
         run_beta_sweep(train_images, test_images[:1000], test_labels[:1000], seed=args.seed, log=say,
@@ -150,7 +160,7 @@ def main(argv=None):
         paths["explorer"] = args.out / "explorer.html"
         write_explorer(paths["explorer"], model2d, images=x_test[:MAX_POINTS], labels=test_labels[:MAX_POINTS],
                        title=f"scratchvae demo, {args.dataset}, 2-D latent space",
-                       source=f"{args.dataset} {args.test_split}",
+                       source=f"{args.dataset} {test_split.split}",
                        label_names=FASHION_LABELS if args.dataset == "fashion-mnist" else None)
     except TrainingDiverged as e:                                     # a beta-sweep run
         return fail(str(e), code=1)
@@ -158,8 +168,8 @@ def main(argv=None):
         say(f"demo stopped by Ctrl-C; the trained models are in {', '.join(str(args.out / n) for n in RUNS)}")
         return 130
 
-    print(f"\nscratchvae demo: {args.dataset}, trained on {n_train:,} images ({args.train_split}), "
-          f"tested on {n_test:,} ({args.test_split}), {epochs} epochs per model, seed {args.seed}")
+    print(f"\nscratchvae demo: {args.dataset}, trained on {n_train:,} images ({train_split.split}), "
+          f"tested on {n_test:,} ({test_split.split}), {epochs} epochs per model, seed {args.seed}")
     print(f"test negative ELBO  {report['test_nelbo']:8.2f} nats per image (rec {report['test_rec']:.2f} "
           f"+ KL {report['test_kl']:.2f}; {report['n']:,} test images)")
     print(f"test -log p(x)      {subset['is_nll']:8.2f} nats per image (importance sampled, k = "

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoint import CheckpointError, load_checkpoint, load_model, write_bytes_atomic
-from .data import DataError, add_data_arguments, iterate_batches, load
+from .data import DataError, _named_for_other, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, evaluate_reconstruction, format_report
 from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from .fast_eval import unsupported_reason as fast_eval_refuses
@@ -129,7 +129,7 @@ def build_parser():
     model.add_argument("--model", choices=list(MODELS), default=d.model,
                        help="vae: the VAE (vae.py); autoencoder: z = encoder(x), loss -log p(x|z), no "
                             "KL (autoencoder.py, slides 3-5); cvae: the conditional VAE, q(z|x, y) and "
-                            "p(x|z, y) given the one-hot label (cvae.py; needs the label files)")
+                            "p(x|z, y) given the one-hot label (cvae.py)")
     model.add_argument("--hidden", type=positive_int, nargs="+", default=list(d.hidden), metavar="H",
                        help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. "
                             "--hidden 400 or --hidden 512 256")
@@ -225,9 +225,11 @@ def build_parser():
                    help="a conditional VAE's checkpoint (train --model cvae) only: draw this class, "
                         "e.g. --digit 7 for sevens (default: one row per class, the columns sharing z, "
                         "ceil(n / 10) columns)")
-    p.add_argument("--n", type=positive_int, default=64, help="number of images")
+    p.add_argument("--n", type=positive_int, default=64,
+                   help="number of images (a conditional VAE without --digit: one row per class, "
+                        "ceil(n / 10) or --cols images each)")
     p.add_argument("--cols", type=positive_int, default=None,
-                   help="images per row (default: ceil(sqrt(n)))")
+                   help="images per row (default: ceil(sqrt(n)); see --n for a conditional VAE)")
     p.add_argument("--scale", type=positive_int, default=2, help="PNG pixels per image pixel")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
@@ -298,6 +300,11 @@ def _resume(args, parser):
     for field in ("epochs", "lr", "data_dir", "download", "eval_batch", "engine", "threads"):
         if getattr(args, field) is not None:
             changes[field] = getattr(args, field)
+    if args.data_dir is not None and _named_for_other(Path(args.data_dir), saved.dataset):
+        # said here, not by data.load, whose advice would be a --dataset that resume does not take
+        raise DataError(f"data directory {args.data_dir} is named after the dataset "
+                        f"{Path(args.data_dir).name!r}, but this run trained on {saved.dataset!r}: "
+                        f"point --data-dir at the {saved.dataset} files")
     return _run_training("resume", dataclasses.replace(saved, **changes), args.checkpoint, False)
 
 

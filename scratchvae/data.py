@@ -424,9 +424,19 @@ class Split:
     labels: np.ndarray
     name: str            # dataset name, e.g. "mnist"
     split: str           # the split spec it was loaded with, e.g. "test[:9000]"
+    start: int = 0       # where images[0] is in the named split: 9000 for "test[9000:]"
 
     def __len__(self):
         return len(self.images)
+
+    def first(self, n):
+        """The first n images (all of them if there are fewer) as a Split whose spec says so:
+        Split "train" -> "train[0:10000]", "test[9000:]" -> "test[9000:9500]". A run trained on
+        it records that spec, so that resuming it loads the very same images."""
+        if n >= len(self):
+            return self
+        spec = f"{parse_split(self.split)[0]}[{self.start}:{self.start + n}]"
+        return Split(self.images[:n], self.labels[:n], self.name, spec, self.start)
 
 
 def load(name, split="train", data_dir=None, download=True, *, mirrors=None, progress=True):
@@ -457,7 +467,7 @@ def load(name, split="train", data_dir=None, download=True, *, mirrors=None, pro
     images = images.reshape(n, 28 * 28)                  # (N, 784), a view: no copy
     if stop - start < n:                                  # copy the part, free the rest
         images, labels = images[start:stop].copy(), labels[start:stop].copy()
-    return Split(images=images, labels=labels, name=name, split=split)
+    return Split(images=images, labels=labels, name=name, split=split, start=start)
 
 
 # ---------------------------------------------------------------------------------------

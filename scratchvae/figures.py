@@ -119,7 +119,7 @@ def gradient_arrays(model, x, rng, n_samples=10, n_repeats=500, n_reference=10_0
 
 
 def make_figures(out_dir, *, model, model2d, autoencoder, images, labels, history, seed=0, dataset="mnist",
-                 sizes=None, log=print):
+                 sizes=None, log=print, total=None):
     """Write every figure of the demo into ``out_dir``; return {name: path} in FIGURES order.
 
     ``images`` (N, D) in [0, 1] and ``labels`` (N,) are test images as the models see them.
@@ -127,6 +127,7 @@ def make_figures(out_dir, *, model, model2d, autoencoder, images, labels, histor
     ``autoencoder.Autoencoder`` trained like model2d (figure 10). ``sizes`` overrides the default
     amounts of work (keys: n_recon, n_grid, n_manifold, n_latent, n_pairs, n_steps, n_gap, gap_points, gap_is_k,
     n_grad, grad_samples, grad_repeats, grad_reference, infer_steps, n_compare), e.g. smaller for a quick run.
+    ``total``: the figure count the progress lines give (default: these; demo.py draws one more).
     """
     for name, m in (("model2d", model2d), ("autoencoder", autoencoder)):
         if m.latent_dim != 2:
@@ -146,7 +147,7 @@ def make_figures(out_dir, *, model, model2d, autoencoder, images, labels, histor
     paths = {}
 
     def out(name):
-        log(f"  figure {len(paths) + 1}/{len(FIGURES)}: {name}")
+        log(f"  figure {len(paths) + 1}/{total or len(FIGURES)}: {name}")
         return f"{out_dir}/{len(paths) + 1}_{name}.png"
 
     pick = one_per_class(labels, s["n_recon"], rng["reconstructions"])

@@ -150,6 +150,16 @@ def test_resume_bad_arguments(trained, tmp_path, capsys):
     assert "pickle" in one_error_line(capsys, "resume")
 
 
+def test_resume_at_a_directory_named_after_the_other_dataset_names_the_runs(trained, tmp_path, capsys):
+    """The run trained on mnist; resume has no --dataset, so its advice is the run's dataset."""
+    other = tmp_path / "fashion-mnist"
+    other.mkdir()
+    assert main(["resume", str(trained), "--epochs", "3", "--data-dir", str(other), "--no-download"]) == 2
+    err = one_error_line(capsys, "resume")
+    assert "this run trained on 'mnist'" in err and "point --data-dir at the mnist files" in err
+    assert "--dataset" not in err
+
+
 def test_resume_with_an_absurd_learning_rate_stops_with_exit_code_1(data_dir, tmp_path, capsys):
     assert main(train_args(data_dir, tmp_path, "--epochs", "1")) == 0
     capsys.readouterr()

@@ -502,6 +502,25 @@ bound = st.none() | st.integers(-20, 20)
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=bound, stop=bound, n=st.integers(1, 14))
+def test_the_first_n_images_of_a_split_have_a_spec_that_loads_them(twelve_test_images, start, stop, n):
+    """Split.first(n): what demo.py --quick trains on, and the spec its checkpoints record."""
+    directory, (images, labels) = twelve_test_images
+    spec = f"test[{'' if start is None else start}:{'' if stop is None else stop}]"
+    if not range(12)[start:stop] or (start is not None and stop is not None and (start < 0) == (stop < 0)
+                                     and start >= stop):
+        return                                     # an empty split: nothing to take the first of
+    whole = data.load("mnist", spec, data_dir=directory)
+    first = whole.first(n)
+    np.testing.assert_array_equal(first.images, images[start:stop][:n])
+    np.testing.assert_array_equal(first.labels, labels[start:stop][:n])
+    again = data.load("mnist", first.split, data_dir=directory)      # the recorded spec, loaded
+    np.testing.assert_array_equal(again.images, first.images)
+    assert (first.split == spec) == (n >= len(whole))                  # narrowed only when it takes fewer
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(start=bound, stop=bound)
 def test_split_slicing_follows_python_slices(twelve_test_images, start, stop):
     directory, (images, labels) = twelve_test_images

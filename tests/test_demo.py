@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scratchvae import cli
 from scratchvae.checkpoint import load_checkpoint
 from scratchvae.figures import FIGURES
 
@@ -75,6 +76,22 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert str(out / "explorer.html") in captured.out
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
     assert "training step: VAE.loss_and_grads in scratchvae/vae.py" in captured.err   # the read-along code runs
+    assert "figure 1/11: reconstructions" in captured.err and "== figure 11/11, what the KL term" in captured.err
+
+
+def test_a_quick_demo_run_records_the_images_it_used_and_resumes(tiny_data, tmp_path, capsys):
+    """--limit 100 of 120 training images: the checkpoint says train[0:100], so resume loads
+    those 100 (it refuses other images), and evaluate finds the run's own test images."""
+    out = tmp_path / "out"
+    assert demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--epochs", "1",
+                      "--limit", "100", "--no-download"]) == 0
+    config = load_checkpoint(out / "main" / "checkpoint.npz")["config"]
+    assert config["train_split"] == "train[0:100]" and config["test_split"] == "test"   # 60 < 100: all
+    assert "trained on 100 images (train[0:100])" in capsys.readouterr().out
+    assert cli.main(["resume", str(out / "main" / "checkpoint.npz"), "--epochs", "2", "--no-download"]) == 0
+    assert [r["epoch"] for r in load_checkpoint(out / "main" / "checkpoint.npz")["history"]] == [1, 2]
+    assert cli.main(["evaluate", str(out / "main" / "checkpoint.npz"), "--is-k", "2", "--no-download"]) == 0
+    assert "not the images the run was tested on" not in capsys.readouterr().err
 
 
 def test_default_epochs_follow_the_image_budget():
@@ -93,8 +110,10 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path):
-    """SIGINT during training: the trainer saves a checkpoint, the demo says so and exits 130."""
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_a_stop_signal_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path, signum, said):
+    """SIGINT (Ctrl-C) or SIGTERM during training: the trainer saves a checkpoint, the demo says
+    which signal stopped it and exits with 128 + its number, as a shell reports it."""
     out = tmp_path / "o"
     process = subprocess.Popen([sys.executable, "-u", str(REPO / "demo.py"), "--quick", "--no-download",
                                 "--data-dir", str(tiny_data), "--limit", "100", "--epochs", "100000",
@@ -103,13 +122,19 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path):
         for line in process.stderr:                                       # wait until training runs
             if line.split()[:2] == ["epoch", "1/100000"]:
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = process.communicate(timeout=30)
     finally:
         process.kill()
-    assert process.returncode == 130
-    assert "demo stopped by Ctrl-C" in err and "Traceback" not in err
+    assert process.returncode == 128 + signum
+    assert f"demo stopped by {said} (training state saved" in err and "Traceback" not in err
     assert (out / "main" / "checkpoint.npz").is_file()
+
+
+def test_a_bad_epoch_count_is_one_line_naming_that_option(tmp_path, capsys):
+    assert demo.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "demo.py: error: --epochs must be a positive integer, got 0\n"
 
 
 def test_the_demo_never_silently_replaces_checkpoints(tmp_path, capsys):
