@@ -597,7 +597,7 @@ def add_data_arguments(parser, train_split=True, test_split=True):
                            help="split to train on, e.g. train, 'train[:5000]', 'test[:9000]'")
     if test_split:
         group.add_argument("--test-split", type=_split_arg, default="test",
-                           help="split to evaluate on, e.g. test, 'test[9000:]'")
+                           help="the test split (evaluated on; explore shows its images), e.g. test, 'test[9000:]'")
     group.add_argument("--binarize", type=_binarize_arg, default="none", metavar="{" + ",".join(BINARIZE) + "}",
                        help="targets: grey levels (none), a fresh Bernoulli draw per epoch "
                             "(dynamic), or a fixed cut at 0.5, pixel >= 128 (threshold)")
