@@ -13,14 +13,14 @@ epoch, from which ``scratchvae sample OUT/checkpoint.npz --digit 7`` draws seven
 checkpoint already in OUT is resumed (with the same configuration nothing is trained again:
 the figures and numbers are made from it).
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_model
+from .checkpoint import CheckpointError, load_checkpoint, load_model, model_type
+from .cli import _Parser, nonnegative_int, positive_float, positive_int
 from .data import DataError, load
 from .evaluate import importance_sampled_nll
 from .plots import _figure, _save, _show_mosaic, mosaic
@@ -67,28 +67,58 @@ def plot_same_hand(tiles, path):
     return _save(fig, path, 100)
 
 
+MODEL_NAMES = {"autoencoder": "an autoencoder", "cvae": "a conditional VAE (CVAE)"}   # for messages
+
+
+def load_comparison(path, dataset, input_dim):
+    """The VAE of --compare: unconditional (its ``loss(x)`` and bound need no label), trained on
+    the same data set and with as many pixels as the test images. Raises ``CheckpointError``."""
+    checkpoint = load_checkpoint(path)
+    vae = load_model(checkpoint)
+    kind = model_type(vae)                                         # an IWAE is saved as a "vae"
+    if kind != "vae":
+        raise CheckpointError(f"--compare: {path} holds {MODEL_NAMES[kind]}; expected an unconditional VAE")
+    trained_on = checkpoint["config"].get("dataset")
+    if trained_on is not None and trained_on != dataset:
+        raise CheckpointError(f"--compare: {path} was trained on {trained_on}, not on {dataset} (--dataset)")
+    if vae.input_dim != input_dim:
+        raise CheckpointError(f"--compare: {path} models {vae.input_dim} pixels, the test images have {input_dim}")
+    return vae
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m scratchvae.cvae_run", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="python -m scratchvae.cvae_run", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--train-split", default="test[:9000]")
     p.add_argument("--test-split", default="test[9000:]")
-    p.add_argument("--hidden", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--latent", type=int, default=50)
+    p.add_argument("--hidden", type=positive_int, nargs="+", default=[200, 200])
+    p.add_argument("--latent", type=positive_int, default=50)
     p.add_argument("--activation", default="tanh")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--is-k", type=int, default=5000, help="importance samples for the bounds")
-    p.add_argument("--limit", type=int, default=1000, help="test images for the bounds")
+    p.add_argument("--epochs", type=positive_int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=20)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--seed", type=nonnegative_int, default=1)
+    p.add_argument("--is-k", type=positive_int, default=5000, help="importance samples for the bounds")
+    p.add_argument("--limit", type=positive_int, default=1000, help="test images for the bounds (at least 2)")
     p.add_argument("--compare", type=Path, help="an unconditional VAE's checkpoint.npz, same data")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.limit < 2:                                                # the standard errors divide by n - 1
+        p.error(f"argument --limit: the standard errors need at least 2 test images, got {args.limit}")
+
+    def fail(message):
+        print(f"{p.prog}: error: {message}", file=sys.stderr)
+        return 2
+
     try:
         train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
         test_set = load(args.dataset, args.test_split, args.data_dir, download=False, progress=False)
-        vae = load_model(args.compare) if args.compare else None      # before training: fail early
+        if len(test_set) < 2:
+            return fail(f"--test-split {args.test_split} holds only {len(test_set)} image; "
+                        f"the standard errors need at least 2")
+        pixels = int(np.prod(test_set.images.shape[1:]))
+        vae = load_comparison(args.compare, args.dataset, pixels) if args.compare else None   # before training
         config = TrainConfig(model="cvae", dataset=args.dataset, data_dir=args.data_dir,
                              train_split=args.train_split, test_split=args.test_split, binarize="dynamic",
                              download=False, hidden=args.hidden, latent=args.latent, activation=args.activation,
@@ -99,8 +129,7 @@ def main(argv=None):
                          train_images=train_set.images, test_images=test_set.images,
                          train_labels=train_set.labels, test_labels=test_set.labels)
     except (DataError, ConfigError, CheckpointError, TrainingDiverged) as e:
-        print(f"scratchvae.cvae_run: error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     flat = lambda s: s.images.reshape(len(s.images), -1)
     rng = np.random.default_rng(args.seed + 2)
     x_test = binarize(flat(test_set)[:args.limit], rng)                  # one draw, for both models

@@ -203,28 +203,40 @@ def main(argv=None):
     Prints log p(x), ELBO(q*), ELBO(q_encoder) and the two gaps averaged over the first n
     images of the split (grey levels / 255, as the demo trains), for a 2-D-latent checkpoint.
     """
-    import argparse
     import sys
     import time
 
-    from .checkpoint import CheckpointError, load_model
+    from .checkpoint import CheckpointError, load_model, model_type
+    from .cli import _Parser, nonnegative_int, positive_int
     from .data import DataError, load
 
-    parser = argparse.ArgumentParser(prog="python -m scratchvae.inference",
-                                     description="approximation and amortisation gaps of a 2-D-latent VAE")
+    parser = _Parser(prog="python -m scratchvae.inference",
+                     description="approximation and amortisation gaps of a 2-D-latent VAE")
     parser.add_argument("checkpoint")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--split", default="test[9000:]")
-    parser.add_argument("--n", type=int, default=100, help="images (default 100)")
-    parser.add_argument("--steps", type=int, default=500, help="Adam steps on lambda (default 500)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=positive_int, default=100, help="images (default 100, at least 2)")
+    parser.add_argument("--steps", type=positive_int, default=500, help="Adam steps on lambda (default 500)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
+    if args.n < 2:                                           # the standard errors divide by n - 1
+        parser.error(f"argument --n: the standard errors need at least 2 images, got {args.n}")
     try:
         model = load_model(args.checkpoint)
-        split = load(args.dataset, args.split, args.data_dir, download=False)
+        kind = model_type(model)                             # an IWAE is saved as a "vae"
+        if kind != "vae":
+            names = {"autoencoder": "an autoencoder", "cvae": "a conditional VAE (CVAE)"}
+            raise ValueError(f"{args.checkpoint} holds {names[kind]}; this needs an unconditional VAE checkpoint")
         if model.latent_dim != 2:
             raise ValueError(f"needs a model with latent_dim 2, this one has {model.latent_dim}")
+        split = load(args.dataset, args.split, args.data_dir, download=False)
+        pixels = int(np.prod(split.images.shape[1:]))
+        if model.input_dim != pixels:
+            raise ValueError(f"the model has {model.input_dim} pixels, the images of {args.split} have {pixels}")
+        if len(split) < 2:
+            raise ValueError(f"--split {args.split} holds only {len(split)} image; "
+                             f"the standard errors need at least 2")
     except (CheckpointError, DataError, ValueError) as e:
         print(f"python -m scratchvae.inference: error: {e}", file=sys.stderr)
         return 2

@@ -149,3 +149,88 @@ def test_cvae_run_trains_draws_and_compares_and_refuses_missing_labels(tmp_path,
     assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "label" in err, err
+
+
+# ------------------------------------------------------------------ cvae_run: bad input is one line, exit 2
+from scratchvae import Adam                                              # noqa: E402
+from scratchvae.autoencoder import Autoencoder                           # noqa: E402
+from scratchvae.checkpoint import save_checkpoint                        # noqa: E402
+
+
+def run_main(main, argv, capsys):
+    """main(argv) -> (exit code, stderr); argparse errors exit through SystemExit.
+    (tests/test_inference.py uses these three helpers too.)"""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code, err, prog, *words):
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert err.startswith(f"{prog}: error: "), err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def run_cvae(argv, capsys):
+    return run_main(cvae_run.main, argv, capsys)
+
+
+CVAE_RUN = "python -m scratchvae.cvae_run"
+
+
+def tiny_checkpoint(path, model, dataset="mnist"):
+    """A checkpoint of an untrained ``model``, as the project's own save function writes it."""
+    kind = {VAE: "vae", Autoencoder: "autoencoder", CVAE: "cvae"}[type(model)]
+    adam = Adam(model.flat_params, model.flat_grads)
+    return save_checkpoint(path, model, adam, {"model": kind, "dataset": dataset}, [], {})
+
+
+@pytest.mark.parametrize("flag,value", [("--is-k", "0"), ("--is-k", "-3"), ("--limit", "0"), ("--limit", "-1"),
+                                        ("--limit", "1"), ("--epochs", "0"), ("--batch-size", "0"),
+                                        ("--latent", "0"), ("--hidden", "-8"), ("--lr", "0"), ("--lr", "nan"),
+                                        ("--seed", "-1")])
+def test_cvae_run_refuses_a_bad_number_before_training(tmp_path, capsys, flag, value):
+    out = tmp_path / "out"
+    code, err = run_cvae(["--data-dir", str(tmp_path / "no-data"), "--out", str(out), flag, value], capsys)
+    assert_one_line_error(code, err, CVAE_RUN, flag)
+    assert not out.exists()                                              # nothing was trained
+
+
+def test_cvae_run_refuses_a_test_split_of_one_image(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n_test=60)
+    out = tmp_path / "out"
+    code, err = run_cvae(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[59:]", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, CVAE_RUN, "--test-split", "at least 2")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model,dataset,words", [
+    (Autoencoder(784, [4], 2, seed=0), "mnist", ["an autoencoder", "unconditional VAE"]),
+    (CVAE(784, [4], 2, seed=0), "mnist", ["CVAE", "unconditional VAE"]),
+    (VAE(784, [4], 2, seed=0), "fashion-mnist", ["fashion-mnist", "--dataset"]),
+    (VAE(12, [4], 2, seed=0), "mnist", ["12 pixels", "784"]),
+])
+def test_cvae_run_compare_refuses_what_it_cannot_compare_before_training(tmp_path, capsys, model, dataset, words):
+    write_dataset(tmp_path / "data", n_test=60)
+    other = tiny_checkpoint(tmp_path / "other" / "checkpoint.npz", model, dataset)
+    out = tmp_path / "out"
+    code, err = run_cvae(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[40:]", "--compare", str(other), "--out", str(out)], capsys)
+    assert_one_line_error(code, err, CVAE_RUN, "--compare", *words)
+    assert not out.exists()                                              # refused before training
+
+
+def test_cvae_run_compares_with_an_unconditional_vae_of_the_same_data(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n_test=60)
+    other = tiny_checkpoint(tmp_path / "other" / "checkpoint.npz", VAE(784, [4], 2, seed=0))
+    assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "1",
+                          "--batch-size", "10", "--is-k", "5", "--limit", "20", "--compare", str(other),
+                          "--out", str(tmp_path / "out")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert np.isfinite(results["vae_nll_x"]) and np.isfinite(results["gain_stderr"])

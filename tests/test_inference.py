@@ -100,3 +100,41 @@ def test_q_star_from_the_prior_with_no_encoder_reaches_the_encoders_elbo(trained
         assert mass[0] > 1 - 1e-6
         assert elbo_star[0] >= g.elbo[0] - 1.0, (i, elbo_star[0], g.elbo[0])
         assert elbo_star[0] <= g.log_px[0] + 1e-6
+
+
+# ------------------------------------------------------------------ the command: bad input is one line, exit 2
+from scratchvae import inference                                        # noqa: E402
+from scratchvae.autoencoder import Autoencoder                          # noqa: E402
+from scratchvae.cvae import CVAE                                        # noqa: E402
+from test_cvae import assert_one_line_error, run_main, tiny_checkpoint  # noqa: E402
+from test_data import write_dataset                                     # noqa: E402
+
+INFERENCE = "python -m scratchvae.inference"
+
+
+def run_inference(argv, capsys):
+    return run_main(inference.main, argv, capsys)
+
+
+@pytest.mark.parametrize("flag,value", [("--n", "0"), ("--n", "-2"), ("--n", "1"), ("--steps", "-5"),
+                                        ("--steps", "0"), ("--seed", "-1")])
+def test_inference_main_refuses_a_bad_number(tmp_path, capsys, flag, value):
+    code, err = run_inference([str(tmp_path / "missing.npz"), flag, value], capsys)
+    assert_one_line_error(code, err, INFERENCE, flag)
+
+
+@pytest.mark.parametrize("model,words", [(Autoencoder(784, [4], 2, seed=0), ["an autoencoder"]),
+                                         (CVAE(784, [4], 2, seed=0), ["CVAE"])])
+def test_inference_main_refuses_a_checkpoint_that_is_not_an_unconditional_vae(tmp_path, capsys, model, words):
+    path = tiny_checkpoint(tmp_path / "checkpoint.npz", model)
+    code, err = run_inference([str(path), "--data-dir", str(tmp_path / "no-data")], capsys)
+    assert_one_line_error(code, err, INFERENCE, str(path), "unconditional VAE", *words)
+
+
+@pytest.mark.parametrize("model,split,words", [(VAE(12, [4], 2, seed=0), "test[:5]", ["12 pixels", "784"]),
+                                               (VAE(784, [4], 2, seed=0), "test[9:]", ["--split", "at least 2"])])
+def test_inference_main_refuses_data_it_cannot_use(tmp_path, capsys, model, split, words):
+    write_dataset(tmp_path / "data", n_test=10)
+    path = tiny_checkpoint(tmp_path / "checkpoint.npz", model)
+    code, err = run_inference([str(path), "--data-dir", str(tmp_path / "data"), "--split", split], capsys)
+    assert_one_line_error(code, err, INFERENCE, *words)
