@@ -46,7 +46,7 @@ def tiny_data(tmp_path):
     return directory
 
 
-def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsys):
+def test_quick_demo_writes_every_figure_a_summary_and_a_run_to_resume(tiny_data, tmp_path, capsys):
     out = tmp_path / "out"
     code = demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--epochs", "1",
                       "--limit", "100", "--no-download"])
@@ -77,17 +77,11 @@ def test_quick_demo_writes_every_figure_and_a_summary(tiny_data, tmp_path, capsy
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
     assert "training step: VAE.loss_and_grads in scratchvae/vae.py" in captured.err   # the read-along code runs
     assert "figure 1/11: reconstructions" in captured.err and "== figure 11/11, what the KL term" in captured.err
-
-
-def test_a_quick_demo_run_records_the_images_it_used_and_resumes(tiny_data, tmp_path, capsys):
-    """--limit 100 of 120 training images: the checkpoint says train[0:100], so resume loads
-    those 100 (it refuses other images), and evaluate finds the run's own test images."""
-    out = tmp_path / "out"
-    assert demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--epochs", "1",
-                      "--limit", "100", "--no-download"]) == 0
+    # --limit 100 of 120 training images: the run records train[0:100], so resume loads those
+    # 100 (it refuses other images), and evaluate finds the run's own test images (all 60)
     config = load_checkpoint(out / "main" / "checkpoint.npz")["config"]
-    assert config["train_split"] == "train[0:100]" and config["test_split"] == "test"   # 60 < 100: all
-    assert "trained on 100 images (train[0:100])" in capsys.readouterr().out
+    assert config["train_split"] == "train[0:100]" and config["test_split"] == "test"
+    assert "trained on 100 images (train[0:100])" in captured.out
     assert cli.main(["resume", str(out / "main" / "checkpoint.npz"), "--epochs", "2", "--no-download"]) == 0
     assert [r["epoch"] for r in load_checkpoint(out / "main" / "checkpoint.npz")["history"]] == [1, 2]
     assert cli.main(["evaluate", str(out / "main" / "checkpoint.npz"), "--is-k", "2", "--no-download"]) == 0
