@@ -107,9 +107,9 @@ def main(argv=None):
     if args.limit < 2:                                                # the standard errors divide by n - 1
         p.error(f"argument --limit: the standard errors need at least 2 test images, got {args.limit}")
 
-    def fail(message):
+    def fail(message, code=2):                                       # 2: bad input; 1: training failed
         print(f"{p.prog}: error: {message}", file=sys.stderr)
-        return 2
+        return code
 
     try:
         train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
@@ -128,8 +128,10 @@ def main(argv=None):
         model, _ = train(config, resume=previous if previous.exists() else None,
                          train_images=train_set.images, test_images=test_set.images,
                          train_labels=train_set.labels, test_labels=test_set.labels)
-    except (DataError, ConfigError, CheckpointError, TrainingDiverged) as e:
+    except (DataError, ConfigError, CheckpointError) as e:
         return fail(e)
+    except TrainingDiverged as e:                                     # as scratchvae train says it
+        return fail(e, code=1)
     flat = lambda s: s.images.reshape(len(s.images), -1)
     rng = np.random.default_rng(args.seed + 2)
     x_test = binarize(flat(test_set)[:args.limit], rng)                  # one draw, for both models

@@ -234,3 +234,14 @@ def test_cvae_run_compares_with_an_unconditional_vae_of_the_same_data(tmp_path, 
                           "--out", str(tmp_path / "out")]) == 0
     results = json.loads(capsys.readouterr().out)
     assert np.isfinite(results["vae_nll_x"]) and np.isfinite(results["gain_stderr"])
+
+
+def test_cvae_run_that_diverges_is_one_line_and_exit_code_1(tmp_path, capsys):
+    """Not bad input but a failed run: exit 1, as scratchvae train and beta_sweep report it."""
+    write_dataset(tmp_path / "data", n_test=60)
+    code, err = run_cvae(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
+                          "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "1",
+                          "--batch-size", "10", "--lr", "1e30", "--out", str(tmp_path / "out")], capsys)
+    last = err.strip().splitlines()[-1]                                  # after the trainer's progress
+    assert code == 1 and last.startswith(f"{CVAE_RUN}: error: ") and "learning rate" in last, err
+    assert "Traceback" not in err
