@@ -1,7 +1,7 @@
 """What the KL term does: the same VAE trained with the KL weighted by beta (slides 12-13).
 
 Slide 12 calls the KL a regulariser that "encourages encoder to produce z's that are close to
-standard normal distribution"; slide 13 says what happens without it: the encoder "could
+standard normal distribution"; its last line says what happens without it: the encoder "could
 'memorize' the data and map each observed datapoint to a distinct region of space". To see
 it, weight the regulariser by beta and train one model per beta:
 

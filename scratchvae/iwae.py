@@ -7,8 +7,8 @@ z_1..z_k ~ q(z|x) and the importance weights of evaluate.py,
     w_i = p(x, z_i) / q(z_i|x),      L_k(x) = E[ log 1/k sum_i w_i ]  <=  log p(x)
 
 and ELBO = L_1 <= L_k <= L_{k+1} -> log p(x) (Burda, Grosse & Salakhutdinov 2016,
-"Importance Weighted Autoencoders", Theorem 1). evaluate.py uses L_5000 to measure a model;
-here L_k is the loss that trains it:
+"Importance Weighted Autoencoders", Theorem 1). evaluate.py uses L_k to measure a model
+(k = 1000 by default, 5000 in the literature's protocol); here L_k is the loss that trains it:
 
     loss = mean_n [ -( logsumexp_i log w_in - log k ) ]
 
