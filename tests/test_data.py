@@ -507,8 +507,7 @@ def test_the_first_n_images_of_a_split_have_a_spec_that_loads_them(twelve_test_i
     """Split.first(n): what demo.py --quick trains on, and the spec its checkpoints record."""
     directory, (images, labels) = twelve_test_images
     spec = f"test[{'' if start is None else start}:{'' if stop is None else stop}]"
-    if not range(12)[start:stop] or (start is not None and stop is not None and (start < 0) == (stop < 0)
-                                     and start >= stop):
+    if not range(12)[start:stop]:
         return                                     # an empty split: nothing to take the first of
     whole = data.load("mnist", spec, data_dir=directory)
     first = whole.first(n)

@@ -49,14 +49,14 @@ def tiny_data(tmp_path):
 def test_quick_demo_writes_every_figure_a_summary_and_a_run_to_resume(tiny_data, tmp_path, capsys):
     out = tmp_path / "out"
     code = demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--epochs", "1",
-                      "--limit", "100", "--no-download"])
+                      "--limit", "50", "--no-download"])
     assert code == 0
     captured = capsys.readouterr()
     for i, name in enumerate(FIGURES, start=1):
         path = out / f"{i}_{name}.png"
         assert path.read_bytes()[:8] == PNG_MAGIC, name
         assert str(path) in captured.out
-    assert "trained on 100 images" in captured.out and "tested on 60" in captured.out
+    assert "trained on 50 images" in captured.out and "tested on 50" in captured.out
     assert "negative ELBO" in captured.out and "-log p(x)      " in captured.out and "upper bound in expectation" in captured.out and "k = 20" in captured.out
     assert "wall time" in captured.out
     assert (out / "main" / "checkpoint.npz").is_file() and (out / "latent2d" / "checkpoint.npz").is_file()
@@ -77,11 +77,11 @@ def test_quick_demo_writes_every_figure_a_summary_and_a_run_to_resume(tiny_data,
     assert "epoch 1/1" in captured.err                                   # progress went to stderr
     assert "training step: VAE.loss_and_grads in scratchvae/vae.py" in captured.err   # the read-along code runs
     assert "figure 1/11: reconstructions" in captured.err and "== figure 11/11, what the KL term" in captured.err
-    # --limit 100 of 120 training images: the run records train[0:100], so resume loads those
-    # 100 (it refuses other images), and evaluate finds the run's own test images (all 60)
+    # --limit 50 of 120 training and 60 test images: the run records train[0:50] and test[0:50],
+    # so resume loads those 50 (it refuses other images) and evaluate the run's own test images
     config = load_checkpoint(out / "main" / "checkpoint.npz")["config"]
-    assert config["train_split"] == "train[0:100]" and config["test_split"] == "test"
-    assert "trained on 100 images (train[0:100])" in captured.out
+    assert config["train_split"] == "train[0:50]" and config["test_split"] == "test[0:50]"
+    assert "trained on 50 images (train[0:50])" in captured.out
     assert cli.main(["resume", str(out / "main" / "checkpoint.npz"), "--epochs", "2", "--no-download"]) == 0
     assert [r["epoch"] for r in load_checkpoint(out / "main" / "checkpoint.npz")["history"]] == [1, 2]
     assert cli.main(["evaluate", str(out / "main" / "checkpoint.npz"), "--is-k", "2", "--no-download"]) == 0
