@@ -24,16 +24,33 @@ def in_float64(model):
 
 
 def summation_bound(model, x, eps, q):
-    """Rounding of float32 terms x_d l_d - softplus(l_d) (a few eps each) and of their sum
-    over D (log2 D eps), and the same for the K terms of log p(z) - log q(z|x):
-    (2 log2(D) + 8) eps32 times the sum of the terms' magnitudes, in float64."""
-    exact = in_float64(model)
+    """How far a float32 log w may be from the float64 one, in float64 (eps32 = float32's eps):
+
+    * the logits: z = mu + sigma eps is off by up to 2 eps32 (|mu| + |sigma eps|); each
+      [z, 1] [W3; b3] and [h, 1] [W4; b4] is a float32 sum of K + 1 and H + 1 products, off by
+      up to (terms + 1) eps32 times the sum of their magnitudes -- which, with weights scaled
+      up, can be far larger than |l| itself; relu passes errors on unchanged, and log p(x|z)
+      moves by |x_d - sigmoid(l_d)| <= 1 per unit of error in l_d;
+    * the terms x_d l_d - softplus(l_d) (a few eps32 each) and their sum over D (log2 D eps32),
+      and the same for the K terms of log p(z) - log q(z|x): (2 log2(D) + 8) eps32 times the
+      sum of the terms' magnitudes.
+    A wrong term (a missing 1/2, a factor left out of a product, a pixel counted twice) is off
+    by the size of the term itself, orders of magnitude more."""
+    exact, u = in_float64(model), np.finfo(np.float32).eps
+    P = {name: np.abs(value) for name, value in exact.params.items()}
+    (L, N, K), H = eps.shape, model.hidden_dims[0]
     mu, logvar = (np.asarray(a, np.float64) for a in q)
     z = mu + np.exp(0.5 * logvar) * eps
-    logits = exact.decode(z.reshape(-1, model.latent_dim)).reshape(*eps.shape[:2], -1)
+    logits = exact.decode(z.reshape(-1, K)).reshape(L, N, -1)
+    z_error = 2 * u * (np.abs(mu) + np.abs(z - mu)).reshape(-1, K)
+    z_abs = np.abs(z).reshape(-1, K)
+    h_error = (K + 2) * u * (z_abs @ P["dec.fc1.W"] + P["dec.fc1.b"]) + z_error @ P["dec.fc1.W"]
+    h_abs = np.maximum(z.reshape(-1, K) @ exact.params["dec.fc1.W"] + exact.params["dec.fc1.b"], 0)
+    l_error = (H + 2) * u * (h_abs @ P["dec.logits.W"] + P["dec.logits.b"]) + h_error @ P["dec.logits.W"]
     terms = np.abs(x * logits) + np.logaddexp(0, logits)
-    gauss = (z ** 2 + logvar + eps ** 2 + 2).sum(axis=-1)
-    return (2 * np.log2(model.input_dim) + 8) * np.finfo(np.float32).eps * (terms.sum(axis=-1) + gauss)
+    gauss = (z ** 2 + np.abs(logvar) + eps ** 2 + 2).sum(axis=-1)
+    return ((2 * np.log2(model.input_dim) + 8) * u * (terms.sum(axis=-1) + gauss)
+            + l_error.sum(axis=-1).reshape(L, N))
 
 
 def both_and_exact(model, x, eps, threads):
