@@ -7,15 +7,16 @@
     python demo.py --quick                           # a smoke test: 2 epochs, smaller figures
 
 What it does, each step one call into the package:
-  1. load the train and test splits                        (scratchvae/data.py)
-  2. train the main VAE, 784-400-20 (ReLU, Bernoulli)      (scratchvae/train.py)
+  1. load the train and test splits                       (scratchvae/machinery/data.py)
+  2. train the main VAE, 784-400-20 (ReLU, Bernoulli): train.py's loop, run by
+     scratchvae/machinery/runner.py, on VAE.loss_and_grads (vae.py) and Adam (optim.py)
   3. train a VAE with a 2-D latent space, 784-400-2, whose p(x) can be integrated exactly,
      and beside it the plain autoencoder the lecture starts from (slides 3-5), 784-400-2 with
-     no KL, on the same data with the same budget and seed   (scratchvae/autoencoder.py)
-  4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/evaluate.py)
-  5. draw the figures into --out                           (scratchvae/figures.py, plots.py)
-  6. what the KL term does: the 2-D VAE once per KL weight beta, figure 11   (scratchvae/beta_sweep.py)
-  7. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/explore.py)
+     no KL, on the same data with the same budget and seed   (scratchvae/chapters/autoencoder.py)
+  4. evaluate: test negative ELBO and importance-sampled -log p(x)   (scratchvae/machinery/evaluate.py)
+  5. draw the figures into --out                (scratchvae/pictures/figures.py, plots.py)
+  6. what the KL term does: the 2-D VAE once per KL weight beta, figure 11   (scratchvae/chapters/beta_sweep.py)
+  7. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/pictures/explore.py)
 Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main, OUT/latent2d and
 OUT/autoencoder2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
 training cleanly after saving one (resume it with ``scratchvae resume
@@ -32,13 +33,14 @@ from pathlib import Path
 import scratchvae  # noqa: F401  (first: it sets how OpenBLAS's threads wait before NumPy loads it)
 import numpy as np
 
-from scratchvae.autoencoder import vae_reconstruction_error
-from scratchvae.beta_sweep import run_beta_sweep
-from scratchvae.data import DataError, add_data_arguments, iterate_batches, load
-from scratchvae.evaluate import evaluate
-from scratchvae.explore import FASHION_LABELS, MAX_POINTS, write_explorer
-from scratchvae.figures import FIGURES, make_figures
-from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted, derive_streams, train
+from scratchvae.chapters.autoencoder import Autoencoder, vae_reconstruction_error
+from scratchvae.chapters.beta_sweep import run_beta_sweep
+from scratchvae.machinery.data import DataError, add_data_arguments, iterate_batches, load
+from scratchvae.machinery.evaluate import evaluate
+from scratchvae.machinery.runner import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
+                                         derive_streams, train)
+from scratchvae.pictures.explore import FASHION_LABELS, MAX_POINTS, write_explorer
+from scratchvae.pictures.figures import FIGURES, make_figures
 
 IMAGE_BUDGET = 600_000        # default epochs: about this many training images (10 epochs of 60,000)
 MAX_EPOCHS = 40               # ... but no more passes than this over a small training split
@@ -123,7 +125,7 @@ def main(argv=None):
                              out=str(args.out / "main"))
         config2d = dataclasses.replace(config, latent=2, out=str(args.out / "latent2d"))
         # slides 3-5: the same data, budget and seed as the 2-D VAE, no KL
-        config_ae = dataclasses.replace(config2d, model="autoencoder", out=str(args.out / "autoencoder2d"))
+        config_ae = dataclasses.replace(config2d, model=Autoencoder.kind, out=str(args.out / "autoencoder2d"))
         runs = {}
         for name, c in (("main", config), ("latent2d", config2d), ("autoencoder2d", config_ae)):
             say(f"== training the {RUNS[name]} ({c.epochs} epochs) ==")

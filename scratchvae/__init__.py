@@ -2,26 +2,28 @@
 "Variational Autoencoders - An Introduction" (after Kingma & Welling, Auto-Encoding
 Variational Bayes, ICLR 2014).
 
-Start reading at ``vae.py``; ``layers.py`` and ``losses.py`` hold its pieces,
-``gradcheck.py`` proves their derivatives, ``optim.py`` trains them.
+The lecture's core stands at the top of the package, in reading order:
+
+    layers.py       slides 7-8     Dense, ReLU, tanh, sigmoid, an MLP: each with its backward
+    losses.py       slides 9-12    Bernoulli and Gaussian log-likelihoods, the KL, their gradients
+    vae.py          slides 14-25   the VAE: encoder, z = mu + sigma * eps, decoder, loss, backward
+    optim.py        slide 15       Adam (and SGD) over one flat parameter vector
+    gradcheck.py                   finite differences: the proof that every backward is right
+    train.py        slide 15       the training loop: batches -> loss_and_grads -> Adam.step
+
+and each folder has one role:
+
+    chapters/       the lecture's story after the core (the autoencoder, the gradient
+                    estimators, the beta sweep, the true posterior, inference for one x),
+                    then two steps beyond it (IWAE, the conditional VAE)
+    machinery/      what runs things: data, configuration, checkpoints, the run directory,
+                    progress, evaluation, the training runner, the command line
+    pictures/       the figures and the explorer page
+    fast/           the optional fast engine, tested equal to the read-along code
 """
-import os
-import sys
-
-# Before NumPy loads OpenBLAS: OpenBLAS's idle threads then sleep after 2^20 processor cycles
-# (about half a millisecond) instead of spinning for 2^28 (about 0.1 s) after each matrix
-# product. Long enough to stay awake through the elementwise work between one product of a
-# training step and the next (waking a sleeping thread is slow on a virtual machine), short
-# enough to leave the second core to Adam's helper thread (optim.py) for most of its update.
-# Only if nobody chose a value, and only if NumPy is not loaded yet (then nothing changes).
-if "numpy" not in sys.modules:
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
-
-from .vae import VAE                                           # noqa: E402
-from .optim import Adam, SGD                                   # noqa: E402
-from .workers import keep_freed_memory                         # noqa: E402
-
-keep_freed_memory()          # NumPy's temporaries reuse freed memory instead of fresh pages (workers.py)
+from .fast import tuning                     # noqa: F401  (first: OpenBLAS reads it when NumPy loads)
+from .vae import VAE                         # noqa: E402
+from .optim import Adam, SGD                 # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["VAE", "Adam", "SGD", "__version__"]

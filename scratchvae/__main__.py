@@ -1,7 +1,7 @@
-"""``python -m scratchvae ...`` runs the ``scratchvae`` command (see cli.py)."""
+"""``python -m scratchvae ...`` runs the ``scratchvae`` command (see machinery/cli.py)."""
 import sys
 
-from .cli import main
+from .machinery.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -276,8 +276,45 @@ class VAE:
                     dtype=self.dtype.name)
 
     # ================================================================== plumbing
-    # Nothing below is part of the lecture's story: parameter bookkeeping, input checks,
-    # and the decoder's forward/backward as reusable pieces for estimators.py and decode.
+    # Nothing below is part of the lecture's story: what the rest of the program asks of a
+    # kind of model, parameter bookkeeping, input checks, and the decoder's forward/backward
+    # as reusable pieces for chapters/estimators.py and decode.
+
+    # ---- what the machinery asks of a kind of model (machinery/models.py lists the kinds)
+    kind = "vae"                          # TrainConfig.model, --model, model.json's "type"
+    title, article = "VAE", "a VAE"       # in messages: "VAE 784-400-20-400-784", "holds a VAE"
+    summary = "the VAE (vae.py)"          # its line in `scratchvae train --help`
+    objective = "elbo"                    # the TrainConfig.objective it trains: slide 15's loss
+    loss_name = "the negative ELBO"       # what its loss_and_grads computes, for the progress lines
+    variational = True                    # q(z|x) and a KL term: trained and reported on the ELBO
+    conditional = False                   # is it given the label y? (the conditional VAE is)
+    random_streams = ("eps",)             # its own generators, saved in rng.json beside the data's
+    fixed_fields = {}                     # TrainConfig fields it cannot use: {field: (value, why)}
+    # the trainer's record of each epoch (machinery/runner.py writes these, checkpoint.py checks them) ...
+    history_fields = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
+                      "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
+    # ... and these, absent from the records of runs begun before the trainer wrote them
+    history_newer = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n",
+                     "test_active_units")
+
+    @classmethod
+    def from_config(cls, config, input_dim, **extra):
+        """The untrained model a TrainConfig describes (machinery/config.py), for input_dim pixels.
+
+        Its initial weights come from child 0 of ``config.seed``, its eps from child 1
+        (machinery/runner.py: derive_streams). ``extra``: a subclass's own arguments."""
+        return cls(input_dim, config.hidden, config.latent, activation=config.activation,
+                   likelihood=config.likelihood, n_samples=config.n_samples, beta=config.beta,
+                   seed=config.seed, **extra)
+
+    @classmethod
+    def parameter_shapes(cls, arch):
+        """The parameters model.json's ``arch`` describes, name -> shape, without building them.
+
+        The layers of ``__init__``: encoder MLP "enc.fc1" ..., heads "enc.mu", "enc.logvar";
+        decoder MLP "dec.fc1" ..., heads "dec.logits" (Bernoulli) or "dec.mean", "dec.logvar".
+        """
+        return network_shapes(arch, encoder_heads=("mu", "logvar"))
 
     @property
     def theta(self):
@@ -443,6 +480,30 @@ def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_sample
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     return hidden_dims, dtype
+
+
+def network_shapes(arch, encoder_heads, label_columns=0):
+    """Parameter shapes of an encoder MLP with ``encoder_heads`` and its mirrored decoder.
+
+    ``arch``: model.json's input_dim, hidden_dims, latent_dim and likelihood; ``label_columns``
+    C extra inputs of both MLPs (the conditional VAE's one-hot label). Returns name -> shape.
+    """
+    D, K, H = arch["input_dim"], arch["latent_dim"], list(arch["hidden_dims"])
+    shapes = {}
+
+    def dense(name, d_in, d_out):
+        shapes[f"{name}.W"], shapes[f"{name}.b"] = (d_in, d_out), (d_out,)
+    sizes = [D + label_columns, *H]
+    for i in range(len(H)):
+        dense(f"enc.fc{i + 1}", sizes[i], sizes[i + 1])
+    for head in encoder_heads:
+        dense(f"enc.{head}", sizes[-1], K)
+    sizes = [K + label_columns, *H[::-1]]
+    for i in range(len(H)):
+        dense(f"dec.fc{i + 1}", sizes[i], sizes[i + 1])
+    for head in (["logits"] if arch.get("likelihood", "bernoulli") == "bernoulli" else ["mean", "logvar"]):
+        dense(f"dec.{head}", sizes[-1], D)
+    return shapes
 
 
 def _reshape(out, shape):

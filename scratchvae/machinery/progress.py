@@ -7,15 +7,13 @@ pipe, CI) only whole lines are written. A stream that fails is dropped, never fa
 import sys
 import time
 
-MODEL_NAMES = {"vae": "VAE", "autoencoder": "autoencoder", "cvae": "conditional VAE"}
-
 
 def describe_run(model, config, n_train, n_test, steps_per_epoch, ckpt_path, position):
     arch = "-".join(map(str, [model.input_dim, *model.hidden_dims, model.latent_dim,
                               *model.hidden_dims[::-1], model.input_dim]))
-    if config.model == "cvae":
+    if model.conditional:
         arch += f" with the one-hot label y ({model.n_classes} classes) into encoder and decoder"
-    text = (f"{MODEL_NAMES[config.model]} {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
+    text = (f"{model.title} {arch} ({config.activation}, {config.likelihood}); {config.dataset} "
             f"{config.train_split} ({n_train:,} images), test on {config.test_split} ({n_test:,}); "
             f"batch {config.batch_size}, Adam lr {config.lr:g}, {steps_per_epoch} steps/epoch, "
             f"seed {config.seed}\n{step_name(model, config)}")
@@ -26,19 +24,14 @@ def describe_run(model, config, n_train, n_test, steps_per_epoch, ckpt_path, pos
 
 
 def step_name(model, config):
-    if config.model == "autoencoder":
-        return ("training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py (-log p(x|z), "
-                "no KL), Adam in scratchvae/optim.py")
-    if config.model == "cvae":
-        return ("training step: CVAE.loss_and_grads in scratchvae/cvae.py (the negative ELBO of "
-                "p(x|y)), Adam in scratchvae/optim.py")
-    if config.objective == "iwae":
-        return (f"training step: IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, "
-                f"k = {config.iwae_k}), Adam in scratchvae/optim.py")
-    if config.engine == "plain":
-        return "training step: VAE.loss_and_grads in scratchvae/vae.py, Adam in scratchvae/optim.py"
-    return (f"training step: the fused step of scratchvae/fast.py ({config.threads} "
-            f"{'core' if config.threads == 1 else 'cores'}; the same numbers as vae.py)")
+    """Which code trains: the model's own loss_and_grads (its file) and Adam, or the fused step."""
+    if config.engine == "fused":
+        return (f"training step: the fused step of scratchvae/fast/fused_step.py ({config.threads} "
+                f"{'core' if config.threads == 1 else 'cores'}; the same numbers as vae.py)")
+    where = type(model).loss_and_grads
+    path = where.__module__.replace(".", "/") + ".py"
+    return (f"training step: {where.__qualname__} in {path} ({model.loss_name}), "
+            f"Adam in scratchvae/optim.py")
 
 
 def duration(seconds):
@@ -87,7 +80,7 @@ class Log:
         self._shown = self.stream is not None
 
     def epoch(self, r, epochs, time_left):
-        if "test_nelbo" in r:
+        if "test_nelbo" in r:                           # a VAE's record: the ELBO's two terms
             beta = f"  beta {r['beta']:.3g}" if r["beta"] != 1.0 else ""
             losses = (f"train -ELBO {r['train_nelbo']:.3f} (rec {r['train_rec']:.3f} + KL {r['train_kl']:.3f})  "
                       f"test -ELBO {r['test_nelbo']:.3f} (rec {r['test_rec']:.3f} + KL {r['test_kl']:.3f}){beta}")

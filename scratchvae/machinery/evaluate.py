@@ -21,8 +21,8 @@ running log-sum-exp, for ``batch_size`` datapoints at a time.
 import numpy as np
 
 from .data import iterate_batches
-from .fast_eval import FastLogWeights, unsupported_reason
-from .layers import exp_no_subnormal
+from ..fast.fused_eval import FastLogWeights, unsupported_reason
+from ..layers import exp_no_subnormal
 
 ESTIMATOR = "importance-sampled (IWAE) bound"
 
@@ -113,6 +113,16 @@ def evaluate_reconstruction(model, images_u8, *, batch_size=1000, seed=0, binari
             total += float(np.sum(model.reconstruction_error(x), dtype=np.float64))
     n = len(images_u8)
     return {"rec": total / n, "n": n}
+
+
+def evaluate_losses(model, images_u8, *, labels=None, batch_size=1000, seed=0, binarize="none"):
+    """The model's loss on a data set, as its class says to measure it: the negative ELBO of a
+    variational model (``evaluate_nelbo``; a conditional one is given ``labels``), or the
+    autoencoder's -log p(x|z) (``evaluate_reconstruction``). What the trainer logs each epoch."""
+    if not model.variational:
+        return evaluate_reconstruction(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize)
+    return evaluate_nelbo(model, images_u8, batch_size=batch_size, seed=seed, binarize=binarize,
+                          labels=labels if model.conditional else None)
 
 
 def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progress=None, labels=None,

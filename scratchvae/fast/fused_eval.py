@@ -9,14 +9,14 @@ only replaces the one call that computes, for a chunk of samples,
     log p(x|z) = sum_d [ x_d l_d - softplus(l_d) ],   l = relu(z W3 + b3) W4 + b4
 
 for the architecture the fused training step handles (one hidden layer, ReLU, Bernoulli
-decoder). tests/test_fast_eval.py checks that it gives the read-along numbers. Nothing here
+decoder). tests/fast/test_fused_eval.py checks that it gives the read-along numbers. Nothing here
 is new mathematics; it is how to feed a 2-core CPU.
 
 Where the read-along evaluation spends its time is not the decoder's two matrix products
 but the elementwise work on the (samples x images, D) logits: about ten NumPy passes per
 pixel, an exp and a log among them, all on one core. Here:
 
-* the biases ride inside the products, a W + b = [a, 1] [W; b] (as in fast.py);
+* the biases ride inside the products, a W + b = [a, 1] [W; b] (as in fused_step.py);
 * sum_d x_d l_d is one pass that reads the logits and writes nothing (np.einsum);
 * sum_d max(l_d, 0) = 1/2 (sum_d l_d + sum_d |l_d|), and sum_d l_d = [h, 1] . (the row sums
   of [W4; b4]), a matrix-vector product: no np.maximum over the logits;
@@ -38,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .fast import architecture_reason
-from .vae import VAE
+from .fused_step import architecture_reason
+from ..vae import VAE
 from .workers import ForkedHelper, SharedArena, set_blas_threads
 
 GROUP = 16           # factors of (1 + e^{-|l|}) multiplied before one log; each is in (1, 2]
@@ -47,8 +47,10 @@ GROUP = 16           # factors of (1 + e^{-|l|}) multiplied before one log; each
 
 def unsupported_reason(model):
     """None if this file computes the model's log w, otherwise why not (a sentence)."""
-    if type(model) is not VAE:
-        return f"it is a {type(model).__name__} (the fused evaluation handles the VAE)"
+    if type(model).log_weights is not VAE.log_weights:                 # what it computes, not a name
+        log_weights = getattr(type(model), "log_weights", None)
+        what = f"its log w is {log_weights.__qualname__}" if log_weights else "it has no log w (no q(z|x))"
+        return f"{what} (the fused evaluation computes VAE.log_weights)"
     return architecture_reason(model, "the fused evaluation")
 
 

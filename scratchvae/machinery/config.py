@@ -11,9 +11,11 @@ from typing import Optional
 
 import numpy as np
 
+from ..fast.fused_step import class_reason
+from ..layers import ACTIVATIONS
+from ..vae import LIKELIHOODS
 from .data import BINARIZE, DATASETS, DataError, parse_split
-from .layers import ACTIVATIONS
-from .vae import LIKELIHOODS
+from .models import UNTYPED, kinds, model_class, objectives
 
 
 class ConfigError(ValueError):
@@ -35,7 +37,7 @@ class TrainConfig:
     binarize: str = "none"                # targets: "none" grey levels, "dynamic" or "threshold" 0/1
     download: bool = True                 # may data.py download missing files
     # --- model (see vae.py)
-    model: str = "vae"                    # "vae" (vae.py), "autoencoder" (autoencoder.py: no KL) or "cvae" (cvae.py: given y)
+    model: str = UNTYPED                  # the kind of model: one of models.kinds() (--model)
     hidden: tuple = (400,)                # hidden sizes of the encoder; the decoder mirrors them
     latent: int = 20                      # K, the dimension of z
     activation: str = "relu"              # hidden activation: relu, tanh, sigmoid, softplus
@@ -44,7 +46,7 @@ class TrainConfig:
     # --- objective
     beta: float = 1.0                     # weight of the KL term (1 = the ELBO)
     warmup_epochs: float = 0.0            # linear KL warm-up: beta ramps 0 -> beta over this many epochs, per step
-    objective: str = "elbo"               # "elbo" (vae.py, slide 15) or "iwae": the k-sample bound L_k (iwae.py)
+    objective: str = "elbo"               # "elbo" (slide 15) or, for a VAE, "iwae": the k-sample bound L_k (chapters/iwae.py)
     iwae_k: int = 5                       # k, importance samples per image for objective "iwae"
     # --- optimisation
     batch_size: int = 128                 # images per step
@@ -101,10 +103,6 @@ class TrainConfig:
              "a finite number >= 0 (0 = no warm-up)")
         need(one_of(self.objective, OBJECTIVES), "objective", f"one of {', '.join(OBJECTIVES)}")
         need(is_int(self.iwae_k) and self.iwae_k >= 1, "iwae_k", "a positive integer")
-        if self.objective == "iwae":
-            need(self.beta == 1, "beta", "1 with objective 'iwae' (L_k has no KL weight)")
-            need(self.warmup_epochs == 0, "warmup_epochs", "0 with objective 'iwae' (L_k has no KL weight)")
-            need(self.n_samples == 1, "n_samples", "1 with objective 'iwae' (it draws iwae_k samples)")
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "a positive integer")
         need(is_number(self.lr) and self.lr > 0, "lr", "a finite number > 0")
         need(is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS, "epochs",   # (a time estimate is a float)
@@ -113,19 +111,15 @@ class TrainConfig:
         need(is_int(self.eval_batch) and self.eval_batch >= 1, "eval_batch", "a positive integer")
         need(one_of(self.engine, ENGINES), "engine", f"one of {', '.join(ENGINES)}")
         need(is_int(self.threads) and self.threads in (1, 2), "threads", "1 or 2")
-        need(one_of(self.model, MODELS), "model", f"one of {', '.join(MODELS)}")
-        if self.model != "vae":
-            need(self.engine == "plain", "engine", f"'plain' with model '{self.model}' (the fused "
-                 f"step trains the VAE only; leave --engine out)")
-            need(self.objective == "elbo", "objective", f"'elbo' with model '{self.model}' (the "
-                 f"importance-weighted bound is the VAE's; leave --objective out)")
-        if self.model == "autoencoder":                 # -log p(x|z) alone: nothing to weight or sample
-            need(self.beta == 1, "beta", "1 with model 'autoencoder' (it has no KL term to "
-                 "weight; leave --beta out)")
-            need(self.warmup_epochs == 0, "warmup_epochs", "0 with model 'autoencoder' (it has no "
-                 "KL term to warm up; leave --warmup-epochs out)")
-            need(self.n_samples == 1, "n_samples", "1 with model 'autoencoder' (its z = encoder(x) "
-                 "is not sampled; leave --samples out)")
+        need(one_of(self.model, kinds()), "model", f"one of {', '.join(kinds())}")
+        Model = model_class(self.model, self.objective)       # the model asks for what it cannot use
+        need(Model is not None, "objective", f"{' or '.join(map(repr, objectives(self.model)))} with "
+             f"model '{self.model}' (the importance-weighted bound is the VAE's; leave --objective out)")
+        choice = f"objective '{self.objective}'" if Model.objective != "elbo" else f"model '{self.model}'"
+        for field, (value, why) in Model.fixed_fields.items():
+            need(getattr(self, field) == value, field, f"{value:g} with {choice} ({why})")
+        if self.engine == "fused" and class_reason(Model):
+            need(False, "engine", f"'plain' with {choice} ({class_reason(Model)}; leave --engine out)")
         for field in ("data_dir", "out"):
             value = getattr(self, field)
             need(value is None or (isinstance(value, (str, os.PathLike)) and "\0" not in str(value)),
@@ -145,7 +139,7 @@ class TrainConfig:
     def from_dict(cls, d):
         """Inverse of ``to_dict``; unknown fields are an error, not silently dropped.
 
-        A configuration written before the model types has no "model": it is a "vae"."""
+        A configuration written before the kinds of model has no "model": it is a VAE's."""
         if d.get("engine") == "auto":                  # written before "plain" became the default
             d = {**d, "engine": "plain"}
         known = {f.name for f in fields(cls)}
@@ -163,8 +157,7 @@ class TrainConfig:
 # All others must match the checkpoint.
 RESUMABLE_CHANGES = ("epochs", "lr", "out", "data_dir", "download", "eval_batch", "engine", "threads")
 ENGINES = ("plain", "fused")
-OBJECTIVES = ("elbo", "iwae")
-MODELS = ("vae", "autoencoder", "cvae")
+OBJECTIVES = tuple(dict.fromkeys(o for kind in kinds() for o in objectives(kind)))   # "elbo", "iwae"
 MAX_EPOCHS = 10 ** 9
 
 

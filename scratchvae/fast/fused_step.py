@@ -46,6 +46,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from ..train import NonFiniteStep
+from ..vae import VAE
 from .workers import PrivateArena, ProcessPair, SharedArena, ThreadPair, set_blas_threads
 
 # ---------------------------------------------------------------------------------------
@@ -65,33 +67,26 @@ def architecture_reason(model, who="the fused step"):
     return None
 
 
+def class_reason(Model):
+    """None if the fused step computes the loss of models of class ``Model``, otherwise why not.
+
+    It computes ``VAE.loss_and_grads``, the ELBO of vae.py: a model that trains another
+    loss (the autoencoder's, the conditional VAE's, the IWAE's L_k) is refused by what it
+    trains, not by its name."""
+    if Model.loss_and_grads is not VAE.loss_and_grads:
+        return (f"it trains {Model.loss_and_grads.__qualname__} (the fused step computes "
+                f"VAE.loss_and_grads, the ELBO of vae.py)")
+    return None
+
+
 def unsupported_reason(model):
     """None if the fused step computes this model's loss, otherwise why not (a sentence)."""
-    reason = architecture_reason(model)
+    reason = class_reason(type(model)) or architecture_reason(model)
     if reason is not None:
         return reason
     if model.n_samples != 1:
         return f"it draws L = {model.n_samples} samples of z (the fused step draws one)"
     return None
-
-
-class NonFiniteStep(Exception):
-    """The loss or a gradient of a training step was inf or nan; ``what`` says which."""
-
-    def __init__(self, what):
-        super().__init__(what)
-        self.what = what
-
-    @classmethod
-    def in_gradient(cls, grads, loss):
-        """The error for a gradient whose squared norm is not finite (both steps raise this).
-
-        Names the first parameter with an inf or nan entry; if every entry is finite, the
-        squared norm overflowed.
-        """
-        bad = next((name for name, g in grads.items() if not np.isfinite(g).all()), None)
-        return cls(f"gradient is not finite (first in parameter {bad}) while the loss was {loss:.6g}"
-                   if bad else f"gradient overflows (its squared norm is inf) while the loss was {loss:.6g}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -300,6 +295,16 @@ class FusedStep:
     def step(self, x, eps):
         """Forward, backward, divergence check and Adam: returns (loss, parts)."""
         return self._run(x, eps, update=True)
+
+    def gradient_steps(self, batches):
+        """``train.gradient_steps`` with this step: the same eps stream (model.rng), the same numbers.
+
+        Yields (batch size, loss, parts) after each step; raises NonFiniteStep before a step
+        whose loss or gradient is not finite."""
+        for x in batches:
+            eps = self.model.rng.standard_normal(dtype=self.dtype, out=self.eps_buffer[:len(x)])
+            loss, parts = self.step(x, eps)
+            yield len(x), loss, parts
 
     def close(self):
         """Stop the helper (even one left mid-step by an exception) and restore BLAS threads."""

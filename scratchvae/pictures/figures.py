@@ -20,10 +20,10 @@ from statistics import NormalDist
 import numpy as np
 
 from . import plots
-from .autoencoder import comparison_text, compare_with_vae
-from .estimators import compare_estimators, decoder_log_likelihood
-from .inference import gaps_on_grid
-from .posterior import exact_gap
+from ..chapters.autoencoder import comparison_text, compare_with_vae
+from ..chapters.estimators import compare_estimators, decoder_log_likelihood
+from ..chapters.inference import gaps_on_grid
+from ..chapters.posterior import exact_gap
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -8,9 +8,10 @@
     scratchvae sample CVAE_DIR/checkpoint.npz --digit 7 --out sevens.png
     scratchvae explore RUN_DIR/checkpoint.npz --out explorer.html
 
-Three model types (train --model): the VAE (vae.py), the plain autoencoder the lecture starts
-from (autoencoder.py) and the conditional VAE (cvae.py); every command reads each type's
-checkpoint (explore shows VAEs only, and says so for the others).
+Every kind of model of models.py (train --model: the VAE of vae.py, the plain autoencoder the
+lecture starts from and the conditional VAE, chapters/) trains here, and every command reads
+each kind's checkpoint, asking the model what it can do (explore shows VAEs only, and says
+so for the others).
 
 Each flag maps onto a ``TrainConfig`` field (config.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
@@ -29,16 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .checkpoint import CheckpointError, load_checkpoint, load_model, write_bytes_atomic
+from .. import __version__
+from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, _named_for_other, add_data_arguments, iterate_batches, load
-from .evaluate import evaluate, evaluate_reconstruction, format_report
-from .explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
-from .fast_eval import unsupported_reason as fast_eval_refuses
-from .layers import ACTIVATIONS
-from .train import (CHECKPOINT_NAME, ENGINES, MODELS, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
+from .evaluate import evaluate, evaluate_losses, format_report
+from ..pictures.explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
+from ..fast.fused_eval import unsupported_reason as fast_eval_refuses
+from ..layers import ACTIVATIONS
+from .files import write_bytes_atomic
+from .models import kinds, model_class
+from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
-from .vae import LIKELIHOODS
+from ..vae import LIKELIHOODS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
@@ -126,10 +129,8 @@ def build_parser():
                             formatter_class=_HelpFormatter)
     add_data_arguments(p)
     model = p.add_argument_group("model")
-    model.add_argument("--model", choices=list(MODELS), default=d.model,
-                       help="vae: the VAE (vae.py); autoencoder: z = encoder(x), loss -log p(x|z), no "
-                            "KL (autoencoder.py, slides 3-5); cvae: the conditional VAE, q(z|x, y) and "
-                            "p(x|z, y) given the one-hot label (cvae.py)")
+    model.add_argument("--model", choices=list(kinds()), default=d.model,
+                       help="; ".join(f"{kind}: {model_class(kind).summary}" for kind in kinds()))
     model.add_argument("--hidden", type=positive_int, nargs="+", default=list(d.hidden), metavar="H",
                        help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. "
                             "--hidden 400 or --hidden 512 256")
@@ -327,20 +328,17 @@ def _run_training(command, config, resume, overwrite):
     return 0
 
 
-ARTICLES = {"vae": "a VAE", "autoencoder": "an autoencoder", "cvae": "a conditional VAE"}
-
-
 def _evaluate(args, parser):
     checkpoint = load_checkpoint(args.checkpoint)
     run = TrainConfig.from_dict(checkpoint["config"])
-    model, kind = load_model(checkpoint), checkpoint["model"]["type"]
+    model = load_model(checkpoint)
     dataset = args.dataset or run.dataset
     split = args.test_split or run.test_split
     binarize = args.binarize or run.binarize
     download = run.download if args.download is None else args.download
     data_dir = args.data_dir if args.data_dir is not None else run.data_dir
     test = load(dataset, split, data_dir, download)
-    images, labels = test.images, test.labels if kind == "cvae" else None   # the cvae is given y
+    images, labels = test.images, test.labels if model.conditional else None   # a conditional model is given y
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
@@ -354,32 +352,31 @@ def _evaluate(args, parser):
               f"comparable with its training log", file=sys.stderr)
     seed = run.seed if args.seed is None else args.seed
     batch_size = run.eval_batch if args.batch_size is None else args.batch_size
-    if args.engine == "fused" and (kind != "vae" or fast_eval_refuses(model)):
-        parser.error(f"--engine fused cannot evaluate this model: "
-                     f"{'it is ' + ARTICLES[kind] if kind != 'vae' else fast_eval_refuses(model)}; "
+    if args.engine == "fused" and fast_eval_refuses(model):
+        parser.error(f"--engine fused cannot evaluate this model: {fast_eval_refuses(model)}; "
                      f"use --engine plain")
-    if kind == "autoencoder":
+    if not model.variational:
         if args.is_k:
-            print("scratchvae evaluate: note: an autoencoder has no ELBO and no importance-sampled "
+            print(f"scratchvae evaluate: note: {model.article} has no ELBO and no importance-sampled "
                   "-log p(x) (no q(z|x), and no prior p(z) it was trained with): its test "
                   "reconstruction -log p(x|z) is the number", file=sys.stderr)
-        rec = evaluate_reconstruction(model, images, batch_size=batch_size, seed=derive_streams(seed)["eval"],
-                                      binarize=binarize)
+        rec = evaluate_losses(model, images, batch_size=batch_size, seed=derive_streams(seed)["eval"],
+                              binarize=binarize)
         report = {"test_rec": rec["rec"], "n": rec["n"], "is_nll": None, "binarize": binarize}
     else:
         report = evaluate(model, images, is_k=args.is_k, is_limit=args.limit, seed=derive_streams(seed)["eval"],
                           binarize=binarize, batch_size=batch_size, labels=labels, engine=args.engine,
                           progress=_progress_line("-log p(x|y)" if labels is not None else "-log p(x)"))
-    report.update(model=kind, dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
+    report.update(model=model.kind, dataset=dataset, test_split=split, seed=seed, checkpoint=str(args.checkpoint),
                   epochs_trained=len(checkpoint["history"]), same_data_as_training=same_data)
     if args.json:                                        # strict JSON: a non-finite number is null
         print(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
                           for k, v in report.items()}, allow_nan=False))
     else:
-        given = ", given the test labels" if kind == "cvae" else ""
-        print(f"{args.checkpoint} ({ARTICLES[kind]}, {report['epochs_trained']} epochs) on {dataset} "
+        given = ", given the test labels" if model.conditional else ""
+        print(f"{args.checkpoint} ({model.article}, {report['epochs_trained']} epochs) on {dataset} "
               f"{split}, binarize={binarize}{given}:")
-        print(format_report(report) if kind != "autoencoder" else
+        print(format_report(report) if model.variational else
               f"test reconstruction -log p(x|z)  {report['test_rec']:10.3f} nats  (at z = encoder(x); "
               f"{report['n']:,} images)")
     return 0
@@ -389,18 +386,17 @@ def _sample(args, parser):
     if args.out.suffix.lower() != ".png":
         parser.error(f"--out must name a .png file, got {str(args.out)!r}")
     checkpoint = load_checkpoint(args.checkpoint)
-    kind = checkpoint["model"]["type"]
-    if args.digit is not None and kind != "cvae":
-        parser.error(f"--digit needs a conditional VAE (train --model cvae); {args.checkpoint} holds "
-                     f"{ARTICLES[kind]}, which is not given a label")
     model = load_model(checkpoint)
+    if args.digit is not None and not model.conditional:
+        parser.error(f"--digit needs a conditional VAE (train --model cvae); {args.checkpoint} holds "
+                     f"{model.article}, which is not given a label")
     if args.digit is not None and args.digit >= model.n_classes:
         parser.error(f"--digit must be a class 0..{model.n_classes - 1} of this model, got {args.digit}")
     side = math.isqrt(model.input_dim)
     if side * side != model.input_dim:
         raise CheckpointError(f"{args.checkpoint}: the model's {model.input_dim} outputs are not a "
                               f"square image")
-    every_class = kind == "cvae" and args.digit is None      # one row per class, the columns sharing z
+    every_class = model.conditional and args.digit is None   # one row per class, the columns sharing z
     if every_class:
         cols = args.cols or math.ceil(args.n / model.n_classes)
         n, rows = cols * model.n_classes, model.n_classes
@@ -418,7 +414,7 @@ def _sample(args, parser):
         images = np.concatenate([model.decode_mean(z, np.full(cols, y)) for y in range(model.n_classes)])
         what = (f"{model.n_classes} rows, one per class y = 0..{model.n_classes - 1}, each of the "
                 f"{cols} columns one z ~ N(0, I)")
-    elif kind == "cvae":
+    elif model.conditional:
         images = model.sample(n, args.digit, rng)            # "draw me a 7": z ~ N(0, I), label 7
         what = f"{n} images of class {args.digit} decoded from z ~ N(0, I)"
     else:
@@ -434,10 +430,6 @@ def _explore(args, parser):
     if args.out.suffix.lower() not in (".html", ".htm"):
         parser.error(f"--out must name an .html file, got {str(args.out)!r}")
     checkpoint = load_checkpoint(args.checkpoint)
-    kind = checkpoint["model"]["type"]
-    if kind != "vae":                                    # the page computes vae.py's encoder and loss
-        raise CheckpointError(f"{args.checkpoint} holds {ARTICLES[kind]}; the explorer page shows a "
-                              f"VAE's q(z|x) and negative ELBO only: draw from it with scratchvae sample")
     run = TrainConfig.from_dict(checkpoint["config"])
     model = load_model(checkpoint)
     try:

@@ -5,7 +5,7 @@
     out/history.json, .csv one record per epoch, written just before the checkpoint
     out/.scratchvae.lock   held while a run writes here: one run per directory
 
-Nothing here is part of the lecture's story; train.py calls it at the start of a run and at
+Nothing here is part of the lecture's story; runner.py calls it at the start of a run and at
 the end of every epoch. Every file is replaced atomically (written beside, then renamed), so
 a crash or kill -9 leaves the previous complete file.
 """
@@ -19,8 +19,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_parameters, save_checkpoint, write_text_atomic
+from .checkpoint import CheckpointError, load_parameters, save_checkpoint
 from .config import ConfigError
+from .files import write_text_atomic
 
 try:
     import fcntl                                          # the run directory's lock (POSIX)
@@ -43,7 +44,7 @@ def check_writable(out):
 
 def fingerprint(images, labels=None):
     """What identifies a data set cheaply: its size and a CRC-32 of its pixels (about 10 ms for 47 MB
-    here), and of its labels when a model sees them (the cvae)."""
+    here), and of its labels when a model sees them (a conditional one)."""
     found = {"images": int(images.shape[0]), "pixels": int(images.shape[1]),
              "crc32": zlib.crc32(np.ascontiguousarray(images))}
     if labels is not None:
@@ -62,7 +63,7 @@ def restore(checkpoint, model, optimizer, data_rng, config, data, log):
     state, position = checkpoint["optimizer"], checkpoint["progress"]
     missing = [f"progress.json: {k}" for k in ("epochs_done", "step_in_epoch", "global_step", "sums",
                                                "seconds", "train_seconds") if k not in position]
-    streams = ("eps", "data") if hasattr(model, "rng") else ("data",)      # the autoencoder draws no eps
+    streams = (*model.random_streams, "data")                             # the autoencoder draws no eps
     missing += [f"rng.json: {k}" for k in streams if k not in checkpoint["rng"]]
     if missing:
         raise CheckpointError(f"{where}: cannot resume: the checkpoint was not written by a "
@@ -83,7 +84,7 @@ def restore(checkpoint, model, optimizer, data_rng, config, data, log):
         log.line(f"note: lr changed from {optimizer.lr:g} to {config.lr:g}; the continuation "
                  f"differs from the uninterrupted run")
         optimizer.lr = config.lr
-    if hasattr(model, "rng"):
+    if "eps" in model.random_streams:
         model.rng.bit_generator.state = checkpoint["rng"]["eps"]
     data_rng.bit_generator.state = checkpoint["rng"]["data"]
     history = checkpoint["history"]

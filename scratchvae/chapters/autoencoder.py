@@ -18,10 +18,9 @@ Shapes: x (N, D), z (N, K), logits (N, D).
 """
 import numpy as np
 
-from .layers import MLP, Dense, share_one_buffer, sigmoid
-from .data import load
-from .losses import bernoulli_log_likelihood, gaussian_log_density, gaussian_log_density_grads
-from .vae import _check_architecture
+from ..layers import MLP, Dense, share_one_buffer, sigmoid
+from ..losses import bernoulli_log_likelihood, gaussian_log_density, gaussian_log_density_grads
+from ..vae import _check_architecture, network_shapes
 
 
 class Autoencoder:
@@ -125,6 +124,34 @@ class Autoencoder:
                     latent_dim=self.latent_dim, activation=self.activation,
                     likelihood=self.likelihood, dtype=self.dtype.name)
 
+    # ---- what the machinery asks of a kind of model (vae.py has the list)
+    kind = "autoencoder"
+    title, article = "autoencoder", "an autoencoder"
+    summary = "z = encoder(x), loss -log p(x|z), no KL (chapters/autoencoder.py, slides 3-5)"
+    objective = "elbo"                    # TrainConfig.objective's default: it has one loss of its own
+    loss_name = "-log p(x|z), no KL"
+    variational = False                   # no q(z|x), no KL, no prior it was trained with
+    conditional = False
+    random_streams = ()                   # it draws no eps
+    fixed_fields = {"beta": (1.0, "it has no KL term to weight; leave --beta out"),
+                    "warmup_epochs": (0.0, "it has no KL term to warm up; leave --warmup-epochs out"),
+                    "n_samples": (1, "its z = encoder(x) is not sampled; leave --samples out")}
+    # the trainer's record of each epoch: no KL, no ELBO, no beta -- its loss -log p(x|z) is "rec"
+    history_fields = ("epoch", "step", "train_loss", "train_rec", "train_eval_rec", "train_eval_n",
+                      "test_rec", "img_per_s", "seconds")
+    history_newer = ()
+
+    @classmethod
+    def from_config(cls, config, input_dim):
+        """The untrained autoencoder a TrainConfig describes; weights from child 0 of its seed, as the VAE's."""
+        return cls(input_dim, config.hidden, config.latent, activation=config.activation,
+                   likelihood=config.likelihood, seed=config.seed)
+
+    @classmethod
+    def parameter_shapes(cls, arch):
+        """The VAE's layers with one encoder head, "enc.z"."""
+        return network_shapes(arch, encoder_heads=("z",))
+
     def _check_x(self, x):
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.input_dim:
@@ -193,61 +220,3 @@ def comparison_text(numbers):
                    f"codes inside N(0, I)'s 95 % circle: {100 * n['inside']:.1f} %;\n"
                    f"prior samples where no code is: {100 * n['empty']:.1f} %")
             for name, n in numbers.items()}
-
-
-def main(argv=None):
-    """python -m scratchvae.autoencoder VAE_CHECKPOINT --out DIR [--data-dir DIR]
-
-    Trains an autoencoder through the trainer (``train(TrainConfig(model="autoencoder", ...))``)
-    with the VAE checkpoint's architecture, data, batch size, learning rate, epochs and seed,
-    into DIR/autoencoder2d (a checkpoint already there with that configuration is resumed,
-    so after the demo, which trains it, nothing is trained again), then writes
-    DIR/10_autoencoder_vs_vae.png and prints the figure's numbers. The VAE must have a 2-D
-    latent (the demo's OUT/latent2d).
-    """
-    import argparse
-    import dataclasses
-    import sys
-    from pathlib import Path
-
-    from . import plots
-    from .checkpoint import CheckpointError, load_checkpoint, load_model
-    from .data import DataError, iterate_batches
-    from .train import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
-
-    parser = argparse.ArgumentParser(prog="python -m scratchvae.autoencoder")
-    parser.add_argument("checkpoint")
-    parser.add_argument("--out", type=Path, default=Path("out"))
-    parser.add_argument("--data-dir", default=None, help="default: the checkpoint's")
-    args = parser.parse_args(argv)
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        vae, run = load_model(checkpoint), TrainConfig.from_dict(checkpoint["config"])
-        if checkpoint["model"]["type"] != "vae" or vae.latent_dim != 2:
-            raise ValueError("needs a VAE with a 2-D latent (the demo's OUT/latent2d)")
-        config = dataclasses.replace(run, model="autoencoder", objective="elbo", beta=1.0, warmup_epochs=0.0,
-                                     n_samples=1, engine="plain", download=False,
-                                     data_dir=args.data_dir or run.data_dir, out=str(args.out / "autoencoder2d"))
-        previous = Path(config.out) / CHECKPOINT_NAME
-        ae, history = train(config, resume=previous if previous.exists() else None)
-        test = load(run.dataset, run.test_split, config.data_dir, download=False)
-    except (CheckpointError, ConfigError, DataError, TrainingDiverged, ValueError) as e:
-        print(f"python -m scratchvae.autoencoder: error: {e}", file=sys.stderr)
-        return 2
-    x_test = next(iterate_batches(test.images, len(test.images), np.random.default_rng(run.seed),
-                                  binarize=run.binarize, shuffle=False))        # as the demo's figures
-    codes, samples, numbers = compare_with_vae(ae, vae, x_test, test.labels, np.random.default_rng(run.seed))
-    stats = comparison_text(numbers)
-    path = plots.plot_autoencoder_vs_vae(codes, test.labels, samples, stats,
-                                         args.out / "10_autoencoder_vs_vae.png")
-    seconds = sum(r["seconds"] for r in history)
-    print(f"autoencoder trained {run.epochs} epochs on {run.dataset} {run.train_split} in {seconds:.0f} s "
-          f"(checkpoint {previous}); tested on {run.test_split} ({len(x_test):,} images)")
-    for name, text in stats.items():
-        print(f"  {name}: {text.replace(chr(10), ' ')}")
-    print(f"figure: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

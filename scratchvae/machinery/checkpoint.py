@@ -5,9 +5,9 @@ What is inside (every entry a plain array; nothing is pickled):
     "format"                 "scratchvae-checkpoint-1"
     "param.<name>"           each model parameter, e.g. "param.enc.fc1.W" (784, 400) float32
     "optimizer.m_sum", ".v_sum"  Adam's moment vectors, laid out like the model's flat_params
-    "model.json"             the model's type ("vae", "autoencoder" or "cvae"; absent in
-                             checkpoints written before the types: "vae") and its constructor
-                             arguments (``VAE.config()``, ``Autoencoder.config()``, ``CVAE.config()``)
+    "model.json"             the model's kind ("type": its class's ``kind``, models.py; absent in
+                             checkpoints written before the kinds: a VAE) and its constructor
+                             arguments (its ``config()``)
     "optimizer.json"         the optimiser's name, step count and hyper-parameters
     "config.json"            the training configuration (``TrainConfig`` as a dict)
     "history.json"           the per-epoch records so far
@@ -32,20 +32,20 @@ Safety and robustness:
 - ``load_parameters`` refuses a checkpoint whose architecture differs from the model's,
   naming the field ("checkpoint has latent_dim=20, model has latent_dim=2") or the parameter.
 """
+import inspect
 import json
 import math
-import os
 import struct
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .autoencoder import Autoencoder
+from ..layers import ACTIVATIONS
+from ..vae import LIKELIHOODS
 from .config import ConfigError, TrainConfig
-from .cvae import CVAE
-from .vae import VAE
+from .files import write_atomic
+from .models import UNTYPED, kinds, model_class
 
 FORMAT = "scratchvae-checkpoint-1"
 ARCHITECTURE = ("input_dim", "hidden_dims", "latent_dim", "activation", "likelihood")
@@ -57,20 +57,14 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, unsafe, or does not fit the model."""
 
 
-# model.json's "type" -> the class ``load_model`` builds (an IWAE is saved as a "vae": same
-# parameters; the objective is how they were trained, not what they are)
-MODEL_TYPES = {"vae": VAE, "autoencoder": Autoencoder, "cvae": CVAE}
-
-
 def model_type(model):
-    """"vae", "autoencoder" or "cvae": what model.json records for ``model``."""
-    if isinstance(model, CVAE):                    # a CVAE is a VAE subclass: ask first
-        return "cvae"
-    if isinstance(model, Autoencoder):
-        return "autoencoder"
-    if isinstance(model, VAE):
-        return "vae"
-    raise TypeError(f"cannot checkpoint a {type(model).__name__}: not a VAE, Autoencoder or CVAE")
+    """What model.json records as the model's "type": its class's kind (an IWAE is saved as a
+    VAE: the same parameters; the objective is how they were trained, not what they are)."""
+    kind = getattr(type(model), "kind", None)
+    if model_class(kind) is None:
+        raise TypeError(f"cannot checkpoint a {type(model).__name__}: not one of the kinds of "
+                        f"models.py ({', '.join(kinds())})")
+    return kind
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,12 +77,12 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     Parameters
     ----------
     path : str or Path        where to write, e.g. "run/checkpoint.npz" (directories are created)
-    model : VAE, Autoencoder or CVAE   its type, parameters and constructor arguments are saved
+    model : a model of models.py      its kind, parameters and constructor arguments are saved
     optimizer : Adam          its ``state_dict()`` (moments, step count, hyper-parameters)
     config : dict             the training configuration, JSON-serialisable
     history : list[dict]      per-epoch records
     rng_states : dict         name -> ``generator.bit_generator.state``
-    progress : dict, optional where the run is (see train.py), JSON-serialisable
+    progress : dict, optional where the run is (see machinery/runner.py), JSON-serialisable
     """
     path = Path(path)
     state = optimizer.state_dict()
@@ -103,50 +97,13 @@ def save_checkpoint(path, model, optimizer, config, history, rng_states, progres
     for key, document in documents.items():
         arrays[f"{key}.json"] = np.array(json.dumps(document, allow_nan=False))   # strict JSON
 
-    _write_atomic(path, "wb", lambda f: _write_npz(f, arrays))
+    write_atomic(path, "wb", lambda f: _write_npz(f, arrays))
     return path
 
 
 def _write_npz(f, arrays):
     """The one place the bytes are written (tests interrupt it to simulate a crash)."""
     np.savez(f, **arrays)
-
-
-def write_text_atomic(path, text):
-    """Write a small text file (history.json, history.csv) with the same temp-and-rename care."""
-    _write_atomic(Path(path), "w", lambda f: f.write(text))
-
-
-def write_bytes_atomic(path, write):
-    """write(f) into a binary file at ``path`` with the same temp-and-rename care (PNG grids)."""
-    _write_atomic(Path(path), "wb", write)
-
-
-def file_mode():
-    """The mode open() gives a new file: 0666 minus the process's umask (mkstemp uses 0600)."""
-    umask = os.umask(0o022)                      # reading the umask means setting it: put it back
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _write_atomic(path, mode, write):
-    """write(f) into a temporary file beside ``path``, flush it to disk, then rename it over
-    ``path``: readers (and a crash) see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())               # mkstemp makes it 0600; a new file follows the umask
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())                 # the bytes are on disk before the rename
-        os.replace(tmp, path)                    # atomic: readers see the old file or the new one
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +117,7 @@ def _write_atomic(path, mode, write):
 #      (as np.savez writes them) and inside the file -- so no member can inflate beyond the
 #      file's own size, and nothing unknown is read at all;
 #   2. the JSON documents: strict JSON (no NaN), bounded in size, then every field of each
-#      against what train.py writes (types, ranges, consistency with each other);
+#      against what the trainer (runner.py) writes (types, ranges, consistency with each other);
 #   3. each array's .npy header against the architecture of model.json, BEFORE its data is
 #      read; then its values (finite parameters and moments).
 # Whatever is wrong becomes one ``CheckpointError`` naming the member and the field.
@@ -169,15 +126,6 @@ MAX_JSON_CHARS = 1 << 22          # 4 Mi characters per document (1,000 epochs o
 MAX_DIM = 1 << 24                 # the largest layer size accepted in model.json
 MAX_HIDDEN_LAYERS = 64
 MAX_HEADER = 10_000               # bytes of a .npy header (NumPy's own limit)
-# train.py's per-epoch record of a VAE or CVAE: every run writes these (a field added there is
-# added here) ...
-HISTORY_FIELDS = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
-                  "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
-# ... and these newer ones, absent from the records of runs begun before them
-HISTORY_NEWER = ("train_eval_nelbo", "train_eval_rec", "train_eval_kl", "train_eval_n", "test_active_units")
-# the autoencoder's record: no KL, no ELBO, no beta -- its loss -log p(x|z) is "rec"
-AUTOENCODER_HISTORY_FIELDS = ("epoch", "step", "train_loss", "train_rec", "train_eval_rec", "train_eval_n",
-                              "test_rec", "img_per_s", "seconds")
 PROGRESS_FIELDS = ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds", "train_seconds")
 OPTIMIZERS = {"adam": {"t", "lr", "beta1", "beta2", "eps"}, "sgd": {"t", "lr", "momentum"}}
 OPTIMIZER_ARRAYS = {"adam": ["m_sum", "v_sum"], "sgd": ["buf"]}
@@ -453,23 +401,25 @@ def _check_documents(checkpoint, path):
     return shapes, np.dtype(model["dtype"]), arrays
 
 
-MODEL_DEFAULTS = {"activation": "relu", "likelihood": "bernoulli", "n_samples": 1, "beta": 1.0,
-                  "dtype": "float32"}
-# the optional fields of model.json for each type (the autoencoder samples nothing and has no KL)
-TYPE_DEFAULTS = {"vae": MODEL_DEFAULTS,
-                 "autoencoder": {k: MODEL_DEFAULTS[k] for k in ("activation", "likelihood", "dtype")},
-                 "cvae": {**MODEL_DEFAULTS, "n_classes": 10}}
+def model_defaults(Model):
+    """The optional fields of model.json for a class: its constructor's defaults (seed aside,
+    which a checkpoint does not need: the weights are saved). The autoencoder samples nothing
+    and has no KL, so it has no n_samples or beta; the conditional VAE adds n_classes."""
+    parameters = inspect.signature(Model.__init__).parameters.values()
+    defaults = {p.name: p.default for p in parameters
+                if p.default is not inspect.Parameter.empty and p.name != "seed"}
+    if "dtype" in defaults:
+        defaults["dtype"] = np.dtype(defaults["dtype"]).name
+    return defaults
 
 
 def _check_model(doc, c):
-    """model.json: a type and its constructor arguments that build a model (sizes bounded, names known)."""
-    from .layers import ACTIVATIONS
-    from .vae import LIKELIHOODS
+    """model.json: a kind and its constructor arguments that build a model (sizes bounded, names known)."""
     c.need(isinstance(doc, dict), "model.json", None, "a JSON object", doc)
-    kind = doc.get("type", "vae")                 # written before the types: a VAE
-    c.need(isinstance(kind, str) and kind in MODEL_TYPES, "model.json", "type",
-           f"one of {', '.join(MODEL_TYPES)}", kind)
-    defaults = TYPE_DEFAULTS[kind]
+    kind = doc.get("type", UNTYPED)               # written before the kinds: a VAE
+    c.need(isinstance(kind, str) and model_class(kind) is not None, "model.json", "type",
+           f"one of {', '.join(kinds())}", kind)
+    defaults = model_defaults(model_class(kind))
     c.fields(doc, "model.json", ["input_dim", "hidden_dims", "latent_dim"], ["type", *defaults])
     for key in ("input_dim", "latent_dim"):
         c.need(_is_int(doc[key], 1, MAX_DIM), "model.json", key, f"an integer in 1..{MAX_DIM:,}", doc[key])
@@ -485,6 +435,7 @@ def _check_model(doc, c):
     if "n_samples" in defaults:
         c.need(_is_int(full["n_samples"], 1, 1 << 20), "model.json", "n_samples", "a positive integer",
                full["n_samples"])
+    if "beta" in defaults:
         c.need(_is_number(full["beta"], 0), "model.json", "beta", "a finite number >= 0", full["beta"])
     if "n_classes" in defaults:
         c.need(_is_int(full["n_classes"], 2, MAX_DIM), "model.json", "n_classes",
@@ -495,32 +446,10 @@ def _check_model(doc, c):
 
 
 def parameter_shapes(model):
-    """The parameters model.json's model has, name -> shape, computed without building it.
-
-    Mirrors the layers of vae.py: encoder MLP "enc.fc1" ..., heads "enc.mu", "enc.logvar";
-    decoder MLP "dec.fc1" ..., heads "dec.logits" (Bernoulli) or "dec.mean", "dec.logvar".
-    The autoencoder (autoencoder.py) has one encoder head, "enc.z"; the conditional VAE
-    (cvae.py) feeds the one-hot label to both MLPs, so their first layers take D + C and K + C
-    inputs. (tests/test_checkpoint.py checks it against each class's params for random architectures.)
-    """
-    kind = model.get("type", "vae")
-    D, K, H = model["input_dim"], model["latent_dim"], list(model["hidden_dims"])
-    C = model.get("n_classes", 10) if kind == "cvae" else 0     # the label's one-hot columns
-    shapes = {}
-
-    def dense(name, d_in, d_out):
-        shapes[f"{name}.W"], shapes[f"{name}.b"] = (d_in, d_out), (d_out,)
-    sizes = [D + C, *H]
-    for i in range(len(H)):
-        dense(f"enc.fc{i + 1}", sizes[i], sizes[i + 1])
-    for head in (["z"] if kind == "autoencoder" else ["mu", "logvar"]):
-        dense(f"enc.{head}", sizes[-1], K)
-    sizes = [K + C, *H[::-1]]
-    for i in range(len(H)):
-        dense(f"dec.fc{i + 1}", sizes[i], sizes[i + 1])
-    for head in (["logits"] if model.get("likelihood", "bernoulli") == "bernoulli" else ["mean", "logvar"]):
-        dense(f"dec.{head}", sizes[-1], D)
-    return shapes
+    """The parameters model.json's model has, name -> shape, computed without building it:
+    its class's ``parameter_shapes`` (tests/machinery/test_checkpoint.py checks it against
+    each class's params for random architectures)."""
+    return model_class(model.get("type", UNTYPED)).parameter_shapes(model)
 
 
 def _check_config(doc, model, c):
@@ -545,9 +474,9 @@ def _check_config(doc, model, c):
 def _check_history(doc, training, kind, c):
     """history.json: per-epoch records numbered 1, 2, ...; complete when train() wrote them.
 
-    ``kind``: model.json's type (the autoencoder's records have their own fields)."""
-    required, optional = ((AUTOENCODER_HISTORY_FIELDS, ()) if kind == "autoencoder"
-                          else (HISTORY_FIELDS, HISTORY_NEWER))
+    ``kind``: model.json's type; its class names the fields of its records."""
+    Model = model_class(kind)
+    required, optional = Model.history_fields, Model.history_newer
     c.need(isinstance(doc, list), "history.json", None, "a JSON list of per-epoch records", doc)
     for i, record in enumerate(doc):
         member = f"history.json record {i + 1}"
@@ -563,9 +492,9 @@ def _check_history(doc, training, kind, c):
 
 
 def _check_rng(doc, training, kind, c):
-    """rng.json: PCG64 generator states under the names train.py uses ("eps", "data"; the
-    autoencoder draws no eps, so it has "data" only)."""
-    names = ["data"] if kind == "autoencoder" else ["eps", "data"]
+    """rng.json: PCG64 generator states under the names the trainer uses: the model's own
+    (its class's random_streams: "eps", or none for the autoencoder) and "data"."""
+    names = [*model_class(kind).random_streams, "data"]
     c.fields(doc, "rng.json", names if training else [], names)
     for name, state in doc.items():
         try:                                            # the generators are PCG64 (default_rng)
@@ -644,7 +573,7 @@ def load_parameters(model, checkpoint):
     """
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint(checkpoint)
-    ours, theirs = model_type(model), checkpoint["model"].get("type", "vae")
+    ours, theirs = model_type(model), checkpoint["model"].get("type", UNTYPED)
     if ours != theirs:
         raise CheckpointError(f"{checkpoint['path']}: the checkpoint holds a model of type {theirs!r}, "
                               f"the model is of type {ours!r}")
@@ -671,13 +600,13 @@ def load_parameters(model, checkpoint):
 def load_model(path):
     """Rebuild the trained model stored in a checkpoint (for sampling, evaluation, plots).
 
-    model.json's type says which class: VAE, Autoencoder or CVAE (``MODEL_TYPES``). A VAE's
-    or CVAE's own generator (``model.rng``, which draws eps) is restored to its saved state,
-    so the model is exactly as it was when the checkpoint was written.
+    model.json's type says which class (models.py: ``model_class``). The model's own generator
+    (``model.rng``, which draws eps, where its class has the stream "eps") is restored to its
+    saved state, so the model is exactly as it was when the checkpoint was written.
     """
     checkpoint = path if isinstance(path, dict) else load_checkpoint(path)
     arguments = dict(checkpoint["model"])
-    Model = MODEL_TYPES[arguments.pop("type", "vae")]
+    Model = model_class(arguments.pop("type", UNTYPED))
     try:
         model = Model(**arguments)
     except (TypeError, ValueError) as e:
@@ -685,6 +614,6 @@ def load_model(path):
                               f"model.json ({e})") from None
     load_parameters(model, checkpoint)
     eps_state = checkpoint["rng"].get("eps")
-    if eps_state is not None and hasattr(model, "rng"):
+    if eps_state is not None and "eps" in Model.random_streams:
         model.rng.bit_generator.state = eps_state
     return model

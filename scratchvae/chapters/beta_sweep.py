@@ -38,7 +38,7 @@ batch 128), trained by the project's trainer (``train.train``) with the same see
 runs start from the same weights, see the same batches and draw the same eps: they differ
 only in beta.
 
-    python -m scratchvae.beta_sweep --data-dir ../shared/data/mnist \\
+    python -m scratchvae.chapters.beta_sweep --data-dir ../shared/data/mnist \\
         --train-split 'test[:9000]' --test-split 'test[9000:]' --out OUT
 
 writes OUT/11_beta_sweep.png and OUT/beta_sweep.json and prints the table.
@@ -53,11 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots
-from .cli import _Parser, nonnegative_int, positive_int
-from .data import BINARIZE, DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
-from .evaluate import evaluate_nelbo, substream
-from .train import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
+from ..pictures import plots
+from ..machinery.cli import _Parser, nonnegative_int, positive_int
+from ..machinery.data import BINARIZE, DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
+from ..machinery.evaluate import evaluate_nelbo, substream
+from ..machinery.runner import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
 
 BETAS = (0.0, 0.1, 1.0, 4.0, 25.0)
 EPOCHS = 10                      # per beta: short runs (the demo's 2-D model trains 40 epochs)
@@ -172,7 +172,7 @@ def _beta(text):
 
 
 def build_parser():
-    p = _Parser(prog="python -m scratchvae.beta_sweep",
+    p = _Parser(prog="python -m scratchvae.chapters.beta_sweep",
                 description="Train the 2-D VAE once per KL weight beta and draw the rate-distortion "
                             "plane, each model's latent space and its samples from N(0, I).")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist")

@@ -55,8 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import exp_no_subnormal, softplus
-from .losses import gaussian_log_density
+from ..layers import exp_no_subnormal, softplus
+from ..losses import gaussian_log_density
 
 PRIOR_RADIUS = 5.0        # the coarse grid covers at least +-5 prior standard deviations
 Q_SIGMAS = 8.0            # ... and +-8 standard deviations of q(z|x): all but 1e-15 of its mass

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import file_mode
+
 
 class DataError(ValueError):
     """A data file or directory is missing, corrupt, or does not hold what was asked for."""
@@ -296,13 +298,6 @@ def find_dataset(name, data_dir=None, download=True, progress=True, *,
     return target
 
 
-def _file_mode():
-    """The mode open() gives a new file: 0666 minus the process's umask."""
-    umask = os.umask(0o022)                     # reading the umask means setting it: put it back
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _not_found(name, missing, searched, failures):
     """The DataError for 'no copy here and none could be downloaded', with what to do."""
     if not os.environ.get(ENV_VAR):
@@ -345,7 +340,7 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
-        os.fchmod(fd, _file_mode())                 # mkstemp makes it 0600; cached data follows the umask
+        os.fchmod(fd, file_mode())                 # mkstemp makes it 0600; cached data follows the umask
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             if length is not None and not (length.strip().isdigit() and length.strip().isascii()):

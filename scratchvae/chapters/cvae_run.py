@@ -1,13 +1,13 @@
 """Train the conditional VAE of cvae.py, draw "draw me a 7" and "one hand, every digit", and
 compare its bound on -log p(x|y) with an unconditional VAE's -log p(x) on the same images.
 
-    python -m scratchvae.cvae_run --data-dir ../shared/data/mnist --out runs/cvae \\
+    python -m scratchvae.chapters.cvae_run --data-dir ../shared/data/mnist --out runs/cvae \\
         --train-split 'test[:9000]' --test-split 'test[9000:]' --epochs 5 \\
         [--compare runs/vae/checkpoint.npz]
 
 The labels come from the data set's IDX label files (data.load reads them with the images
 and refuses a split whose label file is missing). Training goes through the trainer,
-``train(TrainConfig(model="cvae", binarize="dynamic", ...))`` (train.py): shuffled batches,
+``train(TrainConfig(model=CVAE.kind, binarize="dynamic", ...))`` (machinery/runner.py): shuffled batches,
 dynamic binarisation, Adam on ``CVAE.loss_and_grads``, and OUT/checkpoint.npz after every
 epoch, from which ``scratchvae sample OUT/checkpoint.npz --digit 7`` draws sevens. A
 checkpoint already in OUT is resumed (with the same configuration nothing is trained again:
@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, load_model, model_type
-from .cli import _Parser, nonnegative_int, positive_float, positive_int
-from .data import DataError, load
-from .evaluate import importance_sampled_nll
-from .plots import _figure, _save, _show_mosaic, mosaic
-from .train import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
+from ..machinery.checkpoint import CheckpointError, load_checkpoint, load_model
+from ..machinery.cli import _Parser, nonnegative_int, positive_float, positive_int
+from ..machinery.data import DataError, load
+from ..machinery.evaluate import importance_sampled_nll
+from ..pictures.plots import _figure, _save, _show_mosaic, mosaic
+from .cvae import CVAE
+from ..machinery.runner import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
 
 
 def binarize(images_u8, rng):
@@ -67,17 +68,13 @@ def plot_same_hand(tiles, path):
     return _save(fig, path, 100)
 
 
-MODEL_NAMES = {"autoencoder": "an autoencoder", "cvae": "a conditional VAE (CVAE)"}   # for messages
-
-
 def load_comparison(path, dataset, input_dim):
     """The VAE of --compare: unconditional (its ``loss(x)`` and bound need no label), trained on
     the same data set and with as many pixels as the test images. Raises ``CheckpointError``."""
     checkpoint = load_checkpoint(path)
     vae = load_model(checkpoint)
-    kind = model_type(vae)                                         # an IWAE is saved as a "vae"
-    if kind != "vae":
-        raise CheckpointError(f"--compare: {path} holds {MODEL_NAMES[kind]}; expected an unconditional VAE")
+    if not vae.variational or vae.conditional:                     # (an IWAE is saved as a VAE)
+        raise CheckpointError(f"--compare: {path} holds {vae.article}; expected an unconditional VAE")
     trained_on = checkpoint["config"].get("dataset")
     if trained_on is not None and trained_on != dataset:
         raise CheckpointError(f"--compare: {path} was trained on {trained_on}, not on {dataset} (--dataset)")
@@ -87,7 +84,7 @@ def load_comparison(path, dataset, input_dim):
 
 
 def main(argv=None):
-    p = _Parser(prog="python -m scratchvae.cvae_run", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="python -m scratchvae.chapters.cvae_run", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--train-split", default="test[:9000]")
@@ -119,7 +116,7 @@ def main(argv=None):
                         f"the standard errors need at least 2")
         pixels = int(np.prod(test_set.images.shape[1:]))
         vae = load_comparison(args.compare, args.dataset, pixels) if args.compare else None   # before training
-        config = TrainConfig(model="cvae", dataset=args.dataset, data_dir=args.data_dir,
+        config = TrainConfig(model=CVAE.kind, dataset=args.dataset, data_dir=args.data_dir,
                              train_split=args.train_split, test_split=args.test_split, binarize="dynamic",
                              download=False, hidden=args.hidden, latent=args.latent, activation=args.activation,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

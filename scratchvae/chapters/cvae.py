@@ -23,9 +23,9 @@ is not needed), and the encoder's input needs no gradient at all, as before.
 """
 import numpy as np
 
-from .layers import MLP, Dense, sigmoid
-from .losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
-from .vae import VAE, _check_architecture, _need_count, _reshape
+from ..layers import MLP, Dense, sigmoid
+from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
+from ..vae import VAE, _check_architecture, _need_count, _reshape, network_shapes
 
 N_CLASSES = 10
 
@@ -171,6 +171,22 @@ class CVAE(VAE):
         return {**super().config(), "n_classes": self.n_classes}
 
     # ------------------------------------------------------------------ plumbing
+    # what the machinery asks of a kind of model (vae.py has the list)
+    kind = "cvae"
+    title, article = "conditional VAE", "a conditional VAE"
+    summary = "the conditional VAE, q(z|x, y) and p(x|z, y) given the one-hot label (chapters/cvae.py)"
+    loss_name = "the negative ELBO of p(x|y)"
+    conditional = True
+
+    @classmethod
+    def from_config(cls, config, input_dim):
+        return super().from_config(config, input_dim, n_classes=N_CLASSES)
+
+    @classmethod
+    def parameter_shapes(cls, arch):
+        """VAE's, with the one-hot label's C columns added to both MLPs' first layers."""
+        return network_shapes(arch, encoder_heads=("mu", "logvar"), label_columns=arch.get("n_classes", N_CLASSES))
+
     def _log_px_zy(self, x, y, mu, logvar, eps):
         """z = mu + sigma * eps and log p(x | z, y) there: returns (log p (L, N), z (L, N, K))."""
         L, N, K = eps.shape

@@ -28,9 +28,9 @@ so the two objectives are compared on the same numbers.
 """
 import numpy as np
 
-from .layers import exp_no_subnormal
-from .losses import gaussian_log_density, gaussian_log_density_grads
-from .vae import VAE, _need_count, _reshape
+from ..layers import exp_no_subnormal
+from ..losses import gaussian_log_density, gaussian_log_density_grads
+from ..vae import VAE, _need_count, _reshape
 
 
 class IWAE(VAE):
@@ -48,6 +48,19 @@ class IWAE(VAE):
         if self.beta != 1.0:
             raise ValueError(f"the importance-weighted bound has no KL weight: beta must be 1, got {self.beta!r}")
         self.k = int(k)
+
+    # what the machinery asks (vae.py): an IWAE is saved and loaded as a VAE, trained with objective "iwae"
+    objective = "iwae"
+    fixed_fields = {"beta": (1.0, "L_k has no KL weight"), "warmup_epochs": (0.0, "L_k has no KL weight"),
+                    "n_samples": (1, "it draws iwae_k samples")}
+
+    @property
+    def loss_name(self):
+        return f"the bound L_k, k = {self.k}"
+
+    @classmethod
+    def from_config(cls, config, input_dim):
+        return super().from_config(config, input_dim, k=config.iwae_k)
 
     def loss_and_grads(self, x, eps=None):
         """Batch-mean -L_k and all its parameter gradients (written into ``self.grads``).

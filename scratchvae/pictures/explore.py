@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import write_bytes_atomic
+from ..machinery.files import write_bytes_atomic
+from ..vae import VAE
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
 # What the page may load: nothing. Inline script and style only; no fetch, image, font, frame,
@@ -91,7 +92,13 @@ def write_explorer(path, model, **kwargs):
 
 
 def check_explorable(model):
-    """Raise ValueError (one line) if the page cannot show this model."""
+    """Raise ValueError (one line) if the page cannot show this model.
+
+    The page computes vae.py's encoder, decoder and loss: a model whose ``encode`` or ``loss``
+    is another (the autoencoder's, the conditional VAE's) is refused by what it computes."""
+    if getattr(type(model), "encode", None) is not VAE.encode or getattr(type(model), "loss", None) is not VAE.loss:
+        raise ValueError(f"it holds {model.article}; the explorer page shows a VAE's q(z|x) and "
+                         f"negative ELBO only: draw from it with scratchvae sample")
     side = int(round(np.sqrt(model.input_dim)))
     if side * side != model.input_dim:
         raise ValueError(f"the model's {model.input_dim} pixels are not a square image")

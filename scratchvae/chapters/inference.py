@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
-from .layers import exp_no_subnormal
-from .optim import Adam
+from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
+from ..layers import exp_no_subnormal
+from ..optim import Adam
 from .posterior import Q_SIGMAS, posterior_window, square_grid, variational_gap
 
 
@@ -198,7 +198,7 @@ def grids_holding(model, x, mu, logvar, points=201):
 
 
 def main(argv=None):
-    """python -m scratchvae.inference CHECKPOINT --data-dir DIR --split 'test[9000:]' --n 100
+    """python -m scratchvae.chapters.inference CHECKPOINT --data-dir DIR --split 'test[9000:]' --n 100
 
     Prints log p(x), ELBO(q*), ELBO(q_encoder) and the two gaps averaged over the first n
     images of the split (grey levels / 255, as the demo trains), for a 2-D-latent checkpoint.
@@ -206,11 +206,11 @@ def main(argv=None):
     import sys
     import time
 
-    from .checkpoint import CheckpointError, load_model, model_type
-    from .cli import _Parser, nonnegative_int, positive_int
-    from .data import DataError, load
+    from ..machinery.checkpoint import CheckpointError, load_model
+    from ..machinery.cli import _Parser, nonnegative_int, positive_int
+    from ..machinery.data import DataError, load
 
-    parser = _Parser(prog="python -m scratchvae.inference",
+    parser = _Parser(prog="python -m scratchvae.chapters.inference",
                      description="approximation and amortisation gaps of a 2-D-latent VAE")
     parser.add_argument("checkpoint")
     parser.add_argument("--dataset", default="mnist")
@@ -224,10 +224,8 @@ def main(argv=None):
         parser.error(f"argument --n: the standard errors need at least 2 images, got {args.n}")
     try:
         model = load_model(args.checkpoint)
-        kind = model_type(model)                             # an IWAE is saved as a "vae"
-        if kind != "vae":
-            names = {"autoencoder": "an autoencoder", "cvae": "a conditional VAE (CVAE)"}
-            raise ValueError(f"{args.checkpoint} holds {names[kind]}; this needs an unconditional VAE checkpoint")
+        if not model.variational or model.conditional:       # (an IWAE is saved as a VAE)
+            raise ValueError(f"{args.checkpoint} holds {model.article}; this needs an unconditional VAE checkpoint")
         if model.latent_dim != 2:
             raise ValueError(f"needs a model with latent_dim 2, this one has {model.latent_dim}")
         split = load(args.dataset, args.split, args.data_dir, download=False)
@@ -238,7 +236,7 @@ def main(argv=None):
             raise ValueError(f"--split {args.split} holds only {len(split)} image; "
                              f"the standard errors need at least 2")
     except (CheckpointError, DataError, ValueError) as e:
-        print(f"python -m scratchvae.inference: error: {e}", file=sys.stderr)
+        print(f"python -m scratchvae.chapters.inference: error: {e}", file=sys.stderr)
         return 2
     x = split.images[:args.n].reshape(min(args.n, len(split.images)), -1).astype(model.dtype) / 255
     start = time.perf_counter()
