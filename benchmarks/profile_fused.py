@@ -2,7 +2,7 @@
 
     python benchmarks/profile_fused.py [--steps 300] [--rounds 7] [--data-dir DIR]
 
-The fused step (scratchvae/fast.py) runs each batch in two phases on two workers:
+The fused step (scratchvae/fast/fused_step.py) runs each batch in two phases on two workers:
 
     phase 1   each worker: forward and backward for its half of the batch rows
     phase 2   worker 0: the encoder's gradients over the whole batch, then Adam on the encoder's half

@@ -15,7 +15,7 @@ The protocol is the example's, unchanged:
     optimiser  Adam(lr=1e-3), 10 epochs, torch.manual_seed(seed)
     test loss  the summed loss over the whole test split / 10,000: the test negative ELBO
                (one z per image), in nats per image, as the example prints it
-Then, with the same estimator as scratchvae's ``evaluate`` (scratchvae/evaluate.py), the
+Then, with the same estimator as scratchvae's ``evaluate`` (scratchvae/machinery/evaluate.py), the
 importance-sampled (IWAE) estimate of -log p(x) with k = 1000 samples on the first 1000
 test images:
     -log p(x) ~ -( logsumexp_l log w_l - log k ),  log w_l = log p(x|z_l) + log p(z_l) - log q(z_l|x),

@@ -4,7 +4,7 @@ Used by ``bench_train.py --torch`` (which imports this module only in its PyTorc
 process). Not part of the package; needs the ``bench`` extra (``pip install -e '.[bench]'``,
 i.e. torch==2.13.0).
 
-It is the protocol scratchvae's trainer runs (scratchvae/train.py), written the way a
+It is the protocol scratchvae's trainer runs (scratchvae/machinery/runner.py), written the way a
 PyTorch user would write it:
 
     architecture  D - H_1 - ... - H_n - K (mu and logvar heads) - H_n - ... - H_1 - D,

@@ -124,7 +124,7 @@ class Adam:
         """Apply step t to ``params[span]``: the moments and the parameter move of Algorithm 1.
 
         Separate from ``advance`` so that two workers can each update their part of the
-        vector (fast.py); ``step`` is ``advance`` then ``update`` of everything. Every
+        vector (fast/fused_step.py); ``step`` is ``advance`` then ``update`` of everything. Every
         entry is independent of the others, so the span is done in blocks of ``block``
         entries: the ten passes over one block find it still in the CPU's cache.
         """

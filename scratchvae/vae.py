@@ -204,10 +204,10 @@ class VAE:
         Implements:  log p(x, z) = log p(x|z) + log p(z)            (slide 17, joint = likelihood x prior)
                      log q(z|x)  = log N(z; mu, diag sigma^2)
         Their mean over l estimates the ELBO (slide 21); log-mean-exp over l gives the
-        importance-weighted bound on log p(x) (see evaluate.py).
+        importance-weighted bound on log p(x) (see machinery/evaluate.py).
         Derivation:  docs/derivations.md, section 9
         Shapes:      x (N, D), eps (L, N, K) -> (L, N)
-        ``q``: (mu, logvar) = ``self.encode(x)``, if already computed (evaluate.py encodes a
+        ``q``: (mu, logvar) = ``self.encode(x)``, if already computed (machinery/evaluate.py encodes a
         batch once for all its chunks of samples).
         """
         x = self._check_x(x)
@@ -290,7 +290,7 @@ class VAE:
     conditional = False                   # is it given the label y? (the conditional VAE is)
     random_streams = ("eps",)             # its own generators, saved in rng.json beside the data's
     fixed_fields = {}                     # TrainConfig fields it cannot use: {field: (value, why)}
-    # the trainer's record of each epoch (machinery/runner.py writes these, checkpoint.py checks them) ...
+    # the trainer's record of each epoch (machinery/runner.py writes these, machinery/checkpoint.py checks them) ...
     history_fields = ("epoch", "step", "beta", "train_loss", "train_nelbo", "train_rec", "train_kl",
                       "test_nelbo", "test_rec", "test_kl", "img_per_s", "seconds")
     # ... and these, absent from the records of runs begun before the trainer wrote them
@@ -336,7 +336,7 @@ class VAE:
         """Move every weight and gradient into one flat vector each, with named views.
 
         Each bias lands right after its weight, so [W; b] is one (D_in + 1, D_out) block of
-        ``flat_params`` (fast.py relies on this), and the encoder's parameters come first.
+        ``flat_params`` (fast/fused_step.py relies on this), and the encoder's parameters come first.
         The arrays, if given, are the flat vectors to use (e.g. in shared memory); the
         current values are copied into them.
         """

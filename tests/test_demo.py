@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchvae import cli
-from scratchvae.checkpoint import load_checkpoint
-from scratchvae.figures import FIGURES
+import scratchvae.machinery.cli as cli
+from scratchvae.machinery.checkpoint import load_checkpoint
+from scratchvae.pictures.figures import FIGURES
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,7 +67,7 @@ def test_quick_demo_writes_every_figure_a_summary_and_a_run_to_resume(tiny_data,
             == {k: v for k, v in latent2d["config"].items() if k not in ("model", "out")})  # same data, budget, seed
     assert re.search(r"^test reconstruction -log p\(x\|z\) at the code, 2-D latent: autoencoder [\d.]+ nats, "
                      r"VAE [\d.]+ ", captured.out, re.MULTILINE)
-    assert "training step: Autoencoder.loss_and_grads in scratchvae/autoencoder.py" in captured.err
+    assert "training step: Autoencoder.loss_and_grads in scratchvae/chapters/autoencoder.py" in captured.err
     sweep = out / "11_beta_sweep.png"                                     # beta_sweep.py, after make_figures
     assert sweep.read_bytes()[:8] == PNG_MAGIC and str(sweep) in captured.out
     assert re.search(r"^beta 0: D [\d.]+  R [\d.]+", captured.err, re.MULTILINE)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import scratchvae
-import scratchvae.cli
+import scratchvae.machinery.cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -33,7 +33,8 @@ def test_examples_in_the_docs_run(path):
         assert result.attempted > 0, f"doctest found no examples in {path.name}"
 
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(scratchvae.__path__) if m.name != "__main__")
+MODULES = sorted(m.name[len("scratchvae."):] for m in pkgutil.walk_packages(scratchvae.__path__, "scratchvae.")
+                 if not m.name.endswith("__main__"))
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -44,7 +45,7 @@ def test_examples_in_docstrings_run(name):
 
 
 CODE_REF = re.compile(r"`((?:scratchvae/)?[\w/]+\.py):\s*([\w.]+(?:,\s*[\w.]+)*)`")
-TEST_REF = re.compile(r"`(tests/test_\w+\.py)::(\w+)`")
+TEST_REF = re.compile(r"`(tests/(?:\w+/)?test_\w+\.py)::(\w+)`")
 
 
 def resolve_code_ref(path, dotted):
@@ -144,7 +145,7 @@ def test_every_code_map_row_points_to_a_test_that_exercises_its_code():
 
 def test_the_code_map_row_check_fails_on_a_test_of_something_else():
     row = ("| 6 | generate | `scratchvae/vae.py: VAE.sample` | "
-           "`tests/test_posterior.py::test_grid_is_the_midpoint_rule` |")
+           "`tests/chapters/test_posterior.py::test_grid_is_the_midpoint_rule` |")
     (line, code, tests), = code_map_rows(row)
     with pytest.raises(AssertionError, match="exercises none of"):
         check_code_map_row(line, code, tests)
@@ -249,7 +250,7 @@ def test_the_citation_check_fails_on_a_wrong_section():
 
 FENCE = re.compile(r"^[ \t]*```.*?^[ \t]*```", re.MULTILINE | re.DOTALL)   # fenced blocks, indented or not
 INLINE_CODE = re.compile(r"`([^`]+)`")                  # may wrap onto the next line
-SOURCE_FILE = re.compile(r"scratchvae/\w+\.py")
+SOURCE_FILE = re.compile(r"scratchvae/[\w/]+\.py")
 
 
 def normalise(text):
@@ -259,7 +260,7 @@ def normalise(text):
 def quoted_code(sections):
     """(section, fragment, files) for each inline `...` fragment with np. or self. in it; files
     are the scratchvae/*.py the section names (all of the package's files when it names none)."""
-    package = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scratchvae").glob("*.py"))
+    package = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scratchvae").rglob("*.py"))
     for number, (heading, body) in sections.items():
         text = heading + "\n" + FENCE.sub("", body)
         files = sorted(set(SOURCE_FILE.findall(heading + body))) or package
@@ -311,9 +312,9 @@ def parser_and_args(command):
             sys.path.insert(0, str(ROOT))
         return importlib.import_module("demo").build_parser(), words[2:]
     if words[:1] == ["scratchvae"]:
-        return scratchvae.cli.build_parser(), words[1:]
+        return scratchvae.machinery.cli.build_parser(), words[1:]
     if words[:3] == ["python", "-m", "scratchvae"]:
-        return scratchvae.cli.build_parser(), words[3:]
+        return scratchvae.machinery.cli.build_parser(), words[3:]
     return None
 
 

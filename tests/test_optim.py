@@ -91,7 +91,7 @@ def _train(model, x, steps, make_optimizer):
 
 
 def test_adam_lowers_the_loss_on_a_small_real_batch(shared_mnist_dir):
-    from scratchvae.data import load
+    from scratchvae.machinery.data import load
     x = load("mnist", "test[:64]", data_dir=shared_mnist_dir, download=False).images / np.float32(255)
     model = VAE(784, [64], 8, seed=0)
     first, last = _train(model, x, 300, lambda m: Adam(m.flat_params, m.flat_grads, lr=1e-3))

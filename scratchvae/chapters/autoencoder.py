@@ -12,7 +12,7 @@ The same encoder and decoder MLPs as vae.py, the same likelihoods of losses.py, 
 So nothing asks the codes z to look like draws from N(0, I), and nothing asks nearby codes
 to decode to similar images. Its reconstructions are better than the VAE's (it spends
 nothing on the KL), and its codes land wherever the optimiser puts them, which is why
-decoding z ~ N(0, I) gives poor digits (figure "autoencoder vs VAE", figures.py).
+decoding z ~ N(0, I) gives poor digits (figure "autoencoder vs VAE", pictures/figures.py).
 
 Shapes: x (N, D), z (N, K), logits (N, D).
 """
@@ -119,7 +119,7 @@ class Autoencoder:
         return self.decode_mean(rng.standard_normal((int(n), self.latent_dim)).astype(self.dtype))
 
     def config(self):
-        """The constructor arguments (without seed), enough to rebuild the architecture (checkpoint.py)."""
+        """The constructor arguments (without seed), enough to rebuild the architecture (machinery/checkpoint.py)."""
         return dict(input_dim=self.input_dim, hidden_dims=list(self.hidden_dims),
                     latent_dim=self.latent_dim, activation=self.activation,
                     likelihood=self.likelihood, dtype=self.dtype.name)

@@ -2,12 +2,12 @@
 
 The lecture trains on the ELBO (slide 15) and ends at log p(x) = ELBO + KL(q || p(z|x))
 (slide 21): the ELBO is loose by that KL. Importance weighting tightens it. With k samples
-z_1..z_k ~ q(z|x) and the importance weights of evaluate.py,
+z_1..z_k ~ q(z|x) and the importance weights of machinery/evaluate.py,
 
     w_i = p(x, z_i) / q(z_i|x),      L_k(x) = E[ log 1/k sum_i w_i ]  <=  log p(x)
 
 and ELBO = L_1 <= L_k <= L_{k+1} -> log p(x) (Burda, Grosse & Salakhutdinov 2016,
-"Importance Weighted Autoencoders", Theorem 1). evaluate.py uses L_k to measure a model
+"Importance Weighted Autoencoders", Theorem 1). machinery/evaluate.py uses L_k to measure a model
 (k = 1000 by default, 5000 in the literature's protocol); here L_k is the loss that trains it:
 
     loss = mean_n [ -( logsumexp_i log w_in - log k ) ]
@@ -20,10 +20,10 @@ replaced by the normalised weights  w~_i = w_i / sum_j w_j = softmax_i(log w):
 so the backward pass is vae.py's with L = k samples, each sample's decoder gradient scaled
 by w~_i instead of 1/L, and, since there is no closed-form KL here, the gradients of
 log p(z) and log q(z|x) themselves. With k = 1, w~ = 1: the VAE with its KL estimated by
-Monte Carlo, exactly (tests/test_iwae.py).
+Monte Carlo, exactly (tests/chapters/test_iwae.py).
 
 ``IWAE`` is a VAE (same layers, same parameters, same checkpoint) whose ``loss_and_grads``
-is -L_k. Everything else is the VAE's: ``loss`` and evaluate.py still report the ELBO,
+is -L_k. Everything else is the VAE's: ``loss`` and machinery/evaluate.py still report the ELBO,
 so the two objectives are compared on the same numbers.
 """
 import numpy as np

@@ -24,7 +24,7 @@ has kinks along lines in the plane, and the error then falls only like a power o
 about h^2 and unevenly (kinks cut cells at varying offsets). Measured on a toy 5-pixel
 model, 5-8-2 with weights x3, against a 1601-point grid: ReLU 1.1e-4, 5.2e-5, 9.7e-6 nats
 at 101, 201, 401 points a side; the same model with tanh 4.1e-6, 5e-11, 1e-13
-(tests/test_posterior.py, test_log_px_converges_only_polynomially_for_a_relu_decoder).
+(tests/chapters/test_posterior.py, test_log_px_converges_only_polynomially_for_a_relu_decoder).
 The demo's 201 points are therefore accurate to about 1e-4 nats, far below the gaps it
 shows. Add whatever mass lies outside the window. Both limits are reported: ``q_mass``
 (should be 1) and ``edge_mass`` (posterior mass in the outermost ring of cells, should be ~0).

@@ -1,7 +1,7 @@
 """The importance-sampled evaluation on two cores: the numbers of VAE.log_weights, faster.
 
 Chosen with ``scratchvae evaluate --engine fused`` (or ``evaluate(..., engine="fused")``).
-Read ``VAE.log_weights`` (vae.py) and ``importance_sampled_nll`` (evaluate.py) first. The
+Read ``VAE.log_weights`` (vae.py) and ``importance_sampled_nll`` (machinery/evaluate.py) first. The
 estimator stays theirs -- the same draws of eps, the same running log-sum-exp; this file
 only replaces the one call that computes, for a chunk of samples,
 
@@ -47,10 +47,10 @@ GROUP = 16           # factors of (1 + e^{-|l|}) multiplied before one log; each
 
 def unsupported_reason(model):
     """None if this file computes the model's log w, otherwise why not (a sentence)."""
-    if type(model).log_weights is not VAE.log_weights:                 # what it computes, not a name
-        log_weights = getattr(type(model), "log_weights", None)
-        what = f"its log w is {log_weights.__qualname__}" if log_weights else "it has no log w (no q(z|x))"
-        return f"{what} (the fused evaluation computes VAE.log_weights)"
+    log_weights = getattr(type(model), "log_weights", None)          # what it computes, not its name
+    if log_weights is not VAE.log_weights:
+        what = f"this model's is {log_weights.__qualname__}" if log_weights else "this model has none (no q(z|x))"
+        return f"the fused evaluation computes VAE.log_weights, {what}"
     return architecture_reason(model, "the fused evaluation")
 
 

@@ -7,7 +7,7 @@ kernels, and 13.6 s against 23.0 s with its AVX-512 kernels (docs/results.md).
 Read vae.py first: this file computes exactly what ``VAE.loss_and_grads`` followed by
 ``Adam.step`` compute, for the PyTorch example's architecture (one hidden layer, ReLU,
 Bernoulli decoder, one z per datapoint; any sizes D, H, K, any beta), and
-tests/test_fast.py checks that the two agree and that its gradients pass the finite-
+tests/fast/test_fused_step.py checks that the two agree and that its gradients pass the finite-
 difference check. Nothing here is new mathematics; it is how to feed a 2-core CPU.
 
     encoder   h1 = relu(x W1 + b1) ;  mu = h1 Wmu + bmu ;  logvar = h1 Wlv + blv
@@ -57,7 +57,7 @@ from .workers import PrivateArena, ProcessPair, SharedArena, ThreadPair, set_bla
 
 def architecture_reason(model, who="the fused step"):
     """None for the PyTorch example's architecture (one hidden layer, relu, bernoulli),
-    otherwise why ``who`` cannot compute this model (a sentence). fast_eval.py uses it too."""
+    otherwise why ``who`` cannot compute this model (a sentence). fused_eval.py uses it too."""
     if len(model.hidden_dims) != 1:
         return f"it has {len(model.hidden_dims)} hidden layers ({who} handles one)"
     if model.activation != "relu":
@@ -74,8 +74,8 @@ def class_reason(Model):
     loss (the autoencoder's, the conditional VAE's, the IWAE's L_k) is refused by what it
     trains, not by its name."""
     if Model.loss_and_grads is not VAE.loss_and_grads:
-        return (f"it trains {Model.loss_and_grads.__qualname__} (the fused step computes "
-                f"VAE.loss_and_grads, the ELBO of vae.py)")
+        return (f"the fused step computes VAE.loss_and_grads, this model trains "
+                f"{Model.loss_and_grads.__qualname__}")
     return None
 
 

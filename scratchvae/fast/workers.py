@@ -1,6 +1,6 @@
 """Two workers on two cores: shared memory, the BLAS thread count, and the hand-overs.
 
-fast.py's fused step splits each training step between two workers, each running its
+fused_step.py's fused step splits each training step between two workers, each running its
 matrix products on one core: the calling thread (worker 0) and a helper (worker 1).
 This module holds everything about *running* two workers and nothing about the VAE:
 
@@ -9,10 +9,10 @@ This module holds everything about *running* two workers and nothing about the V
 - ``ThreadPair`` and ``ProcessPair``: the helper as a thread or as a forked process, and
   the hand-overs of one step between the two workers;
 - ``ForkedHelper``: the same kind of forked helper for a job of one phase, the fused
-  evaluation's second worker (fast_eval.py).
+  evaluation's second worker (fused_eval.py).
 
 One step, for either pair (worker w runs rows of the batch in phase 1, its own layers in
-phase 2; fast.py's ``_Worker`` has the code):
+phase 2; fused_step.py's ``_Worker`` has the code):
 
     main:   publish the job -> GO -> phase 1 (my rows) -> "my rows done" -> wait for helper's
             -> if the loss is finite: phase 2 (my layers, Adam on my half) -> wait for DONE
@@ -318,7 +318,7 @@ class ProcessPair:
 
 class ForkedHelper:
     """``work()`` run in a forked child each time the parent calls ``start()``; ``wait()``
-    returns when it is done. The fused evaluation's helper (fast_eval.py): ProcessPair's
+    returns when it is done. The fused evaluation's helper (fused_eval.py): ProcessPair's
     hand-over for a job of one phase. ``work`` reads its inputs from, and writes its results
     into, arrays of ``arena`` allocated before this (so that the child shares them). Errors in
     the child (a FloatingPointError under the caller's np.errstate included) are raised in the

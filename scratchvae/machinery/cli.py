@@ -147,7 +147,7 @@ def build_parser():
                      help="linear KL warm-up: beta ramps from 0 over this many epochs (0 = none)")
     opt.add_argument("--objective", choices=list(OBJECTIVES), default=d.objective,
                      help="elbo: the lecture's loss (vae.py); iwae: the importance-weighted bound "
-                          "L_k with --iwae-k samples per image (iwae.py)")
+                          "L_k with --iwae-k samples per image (chapters/iwae.py)")
     opt.add_argument("--iwae-k", type=positive_int, default=d.iwae_k,
                      help="k, importance samples per image for --objective iwae")
     opt.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="images per step")
@@ -210,8 +210,8 @@ def build_parser():
                         "ELBO matches the training log to the last digit)")
     p.add_argument("--engine", choices=("plain", "fused"), default="plain",
                    help="plain (default): the importance weights from VAE.log_weights in vae.py; "
-                        "fused: fast_eval.py on two cores, the same numbers up to float32 rounding "
-                        "(tested in tests/test_fast_eval.py); one hidden layer, relu, bernoulli")
+                        "fused: fast/fused_eval.py on two cores, the same numbers up to float32 rounding "
+                        "(tested in tests/fast/test_fused_eval.py); one hidden layer, relu, bernoulli")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_evaluate, command_parser=p)
 
@@ -286,8 +286,8 @@ def _add_speed_arguments(parser, defaults):
     speed = parser.add_argument_group("speed (what is computed stays the same)")
     speed.add_argument("--engine", choices=ENGINES, default=defaults and defaults.engine,
                        help="plain (default): the read-along step, VAE.loss_and_grads in vae.py; "
-                            "fused: fast.py's step for two cores, which computes the same numbers "
-                            "(tested in tests/test_fast.py; read about it in docs/derivations.md, "
+                            "fused: fast/fused_step.py's step for two cores, which computes the same numbers "
+                            "(tested in tests/fast/test_fused_step.py; read about it in docs/derivations.md, "
                             "section 11); one hidden layer, relu, bernoulli, one sample only"
                             + ("" if defaults else " (default: as in training)"))
     speed.add_argument("--threads", type=int, choices=(1, 2), default=defaults and defaults.threads,

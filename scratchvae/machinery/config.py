@@ -1,7 +1,7 @@
 """The configuration of a training run: every knob of ``scratchvae train``, checked.
 
 ``TrainConfig`` holds them, one comment each; ``scratchvae train`` maps its flags onto it
-and train.py reads it. A bad value is a ``ConfigError`` that names the field and says what
+and the trainer (runner.py) reads it. A bad value is a ``ConfigError`` that names the field and says what
 it must be, raised when the configuration is made, before any data is loaded.
 """
 import math
@@ -52,9 +52,9 @@ class TrainConfig:
     batch_size: int = 128                 # images per step
     lr: float = 1e-3                      # Adam's learning rate
     epochs: int = 10                      # passes over the training split (the total, also on resume)
-    seed: int = 1                         # master seed of every random stream (train.py's docstring)
+    seed: int = 1                         # master seed of every random stream (runner.py's docstring)
     # --- speed: neither changes what is computed, beyond float rounding
-    engine: str = "plain"                 # "plain": vae.py's read-along step; "fused": fast.py's, the same numbers
+    engine: str = "plain"                 # "plain": vae.py's read-along step; "fused": fast/fused_step.py's, the same numbers
     threads: int = 2                      # CPU cores for the fused step (1 or 2)
     # --- output
     out: Optional[str] = None             # run directory for checkpoint.npz and history.*; None: write nothing

@@ -68,7 +68,7 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     Reproducible: the noise comes from ``seed`` (int or SeedSequence) only. Each image's
     eps (and its dynamic binarisation) is drawn in image order from its own stream, so the
     draws do not depend on ``batch_size``.
-    A conditional VAE (cvae.py) is given its images' ``labels`` (N,): then it is the bound on
+    A conditional VAE (chapters/cvae.py) is given its images' ``labels`` (N,): then it is the bound on
     -log p(x|y), with q(z|x, y) and p(x|z, y), and the same draws.
     Shapes:      images_u8 (N, D) uint8
     Returns:     dict(nelbo, rec, kl, n) in nats per image, and active_units: how many of
@@ -99,7 +99,7 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
 def evaluate_reconstruction(model, images_u8, *, batch_size=1000, seed=0, binarize="none"):
     """The autoencoder's test loss: -log p(x|z) at its code z = encoder(x), averaged over the images.
 
-    Implements:  rec = 1/N sum_i -log p(x_i | z_i),  z_i = encoder(x_i)   (autoencoder.py, slides 3-5)
+    Implements:  rec = 1/N sum_i -log p(x_i | z_i),  z_i = encoder(x_i)   (chapters/autoencoder.py, slides 3-5)
     Nothing is sampled; the binarisation draws are ``evaluate_nelbo``'s (substream 0 of ``seed``).
     There is no ELBO and no importance-sampled -log p(x): the autoencoder has no q(z|x) and was
     not trained with a prior p(z).
@@ -150,7 +150,7 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
                               against 3.5-3.6 s for 100 x 100, and 67 MB peak memory instead of
                               242 MB (Intel Xeon, 2 cores; benchmarks/bench_eval.py --chunk)
     progress : callable(done, total), optional   called after each chunk (datapoint-samples)
-    labels : (N,) ints, optional   for a conditional VAE (cvae.py): the bound on -log p(x|y),
+    labels : (N,) ints, optional   for a conditional VAE (chapters/cvae.py): the bound on -log p(x|y),
                               log w = log p(x|z, y) + log p(z) - log q(z|x, y); the same draws
     log_weights : callable(x, eps, q) -> (c, n), optional
                               computes ``model.log_weights(x, eps, q=q)`` another way: the
@@ -207,8 +207,8 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
     ``labels`` (N,): a conditional VAE's labels; both numbers are then bounds on -log p(x|y)
     (``conditional`` True).
     ``engine``: "plain" (the default) computes the importance weights with ``model.log_weights``;
-    "fused" with fast_eval.py on two cores -- the same numbers up to float32 rounding
-    (tests/test_fast_eval.py), for one hidden layer, relu and a Bernoulli decoder.
+    "fused" with fast/fused_eval.py on two cores -- the same numbers up to float32 rounding
+    (tests/fast/test_fused_eval.py), for one hidden layer, relu and a Bernoulli decoder.
     """
     if engine not in ("plain", "fused"):
         raise ValueError(f"engine must be 'plain' or 'fused', got {engine!r}")

@@ -16,7 +16,7 @@ Nothing is fetched: the weights travel inside the file as base64 float32, and th
 JavaScript computes the same layers as vae.py (dense = x W + b, the activation, sigmoid or
 the Gaussian head). A Content-Security-Policy meta tag forbids every network request.
 From the browser console, ``scratchvae.decode(z)`` returns what ``VAE.decode_mean`` returns,
-``scratchvae.encode(pixels)`` what ``VAE.encode`` returns (tests/test_explore.py checks both
+``scratchvae.encode(pixels)`` what ``VAE.encode`` returns (tests/pictures/test_explore.py checks both
 in a real browser), and ``scratchvae.loss(pixels, eps)`` what ``VAE.loss`` returns.
 """
 import base64

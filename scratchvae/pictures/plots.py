@@ -467,7 +467,7 @@ def plot_inference_gaps(gaps, images, path, title=None, dpi=DPI):
 
     One panel per datapoint: filled contours of the true posterior p(z|x) (exact on a grid),
     red lines for the encoder's q(z|x), black dashed lines for q*(z|x) found by gradient
-    ascent on the ELBO of that x alone (inference.py), each at the levels holding 50/90/99 %
+    ascent on the ELBO of that x alone (chapters/inference.py), each at the levels holding 50/90/99 %
     of its mass. Below: log p(x), ELBO(q*), ELBO(q_encoder), the approximation gap
     log p(x) - ELBO(q*) and the amortisation gap ELBO(q*) - ELBO(q_encoder) (Cremer et al. 2018).
     ``gaps`` is an ``inference.Gaps``.   Size: 3.4 n x 4.8 inches.   Shapes: images (n, D).

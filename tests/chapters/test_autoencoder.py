@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.autoencoder import Autoencoder, empty_prior_fraction, vae_reconstruction_error
-from scratchvae.data import load
+from scratchvae.chapters.autoencoder import Autoencoder, empty_prior_fraction, vae_reconstruction_error
+from scratchvae.machinery.data import load
 from scratchvae.gradcheck import numerical_gradient, rel_error
 from scratchvae.optim import Adam
 
@@ -52,7 +52,7 @@ def test_empty_prior_fraction_on_constructed_codes():
 
 @pytest.fixture(scope="module")
 def mnist():
-    from tests.conftest import _shared
+    from conftest import _shared
     split = load("mnist", "test", _shared("mnist"), download=False)
     return split.images.reshape(len(split.images), -1).astype(np.float32) / 255
 
@@ -88,8 +88,8 @@ def test_the_autoencoder_reconstructs_better_than_the_vae_on_the_same_data_and_b
 def test_the_comparison_figure_from_two_untrained_models(tmp_path):
     from matplotlib.image import imread
 
-    from scratchvae import plots
-    from scratchvae.autoencoder import compare_with_vae
+    import scratchvae.pictures.plots as plots
+    from scratchvae.chapters.autoencoder import compare_with_vae
     rng = np.random.default_rng(0)
     images, labels = rng.random((30, 16)).astype(np.float32), np.arange(30) % 10
     ae, vae = Autoencoder(16, [8], 2, seed=1), VAE(16, [8], 2, seed=2)
@@ -105,12 +105,12 @@ def test_the_comparison_figure_from_two_untrained_models(tmp_path):
 
 
 def test_the_command_trains_the_autoencoder_through_the_trainer_beside_a_2d_vae(tmp_path, capsys):
-    """python -m scratchvae.autoencoder VAE_CHECKPOINT --out DIR: the VAE's configuration with
+    """python -m scratchvae.chapters.autoencoder_run VAE_CHECKPOINT --out DIR: the VAE's configuration with
     model "autoencoder", a checkpoint in DIR/autoencoder2d, figure 10; run again, it trains nothing."""
-    from scratchvae.autoencoder import main
-    from scratchvae.checkpoint import load_checkpoint
-    from scratchvae.train import TrainConfig, train
-    from test_data import write_dataset
+    from scratchvae.chapters.autoencoder_run import main
+    from scratchvae.machinery.checkpoint import load_checkpoint
+    from scratchvae.machinery.runner import TrainConfig, train
+    from helpers import write_dataset
     write_dataset(tmp_path / "data", n_test=60)
     vae_config = TrainConfig(data_dir=str(tmp_path / "data"), train_split="test[:40]", test_split="test[40:]",
                              hidden=[8], latent=2, epochs=1, batch_size=10, download=False, out=str(tmp_path / "vae"))

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchvae import VAE
-from scratchvae.beta_sweep import CIRCLE_95, main, run_beta_sweep, table
+from scratchvae.chapters.beta_sweep import CIRCLE_95, main, run_beta_sweep, table
 from scratchvae.losses import kl_standard_normal_grads
-from scratchvae.plots import iso_elbo_lines, plot_beta_sweep
-from scratchvae.train import TrainConfig
-from tests.test_train import synthetic_images
+from scratchvae.pictures.plots import iso_elbo_lines, plot_beta_sweep
+from scratchvae.machinery.runner import TrainConfig
+from helpers import synthetic_images
 
 IMAGES = synthetic_images(600, D=36, seed=3)
 LABELS = np.zeros(100, dtype=np.int64)
@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, says, tmp_path, capsys):
         raise SystemExit(main(argv))
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m scratchvae.beta_sweep: error:"), err
+    assert err.count("\n") == 1 and err.startswith("python -m scratchvae.chapters.beta_sweep: error:"), err
     assert says in err, err
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.cvae import CVAE
+from scratchvae.chapters.cvae import CVAE
 from scratchvae.gradcheck import numerical_gradient, rel_error
 
 TOL = 1e-7     # float64 central differences give ~1e-9; a wrong term gives ~1e-2 or more
@@ -89,14 +89,14 @@ def test_bad_labels_are_refused_with_a_clear_message(bad):
 
 
 # ------------------------------------------------------------------ cvae_run: training, figures, bounds
-from scratchvae import cvae_run                                          # noqa: E402
-from scratchvae.evaluate import importance_sampled_nll                   # noqa: E402
+import scratchvae.chapters.cvae_run as cvae_run                                          # noqa: E402
+from scratchvae.machinery.evaluate import importance_sampled_nll                   # noqa: E402
 
 import json                                                              # noqa: E402
 
-from scratchvae import cli                                               # noqa: E402
-from scratchvae.checkpoint import load_checkpoint                        # noqa: E402
-from test_data import write_dataset                                      # noqa: E402
+import scratchvae.machinery.cli as cli                                               # noqa: E402
+from scratchvae.machinery.checkpoint import load_checkpoint                        # noqa: E402
+from helpers import write_dataset                                      # noqa: E402
 
 
 def test_the_labelled_bound_goes_through_evaluate_unchanged():
@@ -153,40 +153,18 @@ def test_cvae_run_trains_draws_and_compares_and_refuses_missing_labels(tmp_path,
 
 # ------------------------------------------------------------------ cvae_run: bad input is one line, exit 2
 from scratchvae import Adam                                              # noqa: E402
-from scratchvae.autoencoder import Autoencoder                           # noqa: E402
-from scratchvae.checkpoint import save_checkpoint                        # noqa: E402
+from scratchvae.chapters.autoencoder import Autoencoder                           # noqa: E402
+from scratchvae.machinery.checkpoint import save_checkpoint                        # noqa: E402
+from helpers import assert_one_line_error, run_main, tiny_checkpoint  # noqa: E402
 
-
-def run_main(main, argv, capsys):
-    """main(argv) -> (exit code, stderr); argparse errors exit through SystemExit.
-    (tests/test_inference.py uses these three helpers too.)"""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def assert_one_line_error(code, err, prog, *words):
-    assert code == 2, (code, err)
-    assert "Traceback" not in err and err.strip().count("\n") == 0, err
-    assert err.startswith(f"{prog}: error: "), err
-    for word in words:
-        assert word in err, (word, err)
 
 
 def run_cvae(argv, capsys):
     return run_main(cvae_run.main, argv, capsys)
 
 
-CVAE_RUN = "python -m scratchvae.cvae_run"
+CVAE_RUN = "python -m scratchvae.chapters.cvae_run"
 
-
-def tiny_checkpoint(path, model, dataset="mnist"):
-    """A checkpoint of an untrained ``model``, as the project's own save function writes it."""
-    kind = {VAE: "vae", Autoencoder: "autoencoder", CVAE: "cvae"}[type(model)]
-    adam = Adam(model.flat_params, model.flat_grads)
-    return save_checkpoint(path, model, adam, {"model": kind, "dataset": dataset}, [], {})
 
 
 @pytest.mark.parametrize("flag,value", [("--is-k", "0"), ("--is-k", "-3"), ("--limit", "0"), ("--limit", "-1"),
@@ -211,7 +189,7 @@ def test_cvae_run_refuses_a_test_split_of_one_image(tmp_path, capsys):
 
 @pytest.mark.parametrize("model,dataset,words", [
     (Autoencoder(784, [4], 2, seed=0), "mnist", ["an autoencoder", "unconditional VAE"]),
-    (CVAE(784, [4], 2, seed=0), "mnist", ["CVAE", "unconditional VAE"]),
+    (CVAE(784, [4], 2, seed=0), "mnist", ["conditional VAE", "unconditional VAE"]),
     (VAE(784, [4], 2, seed=0), "fashion-mnist", ["fashion-mnist", "--dataset"]),
     (VAE(12, [4], 2, seed=0), "mnist", ["12 pixels", "784"]),
 ])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.estimators import (compare_estimators, decoder_log_likelihood,
+from scratchvae.chapters.estimators import (compare_estimators, decoder_log_likelihood,
                                    reparameterisation_terms, score_function_terms)
 from scratchvae.gradcheck import numerical_gradient, rel_error
 

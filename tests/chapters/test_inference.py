@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.data import load
-from scratchvae.inference import elbo_and_grads, elbo_on_grid, fit_q, gaps_on_grid, grids_holding
+from scratchvae.machinery.data import load
+from scratchvae.chapters.inference import elbo_and_grads, elbo_on_grid, fit_q, gaps_on_grid, grids_holding
 from scratchvae.optim import Adam
 
 
@@ -60,7 +60,7 @@ def test_fit_q_rejects_an_unknown_start():
 @pytest.fixture(scope="module")
 def trained_2d(request):
     """A 784-64-2 VAE trained for 8 epochs on 2,000 real MNIST digits (about 10 s), and 1,000 others."""
-    from tests.conftest import _shared
+    from conftest import _shared
     split = load("mnist", "test", _shared("mnist"), download=False)
     x = split.images.reshape(len(split.images), -1).astype(np.float32) / 255
     model = VAE(784, [64], 2, seed=0)
@@ -103,13 +103,13 @@ def test_q_star_from_the_prior_with_no_encoder_reaches_the_encoders_elbo(trained
 
 
 # ------------------------------------------------------------------ the command: bad input is one line, exit 2
-from scratchvae import inference                                        # noqa: E402
-from scratchvae.autoencoder import Autoencoder                          # noqa: E402
-from scratchvae.cvae import CVAE                                        # noqa: E402
-from test_cvae import assert_one_line_error, run_main, tiny_checkpoint  # noqa: E402
-from test_data import write_dataset                                     # noqa: E402
+import scratchvae.chapters.inference as inference                                        # noqa: E402
+from scratchvae.chapters.autoencoder import Autoencoder                          # noqa: E402
+from scratchvae.chapters.cvae import CVAE                                        # noqa: E402
+from helpers import assert_one_line_error, run_main, tiny_checkpoint  # noqa: E402
+from helpers import write_dataset                                     # noqa: E402
 
-INFERENCE = "python -m scratchvae.inference"
+INFERENCE = "python -m scratchvae.chapters.inference"
 
 
 def run_inference(argv, capsys):
@@ -124,7 +124,7 @@ def test_inference_main_refuses_a_bad_number(tmp_path, capsys, flag, value):
 
 
 @pytest.mark.parametrize("model,words", [(Autoencoder(784, [4], 2, seed=0), ["an autoencoder"]),
-                                         (CVAE(784, [4], 2, seed=0), ["CVAE"])])
+                                         (CVAE(784, [4], 2, seed=0), ["conditional VAE"])])
 def test_inference_main_refuses_a_checkpoint_that_is_not_an_unconditional_vae(tmp_path, capsys, model, words):
     path = tiny_checkpoint(tmp_path / "checkpoint.npz", model)
     code, err = run_inference([str(path), "--data-dir", str(tmp_path / "no-data")], capsys)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.checkpoint import load_checkpoint, load_model
-from scratchvae.cli import main
+from scratchvae.machinery.checkpoint import load_checkpoint, load_model
+from scratchvae.machinery.cli import main
 from scratchvae.gradcheck import numerical_gradient, rel_error
-from scratchvae.iwae import IWAE
-from scratchvae.train import ConfigError, TrainConfig, train
+from scratchvae.chapters.iwae import IWAE
+from scratchvae.machinery.runner import ConfigError, TrainConfig, train
 
-from test_data import write_dataset
-from test_train import synthetic_images          # four binary prototypes, 5 % of pixels flipped
+from helpers import run_main, write_dataset
+from helpers import synthetic_images          # four binary prototypes, 5 % of pixels flipped
 
 TOL = 1e-7     # float64 central differences give ~1e-9 here; a wrong term gives ~1e-2 or more
 
@@ -190,7 +190,7 @@ def test_training_on_L_k_lowers_it_and_the_checkpoint_keeps_the_objective(tmp_pa
     log = io.StringIO()
     model, history = train(iwae_config(epochs=3, out=str(tmp_path / "run")), train_images=TRAIN,
                            test_images=TEST, log=log)
-    assert "IWAE.loss_and_grads in scratchvae/iwae.py (the bound L_k, k = 3)" in log.getvalue()
+    assert "IWAE.loss_and_grads in scratchvae/chapters/iwae.py (the bound L_k, k = 3)" in log.getvalue()
     assert isinstance(model, IWAE) and model.k == 3
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
@@ -217,7 +217,8 @@ def test_resuming_an_iwae_run_continues_it_exactly(tmp_path):
 
 def test_configurations_L_k_cannot_train_are_refused():
     assert (TrainConfig().objective, TrainConfig().iwae_k) == ("elbo", 5)
-    with pytest.raises(ConfigError, match="engine 'fused' cannot train this model: it trains objective 'iwae'"):
+    with pytest.raises(ConfigError, match="engine must be 'plain' with objective 'iwae' .the fused step computes VAE.loss_and_grads, "
+                                              "this model trains IWAE.loss_and_grads"):
         train(iwae_config(engine="fused"), train_images=TRAIN, test_images=TEST, log=False)
     for changes, field in ((dict(beta=0.5), "beta"), (dict(warmup_epochs=1.0), "warmup_epochs"),
                            (dict(n_samples=2), "n_samples"), (dict(iwae_k=0), "iwae_k"),
@@ -235,8 +236,9 @@ def test_configurations_L_k_cannot_train_are_refused():
 
 def test_the_cli_refuses_the_fused_engine_for_iwae_in_one_line(tmp_path, capsys):
     write_dataset(tmp_path / "data", n_train=20, n_test=10)
-    code = main(["train", "--objective", "iwae", "--iwae-k", "5", "--engine", "fused", "--epochs", "1",
-                 "--data-dir", str(tmp_path / "data"), "--no-download", "--out", str(tmp_path / "r")])
-    err = capsys.readouterr().err.strip()
+    code, err = run_main(main, ["train", "--objective", "iwae", "--iwae-k", "5", "--engine", "fused",
+                                "--epochs", "1", "--data-dir", str(tmp_path / "data"), "--no-download",
+                                "--out", str(tmp_path / "r")], capsys)
+    err = err.strip()
     assert code == 2 and "Traceback" not in err
-    assert err.count("\n") == 0 and "it trains objective 'iwae'" in err
+    assert err.count("\n") == 0 and "this model trains IWAE.loss_and_grads" in err

@@ -5,7 +5,7 @@ import pytest
 
 from scratchvae import VAE
 from scratchvae.losses import bernoulli_log_likelihood, gaussian_log_density
-from scratchvae.posterior import (Grid, exact_gap, log_joint_on_grid, logsumexp, posterior_window,
+from scratchvae.chapters.posterior import (Grid, exact_gap, log_joint_on_grid, logsumexp, posterior_window,
                                   square_grid, variational_gap)
 
 D = 5

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from scratchvae.evaluate import evaluate, importance_sampled_nll
-from scratchvae.fast_eval import GROUP, FastLogWeights, unsupported_reason
+from scratchvae.machinery.evaluate import evaluate, importance_sampled_nll
+from scratchvae.fast.fused_eval import GROUP, FastLogWeights, unsupported_reason
 from scratchvae.vae import VAE
-from scratchvae.workers import _GET_BLAS_THREADS, set_blas_threads
+from scratchvae.fast.workers import _GET_BLAS_THREADS, set_blas_threads
 
 
 def in_float64(model):
@@ -160,7 +160,7 @@ def test_what_it_cannot_evaluate_it_refuses_and_says_why(build, reason):
 
 
 def test_a_conditional_vae_is_refused():
-    from scratchvae.cvae import CVAE
+    from scratchvae.chapters.cvae import CVAE
     model = CVAE(10, [8], 2, n_classes=3)
     assert "CVAE" in unsupported_reason(model)
     with pytest.raises(ValueError, match="cannot evaluate this model"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE, Adam
-from scratchvae.fast import FusedStep, NonFiniteStep, set_blas_threads, unsupported_reason
+from scratchvae.fast.fused_step import FusedStep, NonFiniteStep, set_blas_threads, unsupported_reason
 from scratchvae.gradcheck import numerical_gradient, rel_error
-from scratchvae.train import ConfigError, TrainConfig, train
+from scratchvae.machinery.runner import ConfigError, TrainConfig, train
 
 BACKENDS = [(1, "thread"), (2, "thread"), (2, "process")]
 

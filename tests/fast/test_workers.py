@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from scratchvae.workers import keep_freed_memory
+from scratchvae.fast.workers import keep_freed_memory
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # One evaluation chunk's Bernoulli log-likelihood, the NumPy way (a new array for every
 # intermediate), repeated; prints the page faults (ru_minflt) the repetitions cost.
@@ -17,7 +17,7 @@ import numpy as np
 if sys.argv[1] == "import":
     sys.path.insert(0, sys.argv[2])
     import scratchvae                                   # calls workers.keep_freed_memory()
-    if not scratchvae.workers.keep_freed_memory():
+    if not scratchvae.fast.workers.keep_freed_memory():
         print("unsupported"); raise SystemExit
 rng = np.random.default_rng(0)
 x, l = rng.random((100, 784), dtype=np.float32), rng.standard_normal((10, 100, 784), dtype=np.float32)

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE, Adam
-from scratchvae import checkpoint as ckpt
-from scratchvae.checkpoint import (CheckpointError, load_checkpoint, load_model, load_parameters,
+import scratchvae.machinery.checkpoint as ckpt
+import scratchvae.machinery.files as files
+from scratchvae.machinery.models import kinds, model_class
+from scratchvae.machinery.checkpoint import (CheckpointError, load_checkpoint, load_model, load_parameters,
                                    save_checkpoint)
 
 
@@ -32,7 +34,7 @@ def trained_state(latent=3, seed=0, steps=3):
 
 def test_round_trip_restores_everything_exactly(tmp_path):
     model, adam, config, history, rng_states = trained_state()
-    history = [{"epoch": 1, "step": 1, **{k: 0.1 + 0.2 for k in ckpt.HISTORY_FIELDS[2:]}}]
+    history = [{"epoch": 1, "step": 1, **{k: 0.1 + 0.2 for k in VAE.history_fields[2:]}}]
     progress = {"epochs_done": 1, "step_in_epoch": 2, "global_step": 3, "seconds": 0.1 + 0.2,
                 "train_seconds": 1e-300, "sums": {"n": 20, "loss": 0.1 + 0.2, "rec": 1 / 3, "kl": 2.5}}
     path = save_checkpoint(tmp_path / "run" / "checkpoint.npz", model, adam, config, history,
@@ -114,7 +116,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     else:
         def fail(*args):
             raise OSError("rename failed")
-        monkeypatch.setattr(ckpt.os, "replace", fail)
+        monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(OSError):
         save_checkpoint(path, model, adam, config, history + [{"epoch": 2}], rng_states)
     monkeypatch.undo()
@@ -229,7 +231,7 @@ import zlib
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from scratchvae.train import ConfigError, TrainConfig, TrainingDiverged, train
+from scratchvae.machinery.runner import ConfigError, TrainConfig, TrainingDiverged, train
 
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                   HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -393,13 +395,14 @@ def test_damaged_bytes_anywhere_are_refused_in_one_line(run_checkpoint, tmp_path
 
 @settings(max_examples=40, deadline=None)
 @given(D=st.integers(1, 9), K=st.integers(1, 4), hidden=st.lists(st.integers(1, 6), max_size=3),
-       likelihood=st.sampled_from(["bernoulli", "gaussian"]), kind=st.sampled_from(list(ckpt.MODEL_TYPES)),
+       likelihood=st.sampled_from(["bernoulli", "gaussian"]), kind=st.sampled_from(list(kinds())),
        n_classes=st.integers(2, 12))
 def test_parameter_shapes_are_those_of_the_model(D, K, hidden, likelihood, kind, n_classes):
-    """For each type: the cvae's first layers take the one-hot label too, the autoencoder has one
-    encoder head; the order is the model's own (its flat_params layout)."""
-    extra = {"n_classes": n_classes} if kind == "cvae" else {}
-    model = ckpt.MODEL_TYPES[kind](D, hidden, K, likelihood=likelihood, **extra)
+    """For each kind: the conditional VAE's first layers take the one-hot label too, the
+    autoencoder has one encoder head; the order is the model's own (its flat_params layout)."""
+    Model = model_class(kind)
+    extra = {"n_classes": n_classes} if Model.conditional else {}
+    model = Model(D, hidden, K, likelihood=likelihood, **extra)
     shapes = ckpt.parameter_shapes({"type": kind, **model.config()})
     assert list(shapes.items()) == [(k, v.shape) for k, v in model.params.items()]
 
@@ -438,7 +441,7 @@ def test_any_change_to_a_typed_checkpoints_documents_is_loaded_whole_or_refused(
     doc = json.loads(str(members[key]))
     path = data.draw(st.sampled_from(list(_paths(doc))), label="place")
     action = data.draw(st.sampled_from(["replace", "delete", "add"] if path else ["replace"]), label="action")
-    value = data.draw(st.one_of(HOSTILE, st.sampled_from(list(ckpt.MODEL_TYPES))), label="value")
+    value = data.draw(st.one_of(HOSTILE, st.sampled_from(list(kinds()))), label="value")
     target = tmp_path / "c.npz"
     _write(target, {**members, key: np.array(_dumps(_edit(doc, path, action, value)))})
     checkpoint = _load_and_use(target)
@@ -472,7 +475,7 @@ def test_any_change_to_a_typed_checkpoints_arrays_is_loaded_whole_or_refused(typ
 
 
 def test_a_model_of_another_type_is_refused_by_name(tmp_path):
-    from scratchvae.autoencoder import Autoencoder
+    from scratchvae.chapters.autoencoder import Autoencoder
     _train_typed(tmp_path, "autoencoder", epochs=1)
     with pytest.raises(CheckpointError, match="holds a model of type 'autoencoder', the model is of type 'vae'"):
         load_parameters(VAE(16, [5], 2), tmp_path / "checkpoint.npz")
@@ -563,7 +566,7 @@ def test_members_that_inflate_to_gigabytes_are_refused_in_little_memory(run_chec
         assert (tmp_path / f"{label}.npz").stat().st_size < 10_000_000
     script = f"""
 import resource, sys
-from scratchvae.checkpoint import CheckpointError, load_checkpoint
+from scratchvae.machinery.checkpoint import CheckpointError, load_checkpoint
 for label in {list(files)!r}:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:

@@ -15,17 +15,13 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from scratchvae.checkpoint import load_checkpoint
-from scratchvae.cli import main
-from scratchvae.data import FILES
+from scratchvae.machinery.checkpoint import load_checkpoint
+from scratchvae.machinery.cli import main
+from scratchvae.machinery.data import FILES
+from helpers import write_idx
 
 TINY_MODEL = ["--hidden", "16", "--latent", "2", "--batch-size", "32", "--eval-batch", "50"]
 
-
-def write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -342,7 +338,7 @@ def test_sample_replaces_its_png_atomically_and_keeps_it_when_the_write_fails(tr
 
 
 def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, tmp_path, capsys):
-    from scratchvae.run_dir import exclusive
+    from scratchvae.machinery.run_dir import exclusive
     with exclusive(tmp_path):                                   # as if another run held it
         assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
     assert "another training is writing to" in one_error_line(capsys, "train")
@@ -362,9 +358,9 @@ def trained_types(data_dir, tmp_path_factory):
 
 
 def test_train_each_model_type_and_say_what_was_trained(trained_types, capsys):
-    from scratchvae.autoencoder import Autoencoder
-    from scratchvae.checkpoint import load_model
-    from scratchvae.cvae import CVAE
+    from scratchvae.chapters.autoencoder import Autoencoder
+    from scratchvae.machinery.checkpoint import load_model
+    from scratchvae.chapters.cvae import CVAE
     for model, cls in (("autoencoder", Autoencoder), ("cvae", CVAE)):
         checkpoint = load_checkpoint(trained_types[model])
         assert checkpoint["model"]["type"] == model == checkpoint["config"]["model"]
@@ -424,7 +420,8 @@ def test_evaluate_an_autoencoder_reports_its_reconstruction_and_says_why_nothing
     assert "an autoencoder" in out and "test reconstruction -log p(x|z)" in out and "ELBO" not in out
 
 
-@pytest.mark.parametrize("model, why", [("autoencoder", "it is an autoencoder"), ("cvae", "it is a conditional VAE")])
+@pytest.mark.parametrize("model, why", [("autoencoder", "this model has none (no q(z|x))"),
+                                        ("cvae", "this model's is CVAE.log_weights")])
 def test_evaluate_fused_refuses_the_other_model_types_in_one_line(trained_types, capsys, model, why):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate", str(trained_types[model]), "--engine", "fused"])
@@ -447,7 +444,7 @@ def test_evaluate_a_cvae_gives_both_bounds_on_log_p_x_given_y(trained_types, cap
 
 
 def _captured_grid(monkeypatch):
-    from scratchvae import cli
+    import scratchvae.machinery.cli as cli
     grids = []
     real = cli.write_grid_png
     monkeypatch.setattr(cli, "write_grid_png", lambda images, path, **kw: grids.append(images) or real(images, path, **kw))
@@ -455,7 +452,7 @@ def _captured_grid(monkeypatch):
 
 
 def test_sample_digit_7_draws_the_models_own_sevens(trained_types, tmp_path, capsys, monkeypatch):
-    from scratchvae.checkpoint import load_model
+    from scratchvae.machinery.checkpoint import load_model
     grids = _captured_grid(monkeypatch)
     path = tmp_path / "sevens.png"
     assert main(["sample", str(trained_types["cvae"]), "--digit", "7", "--n", "6", "--seed", "4",
@@ -470,7 +467,7 @@ def test_sample_digit_7_draws_the_models_own_sevens(trained_types, tmp_path, cap
 
 
 def test_sample_a_cvae_without_digit_draws_one_row_per_class(trained_types, tmp_path, capsys, monkeypatch):
-    from scratchvae.checkpoint import load_model
+    from scratchvae.machinery.checkpoint import load_model
     grids = _captured_grid(monkeypatch)
     assert main(["sample", str(trained_types["cvae"]), "--n", "30", "--seed", "2",
                  "--out", str(tmp_path / "all.png")]) == 0
@@ -503,7 +500,7 @@ def test_explore_refuses_what_it_cannot_show_in_one_line(trained_types, tmp_path
 
 
 def test_sample_an_autoencoder_decodes_prior_draws(trained_types, tmp_path, capsys, monkeypatch):
-    from scratchvae.checkpoint import load_model
+    from scratchvae.machinery.checkpoint import load_model
     grids = _captured_grid(monkeypatch)
     assert main(["sample", str(trained_types["autoencoder"]), "--n", "4", "--seed", "1",
                  "--out", str(tmp_path / "ae.png")]) == 0

@@ -18,49 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scratchvae import data
-from scratchvae.data import DataError
+import scratchvae.machinery.data as data
+from scratchvae.machinery.data import DataError
+from helpers import fake_images, idx_bytes, write_dataset, write_file
 
 
 # --------------------------------------------------------------------------------------
 # Helpers: write small IDX files ourselves
 # --------------------------------------------------------------------------------------
-
-def idx_bytes(array, type_code=0x08):
-    """Header + big-endian payload of ``array`` in the IDX format."""
-    array = np.asarray(array)
-    dtype = data.IDX_TYPES[type_code]
-    header = bytes([0, 0, type_code, array.ndim]) + np.array(array.shape, ">u4").tobytes()
-    return header + array.astype(dtype).tobytes()
-
-
-def write_file(path, payload):
-    """Write ``payload``, gzip-compressed when the file name ends in .gz."""
-    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
-    return path
-
-
-def fake_images(n, seed=0):
-    """(n, 28, 28) uint8 images whose first two pixels encode their index (for order checks)."""
-    images = np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    images[:, 0, 0], images[:, 0, 1] = np.arange(n) // 256, np.arange(n) % 256
-    return images
-
-
-def write_dataset(directory, n_train=None, n_test=None, gz=True, seed=0):
-    """Write MNIST-named files for the splits whose sizes are given; return the arrays."""
-    directory.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if gz else ""
-    written = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        if n is None:
-            continue
-        images, labels = fake_images(n, seed), np.arange(n, dtype=np.uint8) % 10
-        images_name, labels_name = data.FILES[split]
-        write_file(directory / (images_name + suffix), idx_bytes(images))
-        write_file(directory / (labels_name + suffix), idx_bytes(labels))
-        written[split] = (images.reshape(n, 784), labels)
-    return written
 
 
 def closed_port_url():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.evaluate import (ESTIMATOR, evaluate, evaluate_nelbo, format_report,
+from scratchvae.machinery.evaluate import (ESTIMATOR, evaluate, evaluate_nelbo, format_report,
                                  importance_sampled_nll, substream)
 
 
@@ -205,7 +205,7 @@ def test_report_states_the_estimator_and_k():
 
 
 def test_active_units_counts_the_units_whose_mean_moves_with_x():
-    from scratchvae.evaluate import active_units
+    from scratchvae.machinery.evaluate import active_units
     rng = np.random.default_rng(0)
     # four units with Var_x(mu_u) = 1, 0.02, 0.005, 0 by construction (scaled unit-variance columns)
     base = rng.standard_normal((1000, 4))
@@ -231,8 +231,8 @@ def test_evaluate_reports_a_collapsed_unit_as_inactive():
 
 
 def test_the_training_history_records_the_active_units_of_each_epoch(tmp_path):
-    from scratchvae.checkpoint import load_checkpoint
-    from scratchvae.train import TrainConfig, derive_streams, train
+    from scratchvae.machinery.checkpoint import load_checkpoint
+    from scratchvae.machinery.runner import TrainConfig, derive_streams, train
     rng = np.random.default_rng(0)
     prototypes = rng.random((4, 36)) < 0.3
     images = ((prototypes[rng.integers(0, 4, 120)] ^ (rng.random((120, 36)) < 0.05)) * 255).astype(np.uint8)

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchvae.checkpoint import load_checkpoint
-from scratchvae.cli import write_grid_png
-from scratchvae.train import ConfigError, TrainConfig, train
+from scratchvae.machinery.checkpoint import load_checkpoint
+from scratchvae.machinery.cli import write_grid_png
+from scratchvae.machinery.runner import ConfigError, TrainConfig, train
 
 KILL_TRIES_FAST, KILL_TRIES_SLOW = 4, 40
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def images(n, D=36, seed=0):
@@ -44,14 +44,15 @@ def config(out, **changes):
 CHILD = textwrap.dedent("""
     import sys, time, json
     import numpy as np
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {tests!r} + "/.."]
     from test_faults import TRAIN, TEST, config
-    from scratchvae import train as t
-    step = t._train_step
-    def slow_step(*args, **kwargs):
-        time.sleep({pause})
-        return step(*args, **kwargs)
-    t._train_step = slow_step
+    import scratchvae.machinery.runner as t
+    batches = t.iterate_batches
+    def slow_batches(*args, **kwargs):
+        for batch in batches(*args, **kwargs):
+            time.sleep({pause})
+            yield batch
+    t.iterate_batches = slow_batches
     out, epochs, resume = {out!r}, {epochs}, {resume!r}
     try:
         t.train(config(out, epochs=epochs), resume=resume, train_images=TRAIN, test_images=TEST,
@@ -62,7 +63,7 @@ CHILD = textwrap.dedent("""
 
 
 def start(out, epochs=20, pause=0.002, resume=None):
-    script = CHILD.format(tests=str(REPO / "tests"), pause=pause, out=str(out), epochs=epochs,
+    script = CHILD.format(tests=str(REPO / "tests" / "machinery"), pause=pause, out=str(out), epochs=epochs,
                           resume=None if resume is None else str(resume))
     return subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

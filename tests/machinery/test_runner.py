@@ -9,20 +9,15 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE, Adam
-from scratchvae import train as train_module
-from scratchvae.checkpoint import load_checkpoint, load_model
-from scratchvae.train import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
-                              beta_at, derive_streams, train)
+import scratchvae.machinery.runner as train_module
+from scratchvae.machinery.checkpoint import load_checkpoint, load_model
+from scratchvae.machinery.runner import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
+                              derive_streams, train)
+from helpers import synthetic_images
+from scratchvae.train import beta_at, gradient_steps
 
 TIMING = ("img_per_s", "seconds")          # the only history fields allowed to differ between runs
 
-
-def synthetic_images(n, D=36, seed=0):
-    """Four binary prototypes with 5% of pixels flipped: structure a small VAE can learn."""
-    rng = np.random.default_rng(seed)
-    prototypes = rng.random((4, D)) < 0.3
-    noise = rng.random((n, D)) < 0.05
-    return ((prototypes[rng.integers(0, 4, n)] ^ noise) * 255).astype(np.uint8)
 
 
 IMAGES = synthetic_images(190)
@@ -46,6 +41,20 @@ def run(config, **kwargs):
     return train(config, train_images=TRAIN, test_images=TEST, log=False, **kwargs)
 
 
+def ctrl_c_before_step(monkeypatch, n):
+    """Send SIGINT as the trainer draws its n-th training batch (counting from 1, over the
+    epochs): the step on that batch completes, then the trainer sees the request."""
+    real, drawn = train_module.iterate_batches, {"n": 0}
+
+    def batches(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            drawn["n"] += 1
+            if drawn["n"] == n:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+    monkeypatch.setattr(train_module, "iterate_batches", batches)
+
+
 def without_timing(history):
     return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
 
@@ -53,7 +62,7 @@ def without_timing(history):
 # ------------------------------------------------------------------ configuration
 def test_the_read_along_step_trains_by_default_and_the_log_says_which_file_runs():
     assert TrainConfig().engine == "plain"
-    for engine, named in (("plain", "scratchvae/vae.py"), ("fused", "scratchvae/fast.py")):
+    for engine, named in (("plain", "scratchvae/vae.py"), ("fused", "scratchvae/fast/fused_step.py")):
         log = io.StringIO()
         config = small_config(engine, epochs=1)
         train(config, train_images=TRAIN, test_images=TEST, log=log)
@@ -87,9 +96,21 @@ def test_config_normalises_and_round_trips():
 
 
 def test_kl_warmup_ramps_linearly_per_step():
-    config = TrainConfig(beta=2.0, warmup_epochs=1.5)
-    assert [beta_at(t, config, steps_per_epoch=10) for t in (0, 3, 15, 40)] == [0.0, 0.4, 2.0, 2.0]
-    assert beta_at(0, TrainConfig(beta=0.5), 10) == 0.5
+    assert [beta_at(t, 2.0, warmup_steps=15) for t in (0, 3, 15, 40)] == [0.0, 0.4, 2.0, 2.0]
+    assert beta_at(0, 0.5, 0) == 0.5
+
+
+def test_the_warmup_the_trainer_applies_is_beta_at_of_each_global_step(monkeypatch):
+    """warmup_epochs 1.5 of 10 steps each: beta_t = 2 t / 15 at global steps t = 0, 1, ..., 29."""
+    seen, real = [], VAE.loss_and_grads
+
+    def recording(self, x, eps=None):
+        seen.append(self.beta)
+        return real(self, x, eps)
+
+    monkeypatch.setattr(VAE, "loss_and_grads", recording)
+    run(small_config(epochs=3, beta=2.0, warmup_epochs=1.5))
+    assert seen == [beta_at(t, 2.0, 15) for t in range(30)] and seen[3] == pytest.approx(0.4)
 
 
 def test_one_master_seed_gives_the_model_its_initial_weights():
@@ -118,7 +139,7 @@ def test_training_lowers_the_test_nelbo_and_logs_both_terms():
 def test_the_training_images_are_evaluated_after_each_epoch_like_the_test_images():
     """train_nelbo is a running mean during the epoch; train_eval_nelbo is the number the test
     gets, on a fixed subset of the training images (as many as the test images), after the epoch."""
-    from scratchvae.evaluate import evaluate_nelbo
+    from scratchvae.machinery.evaluate import evaluate_nelbo
     config = small_config(epochs=2, binarize="none", warmup_epochs=0)
     model, history = run(config)
     assert [r["train_eval_n"] for r in history] == [len(TEST)] * 2
@@ -170,16 +191,7 @@ def test_ctrl_c_mid_epoch_saves_and_resume_is_bit_for_bit(tmp_path, monkeypatch,
     resuming gives the uninterrupted run exactly."""
     full_model, full = run(small_config(engine, epochs=3))
 
-    calls = {"n": 0}
-    real_step = train_module._train_step
-
-    def step_then_ctrl_c(model, optimizer, x, fused, y=None):
-        calls["n"] += 1
-        if calls["n"] == 10 + 4:                              # epoch 2, step 4 (10 steps per epoch)
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_step(model, optimizer, x, fused, y)
-
-    monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
+    ctrl_c_before_step(monkeypatch, 10 + 4)                  # epoch 2, step 4 (10 steps per epoch)
     with pytest.raises(TrainingInterrupted) as stopped:
         run(small_config(engine, epochs=3, out=tmp_path))
     monkeypatch.undo()
@@ -228,14 +240,14 @@ def test_an_absurd_learning_rate_trips_the_guard_and_keeps_the_last_good_checkpo
 def test_a_non_finite_test_nelbo_is_a_divergence_and_its_epoch_is_not_saved(tmp_path, monkeypatch):
     """Every step's loss can be finite while the parameters after them give inf or nan on the
     test images: that epoch is not saved as "good", the previous checkpoint stays."""
-    real, calls = train_module.evaluate_nelbo, []
+    real, calls = train_module.evaluate_losses, []
 
     def broken_after_the_first_epoch(*args, **kwargs):
         calls.append(1)
         result = real(*args, **kwargs)
         return result if len(calls) <= 2 else {**result, "nelbo": np.nan, "kl": np.inf}   # test, training subset
 
-    monkeypatch.setattr(train_module, "evaluate_nelbo", broken_after_the_first_epoch)
+    monkeypatch.setattr(train_module, "evaluate_losses", broken_after_the_first_epoch)
     path = tmp_path / "checkpoint.npz"
     with pytest.raises(TrainingDiverged) as diverged:
         run(small_config(epochs=3, out=tmp_path))
@@ -267,7 +279,7 @@ def test_resume_refuses_other_data(tmp_path):
 
 def test_resume_refuses_a_checkpoint_no_training_run_wrote(tmp_path):
     from scratchvae import Adam
-    from scratchvae.checkpoint import CheckpointError, save_checkpoint
+    from scratchvae.machinery.checkpoint import CheckpointError, save_checkpoint
     config = small_config(epochs=2, out=tmp_path)
     model = VAE(36, [12], 3, n_samples=2, seed=7)
     save_checkpoint(tmp_path / "checkpoint.npz", model, Adam(model.flat_params, model.flat_grads),
@@ -315,7 +327,7 @@ def test_a_non_finite_gradient_is_caught_before_the_update(monkeypatch):
     adam = Adam(optimizer_model.flat_params, optimizer_model.flat_grads)
     theta = optimizer_model.flat_params.copy()
     with pytest.raises(train_module.NonFiniteStep):
-        train_module._train_step(optimizer_model, adam, TRAIN[:16].astype(np.float32) / 255)
+        list(gradient_steps(optimizer_model, adam, [TRAIN[:16].astype(np.float32) / 255]))
     assert np.array_equal(optimizer_model.flat_params, theta) and adam.t == 0
 
 
@@ -333,25 +345,25 @@ def test_a_finite_gradient_whose_squared_norm_overflows_stops_as_the_fused_step_
     adam = Adam(model.flat_params, model.flat_grads)
     theta = model.flat_params.copy()
     with pytest.raises(train_module.NonFiniteStep, match=r"gradient overflows \(its squared norm is inf\)"):
-        train_module._train_step(model, adam, TRAIN[:16].astype(np.float32) / 255)
+        list(gradient_steps(model, adam, [TRAIN[:16].astype(np.float32) / 255]))
     assert np.isfinite(model.flat_grads).all()
     assert np.array_equal(model.flat_params, theta) and adam.t == 0
 
 
 def test_the_fused_step_guards_before_the_update_too():
     from scratchvae import Adam
-    from scratchvae.fast import FusedStep
+    from scratchvae.fast.fused_step import FusedStep
     model = VAE(36, [12], 3, seed=0)
     adam = Adam(model.flat_params, model.flat_grads)
     model.params["dec.logits.b"][3] = np.nan                  # poisons the loss of every image
     theta = model.flat_params.copy()
     with FusedStep(model, adam, 16) as fused, pytest.raises(train_module.NonFiniteStep, match="loss is nan"):
-        train_module._train_step(model, adam, TRAIN[:16].astype(np.float32) / 255, fused)
+        list(fused.gradient_steps([TRAIN[:16].astype(np.float32) / 255]))
     assert np.array_equal(model.flat_params, theta, equal_nan=True) and adam.t == 0
 
 
 def test_the_fused_engine_steps_on_one_blas_thread_and_evaluates_on_numpys_usual_threads(monkeypatch):
-    from scratchvae.fast import FusedStep, set_blas_threads
+    from scratchvae.fast.fused_step import FusedStep, set_blas_threads
     before = set_blas_threads(2)
     if before is None:
         pytest.skip("OpenBLAS's thread count cannot be set here (NumPy is not using its bundled OpenBLAS)")
@@ -409,8 +421,8 @@ def test_one_short_epoch_on_real_fashion_mnist(shared_fashion_dir):
                          test_split="test[2000:2500]", hidden=[32], latent=4, epochs=1, batch_size=64,
                          lr=3e-3, download=False)
     before = VAE(784, [32], 4, seed=config.seed)
-    from scratchvae.data import load
-    from scratchvae.evaluate import evaluate_nelbo
+    from scratchvae.machinery.data import load
+    from scratchvae.machinery.evaluate import evaluate_nelbo
     test_images = load("fashion-mnist", "test[2000:2500]", shared_fashion_dir, download=False).images
     initial = evaluate_nelbo(before, test_images, seed=derive_streams(config.seed)["eval"])
     model, history = train(config, log=False)
@@ -454,7 +466,7 @@ def test_history_files_are_rewritten_from_the_checkpoint_on_resume(tmp_path):
 
 
 def test_a_resumed_runs_messages_name_only_flags_resume_accepts(tmp_path):
-    from scratchvae.cli import build_parser
+    from scratchvae.machinery.cli import build_parser
     resume_flags = {s for a in build_parser()._subparsers._group_actions[0].choices["resume"]._actions
                     for s in a.option_strings}
     run(small_config(epochs=1, out=str(tmp_path / "a")))
@@ -474,9 +486,9 @@ def test_a_resumed_runs_messages_name_only_flags_resume_accepts(tmp_path):
 
 
 # ------------------------------------------------------------------ the other model types
-from scratchvae.autoencoder import Autoencoder          # noqa: E402
-from scratchvae.cvae import CVAE                        # noqa: E402
-from scratchvae.data import DataError, iterate_batches  # noqa: E402
+from scratchvae.chapters.autoencoder import Autoencoder          # noqa: E402
+from scratchvae.chapters.cvae import CVAE                        # noqa: E402
+from scratchvae.machinery.data import DataError, iterate_batches  # noqa: E402
 
 LABELS = np.random.default_rng(3).integers(0, 10, len(IMAGES))
 TRAIN_Y, TEST_Y = LABELS[:150], LABELS[150:]
@@ -509,15 +521,7 @@ def test_each_model_type_resumes_from_an_epoch_end_bit_for_bit(tmp_path, model):
 @pytest.mark.parametrize("model", MODEL_TYPES)
 def test_each_model_type_saves_on_ctrl_c_mid_epoch_and_resumes_bit_for_bit(tmp_path, monkeypatch, model):
     full_model, full = run_typed(typed_config(model, epochs=3))
-    calls, real_step = {"n": 0}, train_module._train_step
-
-    def step_then_ctrl_c(*args):
-        calls["n"] += 1
-        if calls["n"] == 10 + 4:                              # epoch 2, step 4
-            os.kill(os.getpid(), signal.SIGINT)
-        return real_step(*args)
-
-    monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
+    ctrl_c_before_step(monkeypatch, 10 + 4)                  # epoch 2, step 4
     with pytest.raises(TrainingInterrupted) as stopped:
         run_typed(typed_config(model, epochs=3, out=tmp_path))
     monkeypatch.undo()
@@ -605,7 +609,7 @@ def test_a_configuration_without_a_model_type_is_a_vae():
 def test_the_cvae_needs_labels():
     with pytest.raises(DataError, match="model 'cvae' is conditioned on the labels: pass train_labels"):
         train(typed_config("cvae", epochs=1), train_images=TRAIN, test_images=TEST, log=False)
-    with pytest.raises(DataError, match="test_labels must hold one integer label 0..9"):
+    with pytest.raises(DataError, match="test_labels must hold labels 0..9, got values 10..19"):
         train(typed_config("cvae", epochs=1), train_images=TRAIN, test_images=TEST, train_labels=TRAIN_Y,
               test_labels=TEST_Y + 10, log=False)
 
@@ -619,8 +623,8 @@ def test_resuming_a_cvae_refuses_other_labels(tmp_path):
 
 
 @pytest.mark.parametrize("model, first_word, named", [
-    ("autoencoder", "autoencoder 36-12-3-12-36", "Autoencoder.loss_and_grads in scratchvae/autoencoder.py"),
-    ("cvae", "conditional VAE 36-12-3-12-36", "CVAE.loss_and_grads in scratchvae/cvae.py"),
+    ("autoencoder", "autoencoder 36-12-3-12-36", "Autoencoder.loss_and_grads in scratchvae/chapters/autoencoder.py"),
+    ("cvae", "conditional VAE 36-12-3-12-36", "CVAE.loss_and_grads in scratchvae/chapters/cvae.py"),
 ])
 def test_the_log_says_which_model_and_which_file_trains_it(model, first_word, named):
     log = io.StringIO()

@@ -23,10 +23,10 @@ import pytest
 from matplotlib.image import imread
 
 from scratchvae import VAE, Adam
-from scratchvae.cli import main
-from scratchvae.data import FILES
-from scratchvae.explore import CSP, explorer_html, map_range, write_explorer
-from test_cli import write_idx                    # a gzip IDX file of uint8 images or labels
+from scratchvae.machinery.cli import main
+from scratchvae.machinery.data import FILES
+from scratchvae.pictures.explore import CSP, explorer_html, map_range, write_explorer
+from helpers import write_idx                    # a gzip IDX file of uint8 images or labels
 
 WINDOW = (1280, 980)
 
@@ -445,7 +445,7 @@ def test_explore_writes_one_page_with_the_runs_test_digits(run, tmp_path, capsys
 
 def test_explore_without_data_writes_the_page_without_the_scatter(run, tmp_path, capsys, monkeypatch):
     checkpoint, _ = run
-    monkeypatch.setattr("scratchvae.cli.load", _no_data)            # the run's data is gone
+    monkeypatch.setattr("scratchvae.machinery.cli.load", _no_data)            # the run's data is gone
     out = tmp_path / "explorer.html"
     assert main(["explore", str(checkpoint), "--out", str(out)]) == 0
     captured = capsys.readouterr()
@@ -455,7 +455,7 @@ def test_explore_without_data_writes_the_page_without_the_scatter(run, tmp_path,
 
 
 def _no_data(*args, **kwargs):
-    from scratchvae.data import DataError
+    from scratchvae.machinery.data import DataError
     raise DataError("mnist not found (test)")
 
 

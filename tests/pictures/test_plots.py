@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from scratchvae import VAE, plots
-from scratchvae.autoencoder import Autoencoder
-from scratchvae.estimators import compare_estimators
-from scratchvae.figures import (FIGURES, latent_projection, make_figures, manifold_grid,
+from scratchvae import VAE
+from scratchvae.pictures import plots
+from scratchvae.chapters.autoencoder import Autoencoder
+from scratchvae.chapters.estimators import compare_estimators
+from scratchvae.pictures.figures import (FIGURES, latent_projection, make_figures, manifold_grid,
                                 one_per_class)
-from scratchvae.posterior import exact_gap
+from scratchvae.chapters.posterior import exact_gap
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 D = 16                                  # 4 x 4 images keep the tests fast
@@ -51,7 +52,7 @@ def test_reconstructions(tmp_path, rng):
 
 
 def test_inference_gaps(tmp_path, rng):
-    from scratchvae.inference import gaps_on_grid
+    from scratchvae.chapters.inference import gaps_on_grid
     model = VAE(D, [8], 2, dtype=np.float64, seed=1)
     images = rng.random((2, D))
     gaps = gaps_on_grid(model, images, np.random.default_rng(0), points=31, steps=20)
@@ -125,7 +126,7 @@ def test_variational_gap(tmp_path, rng, monkeypatch):
 
 def test_the_importance_sampled_check_agrees_with_the_grid():
     """Figure 7's independent check: IS shares no step with the grid, yet both give log p(x)."""
-    from scratchvae.figures import importance_sampled_log_px
+    from scratchvae.pictures.figures import importance_sampled_log_px
     model = VAE(D, [8], 2, dtype=np.float64, seed=3)
     x = np.random.default_rng(4).random((3, D))
     grid = np.array([g.log_px[0] for g in exact_gap(model, x)])
