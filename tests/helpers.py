@@ -83,3 +83,69 @@ def tiny_checkpoint(path, model, dataset="mnist"):
     kind = type(model).kind
     adam = Adam(model.flat_params, model.flat_grads)
     return save_checkpoint(path, model, adam, {"model": kind, "dataset": dataset}, [], {})
+
+
+# ---------------------------------------------------------------- what a figure drew
+def drawn_figures(monkeypatch):
+    """The matplotlib Figures the plot functions save from now on (to read back what they drew)."""
+    from scratchvae.pictures import plots
+    figures, save = [], plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig) or save(fig, path, dpi))
+    return figures
+
+
+def scatter_points(ax):
+    """Every point of every scatter in ``ax``, (n, 2)."""
+    offsets = [c.get_offsets() for c in ax.collections if hasattr(c, "get_offsets") and len(c.get_offsets())]
+    return np.concatenate(offsets) if offsets else np.zeros((0, 2))
+
+
+def circle_radii(ax):
+    """The radius of every circle about 0 drawn in ``ax``: a line all of whose points are equally
+    far from the origin, or a Circle patch centred there."""
+    from matplotlib.patches import Circle
+    radii = []
+    for line in ax.get_lines():
+        r = np.hypot(np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float))
+        if len(r) > 10 and np.ptp(r) < 1e-9 * r.max():
+            radii.append(float(r.mean()))
+    radii += [float(p.radius) for p in ax.patches if isinstance(p, Circle) and np.allclose(p.center, 0)]
+    return radii
+
+
+def same_rows(a, b):
+    """a and b hold the same rows, in any order."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a.shape == b.shape and np.allclose(a[np.lexsort(a.T)], b[np.lexsort(b.T)])
+
+
+# ---------------------------------------------------------------- integrals over a 2-D latent, by quadrature
+def gauss_hermite_2d(n=100):
+    """Nodes t (n^2, 2) and weights w (n^2,) with E[f(z)] = sum_g w_g f(t_g) for z ~ N(0, I_2):
+    Gauss-Hermite quadrature, exact for polynomials up to degree 2n - 1 in each coordinate."""
+    t, w = np.polynomial.hermite.hermgauss(n)
+    T1, T2 = np.meshgrid(t, t)
+    return np.sqrt(2) * np.column_stack([T1.ravel(), T2.ravel()]), np.outer(w, w).ravel() / np.pi
+
+
+def bernoulli_log_likelihood_of(model, x, z):
+    """log p(x|z) for a Bernoulli decoder, written out: sum_d [x_d l_d - log(1 + exp(l_d))]."""
+    logits = model.decode(z)
+    return (x * logits - np.logaddexp(0, logits)).sum(axis=1)
+
+
+def log_px_by_quadrature(model, x, mu, logvar, nodes, weights):
+    """log p(x) = log E_q[ p(x|z) p(z) / q(z) ] by Gauss-Hermite quadrature over q = N(mu, diag
+    exp(logvar)) (z = mu + sigma t; p(z) / q(z) = N(z; 0, I) / (N(t; 0, I) / prod sigma))."""
+    sigma = np.exp(0.5 * logvar)
+    z = mu + sigma * nodes
+    log_ratio = -0.5 * np.sum(z ** 2, axis=1) + 0.5 * np.sum(nodes ** 2, axis=1) + np.sum(np.log(sigma))
+    return np.log(np.sum(weights * np.exp(bernoulli_log_likelihood_of(model, x, z) + log_ratio)))
+
+
+def elbo_by_quadrature(model, x, mu, logvar, nodes, weights):
+    """ELBO(q) = E_q[log p(x|z)] - KL(q || N(0, I)), q = N(mu, diag exp(logvar)): the expectation by
+    Gauss-Hermite quadrature (z = mu + sigma t), the KL in closed form. No grid, no sampling."""
+    z = mu + np.exp(0.5 * logvar) * nodes
+    kl = 0.5 * np.sum(mu ** 2 + np.exp(logvar) - 1 - logvar)
+    return np.sum(weights * bernoulli_log_likelihood_of(model, x, z)) - kl

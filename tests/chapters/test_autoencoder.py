@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.chapters.autoencoder import Autoencoder, empty_prior_fraction, vae_reconstruction_error
+from scratchvae.chapters.autoencoder import (Autoencoder, compare_with_vae, comparison_text, empty_prior_fraction,
+                                             vae_reconstruction_error)
 from scratchvae.machinery.data import load
 from scratchvae.gradcheck import numerical_gradient, rel_error
 from scratchvae.optim import Adam
@@ -102,6 +103,63 @@ def test_the_comparison_figure_from_two_untrained_models(tmp_path):
     assert imread(path).shape[:2] == (1100, 1100)
     with pytest.raises(ValueError, match="square number"):
         plots.plot_autoencoder_vs_vae(codes, labels, {k: v[:8] for k, v in samples.items()}, {}, tmp_path / "g.png")
+
+
+R95 = 5.991464547107979 ** 0.5        # chi-square, 2 degrees of freedom, 95 % quantile (tables)
+
+
+def codes_on_circles(turn=0.3):
+    """Ten codes: eight just inside or just outside R95, one well inside, one well outside."""
+    radii = np.concatenate([R95 + np.array([-1.0, -0.2, -0.01, -0.001, 0.001, 0.01, 0.2, 1.0]), [0.3, 4.0]])
+    angles = np.linspace(0, 2 * np.pi, 10, endpoint=False) + turn
+    return np.column_stack([radii * np.cos(angles), radii * np.sin(angles)])
+
+
+def minus_log_bernoulli(x, logits):
+    """-log p(x|z) = -sum_d [x_d log s_d + (1 - x_d) log(1 - s_d)], s = sigmoid(logits), written out."""
+    log_s, log_1_s = -np.logaddexp(0, -logits), -np.logaddexp(0, logits)
+    return -np.sum(x * log_s + (1 - x) * log_1_s, axis=-1)
+
+
+def test_compare_with_vae_on_codes_placed_on_purpose():
+    """Figure 10's numbers for two linear models whose codes are known: image i is e_i, the
+    autoencoder's code of it codes[i], the VAE's mu the same codes turned, with sigma = 1 (so that a
+    reconstruction error taken at a sampled z, not at z = mu, is far off)."""
+    D = 12
+    images = np.eye(10, D, dtype=np.float32)
+    labels = np.arange(10)
+    ae_codes, vae_codes = codes_on_circles(0.3), codes_on_circles(2.0)
+    ae, vae = Autoencoder(D, [], 2, seed=1), VAE(D, [], 2, seed=2)
+    ae.params["enc.z.W"][...], ae.params["enc.z.b"][...] = np.vstack([ae_codes, np.zeros((2, 2))]), 0
+    vae.params["enc.mu.W"][...], vae.params["enc.mu.b"][...] = np.vstack([vae_codes, np.zeros((2, 2))]), 0
+    vae.params["enc.logvar.W"][...], vae.params["enc.logvar.b"][...] = 0, 0          # sigma = 1
+    codes, samples, numbers = compare_with_vae(ae, vae, images, labels, np.random.default_rng(0), n_samples=9)
+    decoders = {"autoencoder": (ae.params["dec.logits.W"], ae.params["dec.logits.b"]),
+                "VAE": (vae.params["dec.logits.W"], vae.params["dec.logits.b"])}
+    x = images.astype(np.float64)
+    for name, known in (("autoencoder", ae_codes), ("VAE", vae_codes)):
+        np.testing.assert_allclose(codes[name], known, rtol=1e-6, atol=1e-6)
+        n = numbers[name]
+        W, b = (a.astype(np.float64) for a in decoders[name])
+        assert n["rec"] == pytest.approx(minus_log_bernoulli(x, known @ W + b).mean(), rel=1e-5)
+        np.testing.assert_allclose(n["code_mean"], known.mean(axis=0), atol=1e-6)
+        np.testing.assert_allclose(n["code_std"], known.std(axis=0), rtol=1e-5)
+        assert n["inside"] == np.mean(np.hypot(*known.T) < R95)
+        # the empty fraction, by brute force with prior samples of this test's own
+        prior = np.random.default_rng(5).standard_normal((200_000, 2))
+        spacing = np.sort(np.hypot(*(known[:, None] - known[None]).transpose(2, 0, 1)), axis=1)[:, 1]
+        far = np.min(np.hypot(*(prior[:, None] - known[None]).transpose(2, 0, 1)), axis=1) > np.quantile(spacing, 0.99)
+        assert abs(n["empty"] - far.mean()) < 0.02, (name, n["empty"], far.mean())
+    assert numbers["autoencoder"]["inside"] == numbers["VAE"]["inside"] == 0.5     # 4 offsets below R95, and 0.3
+    # the two decoders are given the same z: solve the autoencoder's samples for it, decode with the VAE's
+    W, b = (a.astype(np.float64) for a in decoders["autoencoder"])
+    s = samples["autoencoder"].astype(np.float64)
+    z, *_ = np.linalg.lstsq(W.T, (np.log(s) - np.log1p(-s) - b).T, rcond=None)
+    W, b = (a.astype(np.float64) for a in decoders["VAE"])
+    np.testing.assert_allclose(samples["VAE"], 1 / (1 + np.exp(-(z.T @ W + b))), rtol=1e-4, atol=1e-6)
+    text = comparison_text(numbers)
+    assert "codes inside N(0, I)'s 95 % circle: 50.0 %" in text["autoencoder"]
+    assert f"test -log p(x|z) {numbers['VAE']['rec']:.2f}" in text["VAE"] and "50.0 %" in text["VAE"]
 
 
 def test_the_command_trains_the_autoencoder_through_the_trainer_beside_a_2d_vae(tmp_path, capsys):

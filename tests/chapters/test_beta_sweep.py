@@ -10,11 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchvae import VAE
-from scratchvae.chapters.beta_sweep import CIRCLE_95, main, run_beta_sweep, table
+from scratchvae.chapters.beta_sweep import CIRCLE_95, main, measure, run_beta_sweep, table
 from scratchvae.losses import kl_standard_normal_grads
 from scratchvae.pictures.plots import iso_elbo_lines, plot_beta_sweep
 from scratchvae.machinery.runner import TrainConfig
-from helpers import synthetic_images
+from helpers import circle_radii, drawn_figures, same_rows, scatter_points, synthetic_images
+
+# The radius of the circle that holds 95 % of N(0, I) in 2-D: |z|^2 is chi-square with 2 degrees
+# of freedom, whose 95 % quantile the tables give as 5.991464547 (checked by sampling below).
+R95 = 5.991464547107979 ** 0.5
 
 IMAGES = synthetic_images(600, D=36, seed=3)
 LABELS = np.zeros(100, dtype=np.int64)
@@ -49,7 +53,7 @@ def test_each_run_trained_its_own_beta_and_the_numbers_are_the_trainers(tiny_swe
         assert (r["distortion"], r["rate"]) == (last["test_rec"], last["test_kl"])
         assert r["nelbo"] == pytest.approx(r["distortion"] + r["rate"])
         assert r["objective"] == pytest.approx(r["distortion"] + r["beta"] * r["rate"])
-        assert r["inside"] == np.mean(np.hypot(*r["codes"].T) < CIRCLE_95)
+        assert r["inside"] == np.mean(np.hypot(*r["codes"].T) < R95)
         assert r["samples"].shape == (4, 36)
     # the same z ~ N(0, I) decoded by every model: the samples differ only by the model
     assert not np.allclose(tiny_sweep[0]["samples"], tiny_sweep[2]["samples"])
@@ -67,6 +71,42 @@ def test_binarized_targets_reach_every_run_and_its_numbers(binarize):
     last = binary["history"][-1]
     assert (binary["distortion"], binary["rate"]) == (last["test_rec"], last["test_kl"])
     assert binary["distortion"] != grey["distortion"] and not np.array_equal(binary["codes"], grey["codes"])
+
+
+def test_the_tables_radius_holds_95_percent_of_the_prior():
+    z = np.random.default_rng(0).standard_normal((1_000_000, 2))
+    assert abs(np.mean(np.hypot(*z.T) < R95) - 0.95) < 0.001          # s.e. 0.0002
+    assert CIRCLE_95 == pytest.approx(R95, rel=1e-12)
+
+
+def model_with_codes(codes, D):
+    """A linear VAE (no hidden layer) whose encoder maps image i, the one-hot e_i, to mu = codes[i]."""
+    model = VAE(D, [], 2, seed=0)
+    model.params["enc.mu.W"][...] = 0.0
+    model.params["enc.mu.W"][:len(codes)] = codes
+    model.params["enc.mu.b"][...] = 0.0
+    return model
+
+
+def test_measure_counts_the_codes_inside_the_95_percent_circle_and_their_spread():
+    """measure's codes, their mean, s.d. and the fraction inside the circle, for codes placed on
+    purpose just inside and just outside R95 (so that a radius off by 1e-3 changes the count)."""
+    offsets = np.array([-1.0, -0.2, -0.01, -0.001, 0.001, 0.01, 0.2, 1.0])
+    radii = np.concatenate([R95 + offsets, [0.3, 4.0]])
+    angles = np.linspace(0, 2 * np.pi, len(radii), endpoint=False) + 0.3
+    codes = np.column_stack([radii * np.cos(angles), radii * np.sin(angles)])
+    D = len(codes) + 2
+    images = (np.eye(len(codes), D) * 255).astype(np.uint8)             # x_i = e_i after / 255
+    numbers = measure(model_with_codes(codes, D), images, seed=1)
+    np.testing.assert_allclose(numbers["codes"], codes, rtol=1e-6, atol=1e-6)
+    assert numbers["inside"] == 5 / 10                                  # 4 offsets below, and 0.3
+    np.testing.assert_allclose(numbers["code_mean"], codes.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(numbers["code_std"], codes.std(axis=0), rtol=1e-5)
+    model = model_with_codes(codes, D)
+    logvar = images[:, :D] / 255.0 @ model.params["enc.logvar.W"].astype(np.float64) + model.params["enc.logvar.b"]
+    kl = 0.5 * np.sum(codes ** 2 + np.exp(logvar) - 1 - logvar, axis=1)      # closed form, slide 12
+    assert numbers["rate"] == pytest.approx(kl.mean(), rel=1e-5)
+    assert numbers["nelbo"] == pytest.approx(numbers["distortion"] + numbers["rate"])
 
 
 def test_beta_zero_has_no_kl_gradient_and_beta_scales_the_known_one():
@@ -112,15 +152,46 @@ def test_iso_elbo_lines_have_slope_minus_one_through_each_models_point(points, r
         iso_elbo_lines(rates, distortions[:-1] if len(points) > 1 else [], (r0, r1))
 
 
-def test_the_figure(tmp_path):
+def test_the_figure_draws_each_models_point_its_elbo_line_its_codes_and_the_95_percent_circle(
+        tmp_path, monkeypatch):
+    """Figure 11 read back from what it drew: the (R, D) points, a dashed line of equal D + R
+    through each, the table's D + R and D + beta R, each model's codes with the circle that holds
+    95 % of N(0, I), and its samples."""
     from matplotlib.image import imread
+    figures = drawn_figures(monkeypatch)
     rng = np.random.default_rng(0)
     labels = np.arange(50) % 10
     codes = [rng.standard_normal((50, 2)) * s for s in (20, 2, 1, 0.1)]
     samples = [rng.random((9, 16)) for _ in range(4)]
-    path = plot_beta_sweep([0, 0.1, 1, 4], [30, 12, 6, 1], [140, 145, 150, 170], codes, labels, samples,
-                           tmp_path / "f.png", active_units=[2, 2, 2, 1])
+    betas, rates, distortions = [0, 0.1, 1, 4], [30, 12, 6, 1], [140, 145, 150, 170]
+    path = plot_beta_sweep(betas, rates, distortions, codes, labels, samples, tmp_path / "f.png",
+                           active_units=[2, 2, 2, 1])
     assert imread(path).shape[:2] == (1250, 1500)
+    fig = figures[0]
+    plane = next(ax for ax in fig.axes if ax.get_xlabel().startswith("rate"))
+    points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in plane.get_lines() if line.get_marker() == "o"]
+    assert same_rows(points, list(zip(rates, distortions)))
+    dashed = [line for line in plane.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == len(betas)
+    for line, R, D in zip(dashed, rates, distortions):             # every point of it: D + R = -ELBO
+        np.testing.assert_allclose(np.add(line.get_xdata(), line.get_ydata()), R + D)
+    text = next(t.get_text() for t in fig.texts if "D + beta R" in t.get_text())
+    rows = [line.split() for line in text.splitlines()[1:1 + len(betas)]]
+    for row, beta, R, D in zip(rows, betas, rates, distortions):
+        assert [float(v) for v in row[:5]] == pytest.approx([beta, D, R, D + R, D + beta * R])
+    assert "the lowest dashed line is beta = 1's" in text          # D + R: 170, 157, 156, 171
+    code_axes = [ax for ax in fig.axes if "test codes" in ax.get_title()]
+    sample_axes = [ax for ax in fig.axes if "decoded from" in ax.get_title()]
+    assert len(code_axes) == len(sample_axes) == len(betas)
+    for ax, c, s in zip(code_axes, codes, samples):
+        assert same_rows(scatter_points(ax), c)
+        assert circle_radii(ax) == [pytest.approx(R95, rel=1e-6)]
+        assert f"({c[:, 0].std():.2f}, {c[:, 1].std():.2f})" in ax.get_title()
+    for ax, s in zip(sample_axes, samples):
+        tiles = ax.get_images()[0].get_array()                     # 3 x 3 tiles of 4 x 4, 1 pixel apart
+        for i, image in enumerate(s):
+            r, c = divmod(i, 3)
+            np.testing.assert_array_equal(tiles[5 * r:5 * r + 4, 5 * c:5 * c + 4], image.reshape(4, 4))
     with pytest.raises(ValueError, match="one rate"):
         plot_beta_sweep([0, 1], [1], [2, 3], codes[:2], labels, samples[:2], tmp_path / "g.png")
     with pytest.raises(ValueError, match="square"):

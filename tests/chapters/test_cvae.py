@@ -95,7 +95,7 @@ from scratchvae.machinery.evaluate import importance_sampled_nll                
 import json                                                              # noqa: E402
 
 import scratchvae.machinery.cli as cli                                               # noqa: E402
-from scratchvae.machinery.checkpoint import load_checkpoint                        # noqa: E402
+from scratchvae.machinery.checkpoint import load_checkpoint, load_model            # noqa: E402
 from helpers import write_dataset                                      # noqa: E402
 
 
@@ -203,15 +203,67 @@ def test_cvae_run_compare_refuses_what_it_cannot_compare_before_training(tmp_pat
     assert not out.exists()                                              # refused before training
 
 
+def z_independent_vae(logits):
+    """A VAE whose decoder ignores z (its z weights are 0) and whose encoder outputs q = N(0, I).
+
+    Then p(x|z) = p(x) for every z, q(z|x) = p(z|x) = p(z), and every importance weight is
+    p(x) itself: the exact -log p(x) = -sum_d [x_d l_d - softplus(l_d)] is the only number any
+    correct estimate can give, with no noise (a closed form for the --compare test)."""
+    vae = VAE(784, [4], 2, seed=0)
+    vae.flat_params[...] = 0.0
+    vae.params["dec.logits.b"][...] = logits
+    return vae
+
+
+def independent_nll_given_y(model, x, y, k, rng):
+    """-log p(x|y) per image by importance sampling from the model's q(z|x, y), written out here:
+    log w = log p(x|z, y) + log N(z; 0, I) - log N(z; mu, sigma^2), -log p ~ -log mean_l w_l."""
+    mu, logvar = (a.astype(np.float64) for a in model.encode(x, y))
+    sigma = np.exp(0.5 * logvar)
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        eps = rng.standard_normal((k, 2))
+        z = mu[i] + sigma[i] * eps
+        logits = model.decode(z, np.full(k, y[i])).astype(np.float64)
+        log_px_z = x[i] @ logits.T - np.logaddexp(0, logits).sum(axis=1)
+        log_pz = -0.5 * (z ** 2).sum(axis=1) - np.log(2 * np.pi)
+        log_q = -0.5 * (eps ** 2).sum(axis=1) - np.log(2 * np.pi) - np.log(sigma[i]).sum()
+        log_w = log_px_z + log_pz - log_q
+        out[i] = -(np.logaddexp.reduce(log_w) - np.log(k))
+    return out
+
+
 def test_cvae_run_compares_with_an_unconditional_vae_of_the_same_data(tmp_path, capsys):
-    write_dataset(tmp_path / "data", n_test=60)
-    other = tiny_checkpoint(tmp_path / "other" / "checkpoint.npz", VAE(784, [4], 2, seed=0))
+    """Every number of the comparison against one computed here: the VAE's -log p(x) in closed
+    form, the conditional VAE's -log p(x|y) by an importance sampler written out in the test, and
+    the gain log p(y|x) = log p(x|y) - log p(x) = nll(x) - nll(x|y) with its paired standard error."""
+    written = write_dataset(tmp_path / "data", n_test=60)
+    logits = np.random.default_rng(7).normal(0, 2, 784)
+    other = tiny_checkpoint(tmp_path / "other" / "checkpoint.npz", z_independent_vae(logits))
+    out = tmp_path / "out"
     assert cvae_run.main(["--data-dir", str(tmp_path / "data"), "--train-split", "test[:40]",
                           "--test-split", "test[40:]", "--hidden", "8", "--latent", "2", "--epochs", "1",
-                          "--batch-size", "10", "--is-k", "5", "--limit", "20", "--compare", str(other),
-                          "--out", str(tmp_path / "out")]) == 0
+                          "--batch-size", "10", "--is-k", "200", "--limit", "20", "--compare", str(other),
+                          "--seed", "1", "--out", str(out)]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert np.isfinite(results["vae_nll_x"]) and np.isfinite(results["gain_stderr"])
+    images, labels = written["test"][0][40:60], written["test"][1][40:60].astype(np.int64)
+    rng = np.random.default_rng(1 + 2)                                  # --seed 1: the run's binarisation
+    x = (rng.random(images.shape, dtype=np.float32) < images / np.float32(255)).astype(np.float64)
+    exact_nll_x = -(x @ logits - np.logaddexp(0, logits).sum())         # (20,) closed form
+    np.testing.assert_allclose(results["vae_nll_x"], exact_nll_x.mean(), rtol=1e-5)
+    np.testing.assert_allclose(results["vae_nelbo"], exact_nll_x.mean(), rtol=1e-5)   # KL = 0, rec exact
+    cvae = load_model(out / "checkpoint.npz")
+    nll_x_given_y = independent_nll_given_y(cvae, x, labels, 1000, np.random.default_rng(0))
+    assert results["n"] == 20 and results["is_k"] == 200
+    # two importance samplers of one number (k = 200 and 1,000; measured 548.93 and 548.86-548.91):
+    # within 0.2 nats, where a slip moves it by nats or by the 265-nat gain
+    assert abs(results["cvae_nll_x_given_y"] - nll_x_given_y.mean()) < 0.2, (results, nll_x_given_y.mean())
+    assert results["cvae_nelbo"] > nll_x_given_y.mean() - 0.5                 # a bound, one sample of z
+    gain = exact_nll_x - nll_x_given_y                                  # log p(y|x) per image
+    assert abs(gain.mean()) > 10                                        # the sign is not a detail here
+    assert abs(results["log_p_y_given_x_gain"] - gain.mean()) < 0.2, (results, gain.mean())
+    np.testing.assert_allclose(results["gain_stderr"], gain.std(ddof=1) / np.sqrt(20), rtol=0.02)
+    np.testing.assert_allclose(results["cvae_nll_stderr"], nll_x_given_y.std(ddof=1) / np.sqrt(20), rtol=0.02)
 
 
 def test_cvae_run_that_diverges_is_one_line_and_exit_code_1(tmp_path, capsys):

@@ -57,6 +57,36 @@ def test_fit_q_rejects_an_unknown_start():
         fit_q(model, np.zeros((1, 4)), np.random.default_rng(0), steps=1, init="middle")
 
 
+def test_the_two_gaps_are_log_px_minus_elbo_star_and_elbo_star_minus_the_encoders_by_quadrature():
+    """Cremer et al.'s split, every number against Gauss-Hermite quadrature (no grid, no sampling):
+    approximation gap = log p(x) - ELBO(q*), amortisation gap = ELBO(q*) - ELBO(q_encoder)."""
+    from helpers import elbo_by_quadrature, gauss_hermite_2d, log_px_by_quadrature
+    model = VAE(16, [8], 2, activation="tanh", dtype=np.float64, seed=1)
+    for weights in model.phi.values():
+        weights *= 3                                   # a posterior narrower than the prior, q* unlike q
+    x = (np.random.default_rng(0).random((2, 16)) < 0.5).astype(float)
+    gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=81, steps=100)
+    nodes, weights = gauss_hermite_2d()
+    mu_enc, logvar_enc = model.encode(x)
+    for i in range(len(x)):
+        mu, logvar = gaps.fitted.mu[i], gaps.fitted.logvar[i]
+        log_px = log_px_by_quadrature(model, x[i], mu, logvar, nodes, weights)
+        elbo_star = elbo_by_quadrature(model, x[i], mu, logvar, nodes, weights)
+        elbo_enc = elbo_by_quadrature(model, x[i], mu_enc[i], logvar_enc[i], nodes, weights)
+        assert gaps.log_px[i] == pytest.approx(log_px, abs=1e-3)
+        assert gaps.elbo_star[i] == pytest.approx(elbo_star, abs=1e-3)
+        assert gaps.elbo_encoder[i] == pytest.approx(elbo_enc, abs=1e-3)
+        assert gaps.approximation_gap[i] == pytest.approx(log_px - elbo_star, abs=1e-3)
+        assert gaps.amortisation_gap[i] == pytest.approx(elbo_star - elbo_enc, abs=1e-3)
+        assert gaps.q_star_mass[i] == pytest.approx(1.0, abs=1e-9)
+        assert min(log_px - elbo_star, elbo_star - elbo_enc) > 0.1         # both gaps are there to see
+    # elbo_on_grid, for a q of no one's making, against the same quadrature
+    mu, logvar = np.array([[0.3, -0.4]]), np.array([[-0.7, -1.1]])
+    elbo, mass = elbo_on_grid(gaps.grids[0], mu, logvar)
+    assert elbo[0] == pytest.approx(elbo_by_quadrature(model, x[0], mu[0], logvar[0], nodes, weights), abs=1e-3)
+    assert mass[0] == pytest.approx(1.0, abs=1e-9)
+
+
 @pytest.fixture(scope="module")
 def trained_2d(request):
     """A 784-64-2 VAE trained for 8 epochs on 2,000 real MNIST digits (about 10 s), and 1,000 others."""

@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
 from scratchvae import VAE
@@ -13,6 +14,8 @@ from scratchvae.chapters.estimators import compare_estimators
 from scratchvae.pictures.figures import (FIGURES, latent_projection, make_figures, manifold_grid,
                                 one_per_class)
 from scratchvae.chapters.posterior import exact_gap
+from helpers import (bernoulli_log_likelihood_of, drawn_figures, elbo_by_quadrature, gauss_hermite_2d,
+                     log_px_by_quadrature)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 D = 16                                  # 4 x 4 images keep the tests fast
@@ -51,12 +54,50 @@ def test_reconstructions(tmp_path, rng):
                                    samples=drawn[:4])
 
 
-def test_inference_gaps(tmp_path, rng):
+def mahalanobis_squared(paths, mu, logvar):
+    """(z - mu)^T Sigma^-1 (z - mu) at every vertex of each contour level's path."""
+    return [np.sum((path.vertices - mu) ** 2 * np.exp(-logvar), axis=1) for path in paths]
+
+
+def test_inference_gaps(tmp_path, rng, monkeypatch):
+    """Figure 9 read back: the numbers under each panel against log p(x) and both ELBOs computed
+    here by Gauss-Hermite quadrature (no grid, no Monte Carlo), and the drawn q(z|x) and q*(z|x)
+    against the ellipses of those Gaussians: a Gaussian's region of mass m is the ellipse of
+    Mahalanobis radius^2 -2 log(1 - m)."""
     from scratchvae.chapters.inference import gaps_on_grid
-    model = VAE(D, [8], 2, dtype=np.float64, seed=1)
-    images = rng.random((2, D))
-    gaps = gaps_on_grid(model, images, np.random.default_rng(0), points=31, steps=20)
+    figures = drawn_figures(monkeypatch)
+    model = VAE(D, [8], 2, activation="tanh", dtype=np.float64, seed=1)
+    for weights in model.phi.values():
+        weights *= 3                                 # a posterior narrower than the prior, q* unlike q
+    images = (rng.random((2, D)) < 0.5).astype(float)
+    gaps = gaps_on_grid(model, images, np.random.default_rng(0), points=81, steps=100)
     assert_png(plots.plot_inference_gaps(gaps, images, tmp_path / "g.png"), (6.8, 4.8))
+    nodes, weights = gauss_hermite_2d()
+    fig = figures[0]
+    texts = [t.get_text() for t in fig.texts if t.get_text().startswith("log p(x)")]
+    panels = [ax for ax in fig.axes if ax.get_xlabel() == "z_1"]
+    assert len(texts) == len(panels) == 2
+    for i, (text, ax) in enumerate(zip(texts, panels)):
+        x = images[i]
+        mu_star, logvar_star = gaps.fitted.mu[i], gaps.fitted.logvar[i]
+        log_px = log_px_by_quadrature(model, x, mu_star, logvar_star, nodes, weights)
+        mu_enc, logvar_enc = (a[0] for a in model.encode(x[None]))
+        elbo_star = elbo_by_quadrature(model, x, mu_star, logvar_star, nodes, weights)
+        elbo_enc = elbo_by_quadrature(model, x, mu_enc, logvar_enc, nodes, weights)
+        shown = {line.split("=")[0].strip(): float(line.split("=")[1]) for line in text.splitlines()}
+        assert shown["log p(x)"] == pytest.approx(log_px, abs=0.006)
+        assert shown["ELBO(q*)"] == pytest.approx(elbo_star, abs=0.006)
+        assert shown["ELBO(q_encoder)"] == pytest.approx(elbo_enc, abs=0.006)
+        assert shown["approximation gap"] == pytest.approx(log_px - elbo_star, abs=0.001)
+        assert shown["amortisation gap"] == pytest.approx(elbo_star - elbo_enc, abs=0.001)
+        assert abs((log_px - elbo_star) - (elbo_star - elbo_enc)) > 0.1       # the two gaps differ
+        # the contour lines: red, the encoder's q; black dashed, q*; each at 99, 90 and 50 % of its mass
+        for colour, mu, logvar in (("tab:red", mu_enc, logvar_enc), ("black", mu_star, logvar_star)):
+            sets = [c for c in ax.collections if hasattr(c, "levels") and len(c.get_edgecolor())
+                    and np.allclose(c.get_edgecolor()[0][:3], to_rgb(colour))]
+            assert len(sets) == 1, colour
+            for r2, mass in zip(mahalanobis_squared(sets[0].get_paths(), mu, logvar), (0.99, 0.9, 0.5)):
+                assert np.all(np.abs(r2 / (-2 * np.log(1 - mass)) - 1) < 0.1), (colour, mass, r2.min(), r2.max())
     with pytest.raises(ValueError, match="one image per posterior"):
         plots.plot_inference_gaps(gaps, images[:1], tmp_path / "h.png")
 

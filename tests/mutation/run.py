@@ -1,0 +1,261 @@
+"""Mutation testing of the modules that compute what the lecture teaches (docs/mutation.md).
+
+    python tests/mutation/run.py                      # every group, then the hand-made mutants
+    python tests/mutation/run.py core chapters        # some groups
+    python tests/mutation/run.py --hand               # only the hand-made mutants
+    python tests/mutation/run.py --report             # the table again, from the last run
+
+A mutant is the code with one small change (a + for a -, 1 for 0, an argument dropped); the
+tests kill it if the default test run (``python -m pytest``, without the slow set) goes red.
+mutmut 3 (``pip install 'mutmut>=3,<4'``, a developer tool, not a dependency) makes and runs
+them. Each group of modules is run in its own copy of the project under ``.mutation/GROUP``
+(never in the checkout), with the tests of its folder selected and one worker
+(``--max-children 1``: the machine is shared). mutmut changes code inside functions only; the
+formulas it cannot reach -- properties, module constants, code outside the lecture's modules
+that a figure or a table prints -- are the hand-made mutants of ``hand_mutants.py``: each is
+applied to a copy, and the tests it names must fail.
+
+The score of a module is killed / (mutants - equivalent), where the equivalent mutants are
+listed in ``equivalent.py``, each with the reason no test can tell it from the original. A
+mutant that survives and is not listed there is a missing test. Out of scope (not mutated):
+the functions listed in ``GROUPS`` below as command-line plumbing (argument parsing, the
+``main`` of a chapter's command), whose numbers are computed by the functions that are.
+
+Writes ``.mutation/report.json`` and ``.mutation/survivors.txt`` (the diff of every
+survivor) and prints the table of docs/mutation.md.
+"""
+import argparse
+import ast
+import configparser
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+WORK = ROOT / ".mutation"
+# the copies live in .mutation/GROUP: point tests/conftest.py at the checkout's real data
+os.environ.setdefault("SCRATCHVAE_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(HERE))
+
+from equivalent import EQUIVALENT                   # noqa: E402  (tests/mutation/equivalent.py)
+from hand_mutants import HAND_MUTANTS               # noqa: E402
+
+CORE_TESTS = ["tests/test_layers.py", "tests/test_losses.py", "tests/test_vae.py", "tests/test_optim.py",
+              "tests/test_gradcheck.py", "tests/machinery/test_runner.py"]
+# group -> (modules, the tests selected for them, functions left out: command-line plumbing)
+GROUPS = {
+    "core": (["scratchvae/layers.py", "scratchvae/losses.py", "scratchvae/vae.py", "scratchvae/optim.py",
+              "scratchvae/gradcheck.py", "scratchvae/train.py"], CORE_TESTS, {}),
+    "chapters": (["scratchvae/chapters/iwae.py", "scratchvae/chapters/cvae.py",
+                  "scratchvae/chapters/autoencoder.py", "scratchvae/chapters/posterior.py",
+                  "scratchvae/chapters/inference.py", "scratchvae/chapters/estimators.py",
+                  "scratchvae/chapters/beta_sweep.py"], ["tests/chapters"],
+                 {"scratchvae/chapters/inference.py": {"main"},
+                  "scratchvae/chapters/beta_sweep.py": {"main", "build_parser", "_beta"}}),
+    "machinery": (["scratchvae/machinery/evaluate.py"], ["tests/machinery/test_evaluate.py",
+                                                         "tests/machinery/test_runner.py"], {}),
+}
+# tests that cannot run under mutmut (it handles SIGINT itself, so a test's own Ctrl-C does not
+# reach the trainer); they check saving and resuming, no formula
+NOT_UNDER_MUTMUT = "not ctrl_c"
+COPIED = ["scratchvae", "tests", "setup.cfg", "pyproject.toml"]
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+          -11: "segfault", -9: "segfault", None: "not checked"}
+
+
+def machine():
+    """The CPU and NumPy this ran on (docs/mutation.md quotes it)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    import numpy
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, NumPy {numpy.__version__}"
+
+
+def functions(path, left_out):
+    """The mutmut name patterns of every function and method in ``path`` not in ``left_out``."""
+    module = path[:-3].replace("/", ".")
+    tree = ast.parse((ROOT / path).read_text())
+    patterns = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in left_out:
+            patterns.append(f"{module}.x_{node.name}__mutmut_*")
+        elif isinstance(node, ast.ClassDef):
+            patterns += [f"{module}.x\u01c1{node.name}\u01c1{item.name}__mutmut_*" for item in node.body
+                         if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
+                         and f"{node.name}.{item.name}" not in left_out]
+    return patterns
+
+
+def prepare(group):
+    """A fresh copy of the project for ``group``, its setup.cfg given the group's [mutmut] settings."""
+    modules, tests, _ = GROUPS[group]
+    work = WORK / group
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in COPIED:
+        source = ROOT / name
+        (shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+         if source.is_dir() else shutil.copy2(source, work / name))
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    if not cfg.has_section("mutmut"):
+        cfg.add_section("mutmut")
+    cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
+    cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\n" + "\n".join(tests)
+    cfg["mutmut"]["pytest_add_cli_args"] = f"\n-k\n{NOT_UNDER_MUTMUT}"
+    with open(work / "setup.cfg", "w") as f:
+        cfg.write(f)
+    return work
+
+
+def run_group(group):
+    modules, _, left_out = GROUPS[group]
+    work = prepare(group)
+    patterns = [p for m in modules for p in functions(m, left_out.get(m, set()))]
+    start = time.time()
+    with open(work / "mutmut.log", "w") as log:
+        code = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *patterns],
+                               cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    print(f"{group}: mutmut exit code {code}, {time.time() - start:.0f} s (log: {work / 'mutmut.log'})",
+          flush=True)
+
+
+def show(group, name):
+    return subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=WORK / group,
+                          capture_output=True, text=True).stdout
+
+
+def changed_lines(diff):
+    return [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+
+
+def collect():
+    """{module: counts} and the survivors' diffs, from the .meta files of every group's last run."""
+    rows, survivors, stale = {}, [], []
+    for group, (modules, _, left_out) in GROUPS.items():
+        for module in modules:
+            meta = WORK / group / "mutants" / (module + ".meta")
+            if not meta.exists():
+                continue
+            in_scope = [p[:-len("*")] for p in functions(module, left_out.get(module, set()))]
+            codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
+                     if any(k.startswith(p) for p in in_scope)}
+            counts = {"mutants": len(codes), "killed": 0, "survived": 0, "equivalent": 0, "other": 0}
+            for name, code in sorted(codes.items()):
+                status = STATUS.get(code, "suspicious")
+                if status == "killed":
+                    counts["killed"] += 1
+                    continue
+                if status == "not checked":                  # an interrupted run: no diff to show
+                    counts["other"] += 1
+                    continue
+                diff = show(group, name)
+                if name in EQUIVALENT:
+                    expected_line, _ = EQUIVALENT[name]
+                    if expected_line in changed_lines(diff):
+                        counts["equivalent"] += 1
+                        continue
+                    stale.append(name)
+                counts["survived" if status == "survived" else "other"] += 1
+                survivors.append(f"# {name}: {status}\n{diff}")
+            rows[module] = counts
+    return rows, survivors, stale
+
+
+def run_hand(names=None):
+    """Apply each hand-made mutant to a copy of the project; its tests must fail. {name: killed?}"""
+    work = WORK / "hand"
+    results = {}
+    for mutant in HAND_MUTANTS:
+        if names and mutant["name"] not in names:
+            continue
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        for name in COPIED:
+            source = ROOT / name
+            (shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+             if source.is_dir() else shutil.copy2(source, work / name))
+        target = work / mutant["file"]
+        text = target.read_text()
+        if text.count(mutant["old"]) != 1:
+            results[mutant["name"]] = "stale: the original text is not in the file exactly once"
+            print(f"hand mutant {mutant['name']}: {results[mutant['name']]}", flush=True)
+            continue
+        target.write_text(text.replace(mutant["old"], mutant["new"]))
+        env = {**os.environ, "PYTHONPATH": str(work)}           # the copy, not the editable install
+        start = time.time()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *mutant["tests"]], cwd=work, env=env, capture_output=True, text=True)
+        imported = subprocess.run([sys.executable, "-c", "import scratchvae; print(scratchvae.__file__)"],
+                                  cwd=work, env=env, capture_output=True, text=True).stdout.strip()
+        assert imported.startswith(str(work)), f"the copy's tests imported {imported}"
+        killed = proc.returncode not in (0, 5)
+        results[mutant["name"]] = "killed" if killed else "SURVIVED"
+        print(f"hand mutant {mutant['name']}: {results[mutant['name']]} ({time.time() - start:.0f} s)",
+              flush=True)
+    return results
+
+
+def report(rows, hand, stale):
+    lines = ["| module | mutants | killed | equivalent | survived | other | score |",
+             "|---|---|---|---|---|---|---|"]
+    total = {"mutants": 0, "killed": 0, "survived": 0, "equivalent": 0, "other": 0}
+    for module, c in rows.items():
+        for k in total:
+            total[k] += c[k]
+        counted = c["mutants"] - c["equivalent"]
+        lines.append(f"| {module} | {c['mutants']} | {c['killed']} | {c['equivalent']} | {c['survived']} | "
+                     f"{c['other']} | {100 * c['killed'] / max(counted, 1):.1f} % |")
+    counted = total["mutants"] - total["equivalent"]
+    lines.append(f"| all | {total['mutants']} | {total['killed']} | {total['equivalent']} | {total['survived']} | "
+                 f"{total['other']} | {100 * total['killed'] / max(counted, 1):.1f} % |")
+    if hand:
+        killed = sum(v == "killed" for v in hand.values())
+        lines.append(f"\nhand-made mutants: {killed} of {len(hand)} killed")
+        lines += [f"  {name}: {status}" for name, status in hand.items() if status != "killed"]
+    if stale:
+        lines.append("\nequivalent.py entries whose change is no longer the mutant's (renumbered?): "
+                     + ", ".join(stale))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
+    parser.add_argument("--hand", action="store_true", help="only the hand-made mutants")
+    parser.add_argument("--report", action="store_true", help="only the table, from the last run")
+    args = parser.parse_args(argv)
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}")
+    WORK.mkdir(exist_ok=True)
+    start = time.time()
+    hand_path = WORK / "hand.json"
+    if not args.report:
+        if not args.hand:
+            for group in args.groups or GROUPS:
+                run_group(group)
+        if args.hand or not args.groups:
+            hand_path.write_text(json.dumps(run_hand(), indent=1))
+    hand = json.loads(hand_path.read_text()) if hand_path.exists() else {}
+    rows, survivors, stale = collect()
+    (WORK / "survivors.txt").write_text("\n".join(survivors))
+    (WORK / "report.json").write_text(json.dumps({"machine": machine(), "rows": rows, "hand": hand}, indent=1))
+    print(report(rows, hand, stale))
+    print(f"\nmachine: {machine()}; wall time {time.time() - start:.0f} s; survivors' diffs: "
+          f"{WORK / 'survivors.txt'}")
+    failed = any(c["survived"] + c["other"] for c in rows.values()) or any(v != "killed" for v in hand.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
