@@ -86,11 +86,14 @@ def test_the_autoencoder_reconstructs_better_than_the_vae_on_the_same_data_and_b
         ae_codes.mean(axis=0), ae_codes.std(axis=0))
 
 
-def test_the_comparison_figure_from_two_untrained_models(tmp_path):
+def test_the_comparison_figure_from_two_untrained_models(tmp_path, monkeypatch):
+    """Figure 10 read back from what it drew: each model's codes, the circle that holds 95 % of
+    N(0, I) (radius from the chi-square table), the samples, the caption."""
     from matplotlib.image import imread
 
     import scratchvae.pictures.plots as plots
-    from scratchvae.chapters.autoencoder import compare_with_vae
+    from helpers import circle_radii, drawn_figures, same_rows, scatter_points
+    figures = drawn_figures(monkeypatch)
     rng = np.random.default_rng(0)
     images, labels = rng.random((30, 16)).astype(np.float32), np.arange(30) % 10
     ae, vae = Autoencoder(16, [8], 2, seed=1), VAE(16, [8], 2, seed=2)
@@ -101,6 +104,16 @@ def test_the_comparison_figure_from_two_untrained_models(tmp_path):
     assert 0 <= numbers["VAE"]["empty"] <= 1
     path = plots.plot_autoencoder_vs_vae(codes, labels, samples, {"VAE": "text"}, tmp_path / "f.png")
     assert imread(path).shape[:2] == (1100, 1100)
+    fig = figures[0]
+    for name in ("autoencoder", "VAE"):
+        ax = next(ax for ax in fig.axes if ax.get_title().startswith(f"{name}: test digits' codes"))
+        assert same_rows(scatter_points(ax), codes[name])
+        assert circle_radii(ax) == [pytest.approx(R95, rel=1e-6)]
+        tiles = next(ax for ax in fig.axes if ax.get_title() == f"{name}: decoded from z ~ N(0, I)").get_images()[0]
+        for i, image in enumerate(samples[name]):                     # 3 x 3 tiles of 4 x 4, 1 pixel apart
+            r, c = divmod(i, 3)
+            np.testing.assert_array_equal(tiles.get_array()[5 * r:5 * r + 4, 5 * c:5 * c + 4], image.reshape(4, 4))
+    assert any(ax.get_title() == "VAE: test digits' codes\ntext" for ax in fig.axes)
     with pytest.raises(ValueError, match="square number"):
         plots.plot_autoencoder_vs_vae(codes, labels, {k: v[:8] for k, v in samples.items()}, {}, tmp_path / "g.png")
 

@@ -451,19 +451,50 @@ def _captured_grid(monkeypatch):
     return grids
 
 
-def test_sample_digit_7_draws_the_models_own_sevens(trained_types, tmp_path, capsys, monkeypatch):
-    from scratchvae.machinery.checkpoint import load_model
-    grids = _captured_grid(monkeypatch)
-    path = tmp_path / "sevens.png"
-    assert main(["sample", str(trained_types["cvae"]), "--digit", "7", "--n", "6", "--seed", "4",
+def bar_digits():
+    """Ten 28 x 28 'digits' in {0, 1}: digit c is a bar at rows 4 + 2c and 5 + 2c, as in data_dir."""
+    prototypes = np.zeros((10, 28, 28))
+    for c in range(10):
+        prototypes[c, 4 + 2 * c:6 + 2 * c, 4:24] = 1.0
+    return prototypes.reshape(10, 784)
+
+
+def a_cvae_that_draws_bars(path):
+    """A conditional VAE whose decoder draws the bar of its label (logits +-6) and lets z only
+    nudge it (z weights 0.3 N(0, 1)): a model whose sevens are known without asking it."""
+    from scratchvae.chapters.cvae import CVAE
+    from helpers import tiny_checkpoint
+    model = CVAE(784, [], 2, n_classes=10, seed=0)
+    W = model.params["dec.logits.W"]                                   # (2 + 10, 784): rows z_1, z_2, y
+    W[:2] = 0.3 * np.random.default_rng(1).standard_normal((2, 784))
+    W[2:] = 12 * bar_digits() - 6
+    model.params["dec.logits.b"][...] = 0.0
+    return tiny_checkpoint(path, model)
+
+
+def png_tiles(path, n, cols, side=28, pad=2, scale=2):
+    """The n images of write_grid_png's grid, read back from the PNG's pixels (ink = 1 - grey)."""
+    grey = imread(path)[..., 0][::scale, ::scale]
+    return np.array([1 - grey[pad + r * (side + pad):pad + r * (side + pad) + side,
+                               pad + c * (side + pad):pad + c * (side + pad) + side]
+                     for r, c in (divmod(i, cols) for i in range(n))]).reshape(n, -1)
+
+
+@pytest.mark.parametrize("digit", [7, 0])
+def test_sample_digit_7_draws_the_models_own_sevens(tmp_path, capsys, digit):
+    """--digit 7 draws the model's sevens: read back from the PNG, every image is the bar of 7
+    (and not of any other digit), for a model whose sevens are known."""
+    checkpoint = a_cvae_that_draws_bars(tmp_path / "cvae" / "checkpoint.npz")
+    path = tmp_path / "drawn.png"
+    assert main(["sample", str(checkpoint), "--digit", str(digit), "--n", "6", "--seed", "4",
                  "--out", str(path)]) == 0
-    model = load_model(trained_types["cvae"])
-    sevens = model.sample(6, 7, np.random.default_rng(4))
-    np.testing.assert_array_equal(grids[0], np.clip(sevens, 0, 1).reshape(6, 28, 28))
-    z = np.random.default_rng(4).standard_normal((6, 2), dtype=np.float32)    # z ~ N(0, I), label 7
-    np.testing.assert_array_equal(sevens, model.decode_mean(z, np.full(6, 7)))
     assert imread(path).shape[:2] == (2 * (2 * 30 + 2), 2 * (3 * 30 + 2))
-    assert "of class 7" in capsys.readouterr().out
+    tiles, bars = png_tiles(path, 6, cols=3), bar_digits()
+    distance = np.abs(tiles[:, None] - bars[None]).max(axis=2)        # (6 images, 10 digits)
+    assert np.all(distance.argmin(axis=1) == digit), distance.argmin(axis=1)
+    assert np.all(distance[:, digit] < 0.1), distance[:, digit]          # sigmoid(+-6) moved by z, grey-rounded
+    assert np.ptp(tiles, axis=0).max() > 0.01                          # z ~ N(0, I) varies the draws
+    assert f"of class {digit}" in capsys.readouterr().out
 
 
 def test_sample_a_cvae_without_digit_draws_one_row_per_class(trained_types, tmp_path, capsys, monkeypatch):

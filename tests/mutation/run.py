@@ -4,6 +4,7 @@
     python tests/mutation/run.py core chapters        # some groups
     python tests/mutation/run.py --hand               # only the hand-made mutants
     python tests/mutation/run.py --report             # the table again, from the last run
+    python tests/mutation/run.py --source DIR --work .mutation-before   # another checkout's tests
 
 A mutant is the code with one small change (a + for a -, 1 for 0, an argument dropped); the
 tests kill it if the default test run (``python -m pytest``, without the slow set) goes red.
@@ -27,6 +28,7 @@ survivor) and prints the table of docs/mutation.md.
 import argparse
 import ast
 import configparser
+import difflib
 import json
 import os
 import platform
@@ -38,7 +40,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-WORK = ROOT / ".mutation"
+WORK = ROOT / ".mutation"                # where the copies go (--work)
+SOURCE = ROOT                            # what is copied (--source: another checkout)
 # the copies live in .mutation/GROUP: point tests/conftest.py at the checkout's real data
 os.environ.setdefault("SCRATCHVAE_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(HERE))
@@ -65,23 +68,28 @@ GROUPS = {
 # reach the trainer); they check saving and resuming, no formula
 NOT_UNDER_MUTMUT = "not ctrl_c"
 COPIED = ["scratchvae", "tests", "setup.cfg", "pyproject.toml"]
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",  # mutmut's
           36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
           -11: "segfault", -9: "segfault", None: "not checked"}
 
 
 def machine():
     """The CPU and NumPy this ran on (docs/mutation.md quotes it)."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     import numpy
-    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, NumPy {numpy.__version__}"
+    info = {}
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    cpu = (f"{info.get('model name', platform.processor())}, family {info.get('cpu family', '?')} "
+           f"model {info.get('model', '?')}")
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, NumPy {numpy.__version__}"
 
 
 def functions(path, left_out):
     """The mutmut name patterns of every function and method in ``path`` not in ``left_out``."""
     module = path[:-3].replace("/", ".")
-    tree = ast.parse((ROOT / path).read_text())
+    tree = ast.parse((SOURCE / path).read_text())
     patterns = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in left_out:
@@ -93,19 +101,24 @@ def functions(path, left_out):
     return patterns
 
 
-def prepare(group):
-    """A fresh copy of the project for ``group``, its setup.cfg given the group's [mutmut] settings."""
-    modules, tests, _ = GROUPS[group]
-    work = WORK / group
+def copy_project(work):
+    """A fresh copy of the project (its package, tests and settings; from SOURCE) in ``work``."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     for name in COPIED:
-        source = ROOT / name
+        source = SOURCE / name
         (shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
          if source.is_dir() else shutil.copy2(source, work / name))
+
+
+def prepare(group):
+    """A fresh copy of the project for ``group``, its setup.cfg given the group's [mutmut] settings."""
+    modules, tests, _ = GROUPS[group]
+    work = WORK / group
+    copy_project(work)
     cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
+    cfg.read(SOURCE / "setup.cfg")
     if not cfg.has_section("mutmut"):
         cfg.add_section("mutmut")
     cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
@@ -128,9 +141,38 @@ def run_group(group):
           flush=True)
 
 
-def show(group, name):
-    return subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=WORK / group,
-                          capture_output=True, text=True).stdout
+def mutant_sources(group, module):
+    """{mutant name: (the original function's lines, the mutant's lines, the original's raise lines)}
+    from the file mutmut wrote (``mutants/MODULE``): every mutant is a copy of its function."""
+    path = WORK / group / "mutants" / module
+    text = path.read_text()
+    tree = ast.parse(text)
+    prefix = module[:-3].replace("/", ".")
+    functions = {}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
+            functions[node.name] = node
+    sources = {}
+    for name, node in functions.items():
+        if name.endswith("__mutmut_orig"):
+            continue
+        orig = functions[name.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"]
+        raise_lines = {line - orig.lineno for r in ast.walk(orig) if isinstance(r, ast.Raise)
+                       for line in range(r.lineno, r.end_lineno + 1)}
+        lines = text.splitlines()
+        sources[f"{prefix}.{name}"] = (lines[orig.lineno - 1:orig.end_lineno], lines[node.lineno - 1:node.end_lineno],
+                                       raise_lines)
+    return sources
+
+
+def changes(orig, mutant):
+    """(the original's changed line numbers, a unified diff) of a mutant against its function."""
+    changed = set()
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, orig[1:], mutant[1:]).get_opcodes():
+        if tag != "equal":                                       # (line 0 is the def, renamed)
+            changed.update(range(i1 + 1, max(i2, i1 + 1) + 1))
+    diff = "\n".join(difflib.unified_diff(orig[1:], mutant[1:], lineterm="", n=2))
+    return changed, diff
 
 
 def changed_lines(diff):
@@ -138,7 +180,11 @@ def changed_lines(diff):
 
 
 def collect():
-    """{module: counts} and the survivors' diffs, from the .meta files of every group's last run."""
+    """{module: counts} and the survivors' diffs, from the .meta files of every group's last run.
+
+    A mutant that changes only a ``raise`` statement (the text of an error message, or what is
+    raised) is counted apart, as "message": it changes no number, and the score leaves it out.
+    """
     rows, survivors, stale = {}, [], []
     for group, (modules, _, left_out) in GROUPS.items():
         for module in modules:
@@ -148,24 +194,27 @@ def collect():
             in_scope = [p[:-len("*")] for p in functions(module, left_out.get(module, set()))]
             codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
                      if any(k.startswith(p) for p in in_scope)}
-            counts = {"mutants": len(codes), "killed": 0, "survived": 0, "equivalent": 0, "other": 0}
+            sources = mutant_sources(group, module)
+            counts = {"mutants": 0, "message": 0, "killed": 0, "equivalent": 0, "survived": 0, "not run": 0}
             for name, code in sorted(codes.items()):
+                orig, mutant, raise_lines = sources[name]
+                changed, diff = changes(orig, mutant)
+                if changed and changed <= raise_lines:
+                    counts["message"] += 1
+                    continue
+                counts["mutants"] += 1
                 status = STATUS.get(code, "suspicious")
-                if status == "killed":
+                if status in ("killed", "timeout", "segfault"):    # the tests stopped it, one way or another
                     counts["killed"] += 1
-                    continue
-                if status == "not checked":                  # an interrupted run: no diff to show
-                    counts["other"] += 1
-                    continue
-                diff = show(group, name)
-                if name in EQUIVALENT:
-                    expected_line, _ = EQUIVALENT[name]
-                    if expected_line in changed_lines(diff):
-                        counts["equivalent"] += 1
-                        continue
-                    stale.append(name)
-                counts["survived" if status == "survived" else "other"] += 1
-                survivors.append(f"# {name}: {status}\n{diff}")
+                elif status == "not checked":                    # an interrupted run
+                    counts["not run"] += 1
+                elif name in EQUIVALENT and EQUIVALENT[name][0] in changed_lines(diff):
+                    counts["equivalent"] += 1
+                else:
+                    if name in EQUIVALENT:
+                        stale.append(name)
+                    counts["survived"] += 1
+                    survivors.append(f"# {name}: {status}\n{diff}\n")
             rows[module] = counts
     return rows, survivors, stale
 
@@ -177,13 +226,7 @@ def run_hand(names=None):
     for mutant in HAND_MUTANTS:
         if names and mutant["name"] not in names:
             continue
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
-        for name in COPIED:
-            source = ROOT / name
-            (shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
-             if source.is_dir() else shutil.copy2(source, work / name))
+        copy_project(work)
         target = work / mutant["file"]
         text = target.read_text()
         if text.count(mutant["old"]) != 1:
@@ -206,18 +249,18 @@ def run_hand(names=None):
 
 
 def report(rows, hand, stale):
-    lines = ["| module | mutants | killed | equivalent | survived | other | score |",
-             "|---|---|---|---|---|---|---|"]
-    total = {"mutants": 0, "killed": 0, "survived": 0, "equivalent": 0, "other": 0}
-    for module, c in rows.items():
-        for k in total:
-            total[k] += c[k]
+    columns = ("mutants", "killed", "equivalent", "survived", "not run", "message")
+    lines = ["| module | " + " | ".join(columns) + " | score |", "|---|" + "---|" * (len(columns) + 1)]
+    total = dict.fromkeys(columns, 0)
+    for module, c in [*rows.items(), ("all", total)]:
+        if module != "all":
+            for k in columns:
+                total[k] += c[k]
         counted = c["mutants"] - c["equivalent"]
-        lines.append(f"| {module} | {c['mutants']} | {c['killed']} | {c['equivalent']} | {c['survived']} | "
-                     f"{c['other']} | {100 * c['killed'] / max(counted, 1):.1f} % |")
-    counted = total["mutants"] - total["equivalent"]
-    lines.append(f"| all | {total['mutants']} | {total['killed']} | {total['equivalent']} | {total['survived']} | "
-                 f"{total['other']} | {100 * total['killed'] / max(counted, 1):.1f} % |")
+        lines.append(f"| {module} | " + " | ".join(str(c[k]) for k in columns)
+                     + f" | {100 * c['killed'] / max(counted, 1):.1f} % |")
+    lines.append("\nscore = killed / (mutants - equivalent); 'message': mutants of a raise statement only "
+                 "(an error's text), left out of the score")
     if hand:
         killed = sum(v == "killed" for v in hand.values())
         lines.append(f"\nhand-made mutants: {killed} of {len(hand)} killed")
@@ -229,11 +272,15 @@ def report(rows, hand, stale):
 
 
 def main(argv=None):
+    global SOURCE, WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--hand", action="store_true", help="only the hand-made mutants")
     parser.add_argument("--report", action="store_true", help="only the table, from the last run")
+    parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to test (default: this one)")
+    parser.add_argument("--work", type=Path, default=WORK, help="where the copies go (default: .mutation)")
     args = parser.parse_args(argv)
+    SOURCE, WORK = args.source.resolve(), args.work.resolve()
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
         parser.error(f"unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}")
@@ -253,7 +300,7 @@ def main(argv=None):
     print(report(rows, hand, stale))
     print(f"\nmachine: {machine()}; wall time {time.time() - start:.0f} s; survivors' diffs: "
           f"{WORK / 'survivors.txt'}")
-    failed = any(c["survived"] + c["other"] for c in rows.values()) or any(v != "killed" for v in hand.values())
+    failed = any(c["survived"] + c["not run"] for c in rows.values()) or any(v != "killed" for v in hand.values())
     return 1 if failed else 0
 
 

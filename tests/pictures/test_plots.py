@@ -15,7 +15,7 @@ from scratchvae.pictures.figures import (FIGURES, latent_projection, make_figure
                                 one_per_class)
 from scratchvae.chapters.posterior import exact_gap
 from helpers import (bernoulli_log_likelihood_of, drawn_figures, elbo_by_quadrature, gauss_hermite_2d,
-                     log_px_by_quadrature)
+                     log_px_by_quadrature, same_rows)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 D = 16                                  # 4 x 4 images keep the tests fast
@@ -42,13 +42,25 @@ def rng():
     return np.random.default_rng(0)
 
 
-def test_reconstructions(tmp_path, rng):
-    path = plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "a.png")
+def tiles_of(fig, n_rows, n_cols, side=4, pad=1, axes=0):
+    """The (n_rows, n_cols, side^2) images of the mosaic drawn in ``fig.axes[axes]``."""
+    grid = fig.axes[axes].get_images()[0].get_array()
+    return np.array([[grid[r * (side + pad):r * (side + pad) + side, c * (side + pad):c * (side + pad) + side].ravel()
+                      for c in range(n_cols)] for r in range(n_rows)])
+
+
+def test_reconstructions(tmp_path, rng, monkeypatch):
+    """Figure 1: the test images in the top row, each one's reconstruction under it (and a sample)."""
+    figures = drawn_figures(monkeypatch)
+    originals, reconstructions = rng.random((5, D)), rng.random((5, D))
+    path = plots.plot_reconstructions(originals, reconstructions, tmp_path / "a.png")
     assert path == tmp_path / "a.png"
     assert_png(path, (8, 2.1))
+    np.testing.assert_array_equal(tiles_of(figures[0], 2, 5), np.stack([originals, reconstructions]))
     drawn = (rng.random((5, D)) < 0.5).astype(float)                 # x~ ~ p(x|z): a third row
-    assert_png(plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "b.png",
+    assert_png(plots.plot_reconstructions(originals, reconstructions, tmp_path / "b.png",
                                           samples=drawn), (8, 2.9))
+    np.testing.assert_array_equal(tiles_of(figures[1], 3, 5), np.stack([originals, reconstructions, drawn]))
     with pytest.raises(ValueError, match="5 originals but 4 samples"):
         plots.plot_reconstructions(rng.random((5, D)), rng.random((5, D)), tmp_path / "c.png",
                                    samples=drawn[:4])
@@ -102,25 +114,55 @@ def test_inference_gaps(tmp_path, rng, monkeypatch):
         plots.plot_inference_gaps(gaps, images[:1], tmp_path / "h.png")
 
 
-def test_samples_and_dpi(tmp_path, rng):
-    assert_png(plots.plot_samples(rng.random((9, D)), tmp_path / "s.png"), (6, 6.4))
+def test_samples_and_dpi(tmp_path, rng, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    images = rng.random((9, D))
+    assert_png(plots.plot_samples(images, tmp_path / "s.png"), (6, 6.4))
+    np.testing.assert_array_equal(tiles_of(figures[0], 3, 3).reshape(9, D), images)     # row by row
     assert_png(plots.plot_samples(rng.random((4, D)), tmp_path / "s50.png", dpi=50), (6, 6.4), dpi=50)
 
 
-def test_manifold(tmp_path, rng):
+def test_manifold(tmp_path, rng, monkeypatch):
+    """Figure 3: image [i, j] is drawn at column j, row i, with no gap (a manifold, not a grid of
+    separate images), and the axes are labelled with the z of each column and row."""
+    figures = drawn_figures(monkeypatch)
     z_values, points = manifold_grid(3)
-    assert_png(plots.plot_manifold(rng.random((9, D)), z_values, tmp_path / "m.png"), (5.6, 5.8))
+    images = rng.random((9, D))
+    assert_png(plots.plot_manifold(images, z_values, tmp_path / "m.png"), (5.6, 5.8))
+    np.testing.assert_array_equal(tiles_of(figures[0], 3, 3, pad=0).reshape(9, D), images)
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"{z:.2f}" for z in z_values]          # z_1 grows right
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{z:.2f}" for z in z_values[::-1]]    # z_2 grows up
 
 
-def test_latent_space(tmp_path, rng):
+def test_latent_space(tmp_path, rng, monkeypatch):
+    """Figure 4: every code at its place, in the colour its label has in the legend."""
+    from matplotlib.colors import to_hex
+    figures = drawn_figures(monkeypatch)
     z, labels = rng.standard_normal((50, 2)), rng.integers(0, 10, 50)
     assert_png(plots.plot_latent_space(z, labels, tmp_path / "l.png"), (7, 6))
+    ax = figures[0].axes[0]
+    legend = {text.get_text(): to_hex(handle.get_color())
+              for text, handle in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    assert set(legend) == {str(k) for k in np.unique(labels)}
+    for scatter in ax.collections:
+        points, colour = scatter.get_offsets(), to_hex(scatter.get_facecolor()[0], keep_alpha=False)
+        (label,) = [k for k, c in legend.items() if c == colour]
+        assert same_rows(points, z[labels == int(label)]), label
+    assert sum(len(c.get_offsets()) for c in ax.collections) == len(z)
 
 
-def test_interpolation(tmp_path, rng):
-    assert_png(plots.plot_interpolation(rng.random((2, 5, D)), tmp_path / "i.png"), (8, 3.2))
-    assert_png(plots.plot_interpolation(rng.random((2, 5, D)), tmp_path / "j.png",
-                                        ends=rng.random((2, 2, D))), (8, 3.2))
+def test_interpolation(tmp_path, rng, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    images, ends = rng.random((2, 5, D)), rng.random((2, 2, D))
+    assert_png(plots.plot_interpolation(images, tmp_path / "i.png"), (8, 3.2))
+    np.testing.assert_array_equal(tiles_of(figures[0], 2, 5), images)
+    assert_png(plots.plot_interpolation(images, tmp_path / "j.png", ends=ends), (8, 3.2))
+    drawn = tiles_of(figures[1], 2, 9)                               # x_a, a blank, the 5 steps, a blank, x_b
+    np.testing.assert_array_equal(drawn[:, 2:7], images)
+    np.testing.assert_array_equal(drawn[:, 0], ends[:, 0])
+    np.testing.assert_array_equal(drawn[:, 8], ends[:, 1])
+    assert np.all(drawn[:, [1, 7]] == 0)
 
 
 def drawn_figure(monkeypatch):
@@ -178,11 +220,31 @@ def test_the_importance_sampled_check_agrees_with_the_grid():
     assert np.all(np.abs(estimate - wrong) > 4 * stderr)
 
 
-def test_gradient_estimators(tmp_path, rng):
+def test_gradient_estimators(tmp_path, rng, monkeypatch):
+    """Figure 8's numbers from the estimates: for f(z) = -|z|^2 / 2, F = -(|mu|^2 + |sigma|^2) / 2,
+    so the reference gradients are -mu and -sigma; the bars are Var(score) / Var(reparam.) per
+    coordinate; the 'within 2 s.e.' lines count what they say."""
+    figures = drawn_figures(monkeypatch)
     mu, sigma = rng.standard_normal((2, 3)), np.full((2, 3), 0.5)
     f = lambda z: -0.5 * np.sum(z ** 2, axis=-1)
-    comparison = compare_estimators(f, lambda z: -z, mu, sigma, 5, 20, rng, n_reference=200)
-    assert_png(plots.plot_gradient_estimators(comparison, tmp_path / "e.png"), (13, 4))
+    c = compare_estimators(f, lambda z: -z, mu, sigma, 5, 20, rng, n_reference=20_000)
+    assert_png(plots.plot_gradient_estimators(c, tmp_path / "e.png"), (13, 4))
+    spread, averages, ratio = [ax for ax in figures[0].axes if ax.get_legend() is not None]
+    heights = np.array([bar.get_height() for bar in ratio.patches])
+    expected = [c.score_mu.var(axis=0).ravel() / c.reparam_mu.var(axis=0).ravel(),
+                c.score_sigma.var(axis=0).ravel() / c.reparam_sigma.var(axis=0).ravel()]
+    np.testing.assert_allclose(heights, np.concatenate(expected), rtol=1e-12)
+    np.testing.assert_allclose(c.reference_mu, -mu, atol=4 * 0.5 / np.sqrt(20_000))    # 4 s.e. of the reference
+    np.testing.assert_allclose(c.reference_sigma, -sigma, atol=4 * 0.5 * np.sqrt(2) / np.sqrt(20_000))
+    texts = {t.get_text().split(":")[0]: t.get_text() for t in averages.texts}
+    for name, k in (("reparameterisation", "reparam"), ("score function", "score")):
+        # s.e. of (average of R = 20 estimates - reference): Var / R, plus the reference's own,
+        # S = 5 times the variance of one 5-sample reparameterisation estimate, over 20,000 samples
+        within = [np.abs(getattr(c, f"{k}_{p}").mean(axis=0) - getattr(c, f"reference_{p}"))
+                  <= 2 * np.sqrt(getattr(c, f"{k}_{p}").var(axis=0, ddof=1) / 20
+                                 + 5 * getattr(c, f"reparam_{p}").var(axis=0, ddof=1) / 20_000)
+                  for p in ("mu", "sigma")]
+        assert texts[name] == f"{name}: {np.mean(within):.0%} within 2 s.e."
 
 
 def test_gradient_estimators_keep_one_colour_per_estimator(tmp_path, rng, monkeypatch):
