@@ -78,11 +78,11 @@ def main():
     if args.worker == "torch":
         return torch_worker(args)
 
-    from scratchvae.checkpoint import load_model
-    from scratchvae.data import load
-    from scratchvae.evaluate import importance_sampled_nll
-    from scratchvae.fast import set_blas_threads
-    from scratchvae.fast_eval import FastLogWeights
+    from scratchvae.machinery.checkpoint import load_model
+    from scratchvae.machinery.data import load
+    from scratchvae.machinery.evaluate import importance_sampled_nll
+    from scratchvae.fast.fused_step import set_blas_threads
+    from scratchvae.fast.fused_eval import FastLogWeights
     from scratchvae.vae import VAE
 
     set_blas_threads(args.threads)
@@ -126,8 +126,8 @@ def torch_worker(args):
     from pytorch_reference import VAE as TorchExampleVAE
     from pytorch_reference import importance_sampled_nll as torch_is_nll
 
-    from scratchvae.checkpoint import load_model
-    from scratchvae.data import load
+    from scratchvae.machinery.checkpoint import load_model
+    from scratchvae.machinery.data import load
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.checkpoint)
@@ -152,7 +152,7 @@ def torch_worker(args):
 
 def side_by_side(args):
     """Rounds of every worker, each in a fresh process, the order rotating from round to round."""
-    from scratchvae.workers import blas_core, cpu_model
+    from scratchvae.fast.workers import blas_core, cpu_model
     common = ["--checkpoint", str(args.checkpoint), "--k", str(args.k), "--limit", str(args.limit),
               "--chunk", str(args.chunk), "--batch", str(args.batch), "--threads", str(args.threads),
               "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--quiet-wait", "0"]

@@ -260,7 +260,7 @@ def step_gemms(batch, input_dim, hidden, latent):
 def gemm_floor(batch, input_dim, hidden, latent, reps=100, blocks=7):
     """Median and min ms of one step's products, with 1 and with 2 OpenBLAS threads."""
     import numpy as np
-    from scratchvae.fast import set_blas_threads
+    from scratchvae.fast.fused_step import set_blas_threads
 
     rng = np.random.default_rng(0)
     products = []                                         # (left, right, out)
@@ -336,8 +336,8 @@ class _EpochMarks:
 
 
 def scratchvae_worker(spec):
-    from scratchvae.fast import set_blas_threads
-    from scratchvae.train import TrainConfig, train
+    from scratchvae.fast.fused_step import set_blas_threads
+    from scratchvae.machinery.runner import TrainConfig, train
 
     # BLAS threads = the run's thread count (the fused step with 2 workers sets 1 itself);
     # so --threads 1 means one core for every engine, and --engine plain --threads 2 two.
@@ -352,7 +352,7 @@ def scratchvae_worker(spec):
 
     images = None
     rounds = 0
-    from scratchvae.workers import blas_core
+    from scratchvae.fast.workers import blas_core
     reply({"ready": "scratchvae", "pid": os.getpid(), "blas_core": blas_core(), **blas_environment()})
     for line in sys.stdin:
         cmd = line.split()
@@ -364,7 +364,7 @@ def scratchvae_worker(spec):
             reply({"history": history})
         elif cmd[0] == "epoch":                 # one more epoch, resuming the previous round
             if images is None:
-                from scratchvae.data import load
+                from scratchvae.machinery.data import load
                 images = [load("fashion-mnist", s, spec["data_dir"], download=False).images
                           for s in ("train", "test")]
             rounds += 1
@@ -391,7 +391,7 @@ def scratchvae_worker(spec):
 
 def torch_worker(spec):
     sys.path.insert(0, str(HERE))
-    from scratchvae.data import load
+    from scratchvae.machinery.data import load
     from torch_vae import TorchTrainer        # imports torch: only in this worker process
 
     train_u8, test_u8 = (load("fashion-mnist", s, spec["data_dir"], download=False).images

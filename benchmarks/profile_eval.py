@@ -29,11 +29,11 @@ import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how Op
 import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 
-from scratchvae.checkpoint import load_model                          # noqa: E402
-from scratchvae.data import load                                       # noqa: E402
-from scratchvae.fast_eval import FastLogWeights                        # noqa: E402
+from scratchvae.machinery.checkpoint import load_model                          # noqa: E402
+from scratchvae.machinery.data import load                                       # noqa: E402
+from scratchvae.fast.fused_eval import FastLogWeights                        # noqa: E402
 from scratchvae.vae import VAE                                         # noqa: E402
-from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
+from scratchvae.fast.workers import blas_core, cpu_model                   # noqa: E402
 from profile_fused import median_ms                                   # noqa: E402  (benchmarks/)
 
 DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
