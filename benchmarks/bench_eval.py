@@ -81,7 +81,7 @@ def main():
     from scratchvae.machinery.checkpoint import load_model
     from scratchvae.machinery.data import load
     from scratchvae.machinery.evaluate import importance_sampled_nll
-    from scratchvae.fast.workers import set_blas_threads
+    from scratchvae.fast.fused_step import set_blas_threads
     from scratchvae.fast.fused_eval import FastLogWeights
     from scratchvae.vae import VAE
 

@@ -260,7 +260,7 @@ def step_gemms(batch, input_dim, hidden, latent):
 def gemm_floor(batch, input_dim, hidden, latent, reps=100, blocks=7):
     """Median and min ms of one step's products, with 1 and with 2 OpenBLAS threads."""
     import numpy as np
-    from scratchvae.fast.workers import set_blas_threads
+    from scratchvae.fast.fused_step import set_blas_threads
 
     rng = np.random.default_rng(0)
     products = []                                         # (left, right, out)
@@ -336,9 +336,8 @@ class _EpochMarks:
 
 
 def scratchvae_worker(spec):
-    from scratchvae.fast.workers import set_blas_threads
-    from scratchvae.machinery.config import TrainConfig
-    from scratchvae.machinery.runner import train
+    from scratchvae.fast.fused_step import set_blas_threads
+    from scratchvae.machinery.runner import TrainConfig, train
 
     # BLAS threads = the run's thread count (the fused step with 2 workers sets 1 itself);
     # so --threads 1 means one core for every engine, and --engine plain --threads 2 two.

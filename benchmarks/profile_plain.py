@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 
 from scratchvae.machinery.data import load                                      # noqa: E402
-from scratchvae.fast.workers import set_blas_threads                          # noqa: E402
+from scratchvae.fast.fused_step import set_blas_threads                          # noqa: E402
 from scratchvae.optim import Adam                                     # noqa: E402
 from scratchvae.vae import VAE                                        # noqa: E402
 from scratchvae.fast.workers import blas_core, cpu_model                   # noqa: E402
