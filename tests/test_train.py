@@ -59,3 +59,29 @@ def test_the_step_is_not_taken_when_the_loss_or_the_gradient_is_not_finite():
 def test_beta_at_is_a_linear_warm_up_to_beta():
     assert [beta_at(t, 2.0, 8) for t in (0, 2, 4, 8, 100)] == [0.0, 0.5, 1.0, 2.0, 2.0]
     assert beta_at(5, 0.5, 0) == 0.5 and beta_at(5, 0.5, -1) == 0.5
+
+
+def test_a_warm_up_of_one_step_starts_at_zero():
+    assert [beta_at(t, 2.0, 1) for t in (0, 1, 2)] == [0.0, 2.0, 2.0]
+
+
+def test_the_message_names_the_loss_and_its_parts():
+    model = VAE(6, [5], 2, seed=0)
+    with pytest.raises(NonFiniteStep) as stop:
+        check_finite(model, float("nan"), {"rec": float("inf"), "kl": 0.25})
+    assert stop.value.what == "loss is nan (rec inf, KL 0.25)"
+    with pytest.raises(NonFiniteStep) as stop:                       # the autoencoder's parts: no KL
+        check_finite(model, float("inf"), {"rec": float("inf")})
+    assert stop.value.what == "loss is inf (rec inf)"
+
+
+def test_a_step_that_overflows_stops_without_a_numpy_warning():
+    """The overflow is reported once, by NonFiniteStep, not also as RuntimeWarnings on the way."""
+    import warnings
+    model = VAE(6, [5], 2, seed=0)
+    model.params["enc.logvar.b"][...] = 200.0                      # sigma = exp(100): inf in float32
+    optimizer = Adam(model.flat_params, model.flat_grads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NonFiniteStep):
+            list(gradient_steps(model, optimizer, batches()))

@@ -50,7 +50,7 @@ from equivalent import EQUIVALENT                   # noqa: E402  (tests/mutatio
 from hand_mutants import HAND_MUTANTS               # noqa: E402
 
 CORE_TESTS = ["tests/test_layers.py", "tests/test_losses.py", "tests/test_vae.py", "tests/test_optim.py",
-              "tests/test_gradcheck.py", "tests/machinery/test_runner.py"]
+              "tests/test_gradcheck.py", "tests/test_train.py", "tests/machinery/test_runner.py"]
 # group -> (modules, the tests selected for them, functions left out: command-line plumbing)
 GROUPS = {
     "core": (["scratchvae/layers.py", "scratchvae/losses.py", "scratchvae/vae.py", "scratchvae/optim.py",
