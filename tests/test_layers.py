@@ -200,3 +200,28 @@ def test_the_tanh_sigmoid_is_absolutely_but_not_relatively_exact():
     h = rng.random((64, 50)).astype(np.float32)                            # a layer's input
     dW, exact_dW = h.T @ grad, h.T.astype(np.float64) @ exact_grad
     assert np.max(np.abs(dW - exact_dW)) / np.max(np.abs(exact_dW)) < 1e-5  # float32 matmul rounding
+
+
+def test_exp_no_subnormal_keeps_float32_and_takes_integers_as_float64():
+    got = exp_no_subnormal(np.array([0.0, -1.0, -200.0], np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [1.0, np.exp(-1.0), np.e * np.finfo(np.float32).tiny], rtol=1e-6)
+    got = exp_no_subnormal(np.array([0, -1, -1000]))                      # integers: float64
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [1.0, np.exp(-1.0), np.e * np.finfo(np.float64).tiny], rtol=1e-15)
+
+
+def test_an_mlp_asked_for_no_dx_returns_none_with_or_without_layers():
+    rng = np.random.default_rng(0)
+    for hidden in ([], [4], [4, 3]):
+        mlp = MLP(5, hidden, "relu", rng, np.float64)
+        out = mlp.forward(rng.standard_normal((2, 5)))
+        assert mlp.backward(np.ones_like(out), need_dx=False) is None
+        mlp.forward(rng.standard_normal((2, 5)))
+        assert mlp.backward(np.ones_like(out)).shape == (2, 5)
+
+
+def test_a_layer_says_its_kind_and_name():
+    assert repr(Dense(3, 2, np.random.default_rng(0), name="fc1")) == "Dense('fc1')"
+    assert repr(ReLU(name="relu1")) == "ReLU('relu1')"
+    assert repr(MLP(3, [2], "tanh", np.random.default_rng(0), name="enc")) == "MLP('enc', [Dense('fc1'), Tanh('tanh1')])"

@@ -244,3 +244,47 @@ def test_importing_scratchvae_first_lets_openblas_threads_sleep_soon(first, pres
     code = f"import os, {first}, {other}; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(expected)
+
+
+def test_adam_refuses_a_state_that_lacks_a_field_or_is_for_other_parameters():
+    adam = Adam(np.zeros(4), np.zeros(4))
+    state = adam.state_dict()
+    with pytest.raises(ValueError, match="Adam state lacks t, eps"):
+        adam.load_state_dict({k: v for k, v in state.items() if k not in ("t", "eps")})
+    for key in ("m_sum", "v_sum"):                                         # either moment alone
+        with pytest.raises(ValueError, match="optimiser state is for .* parameters, this model has 4"):
+            adam.load_state_dict({**state, key: np.zeros(5)})
+
+
+def test_sgd_starts_at_step_0_with_lr_0_01_and_refuses_lr_0_and_momentum_1():
+    w, g = np.ones(3), np.full(3, 2.0)
+    sgd = SGD(w, g)
+    assert sgd.t == 0 and sgd.lr == 0.01 and sgd.momentum == 0.0
+    sgd.step()
+    np.testing.assert_allclose(w, 1 - 0.01 * 2.0, rtol=1e-15)
+    assert sgd.t == 1
+    for kwargs in (dict(lr=0.0), dict(momentum=1.0), dict(momentum=-0.1)):
+        with pytest.raises(ValueError, match="need lr > 0 and 0 <= momentum < 1"):
+            SGD(np.zeros(3), np.zeros(3), **kwargs)
+
+
+def test_sgd_state_dict_round_trip_continues_identically():
+    """Three steps, save, two more; against a twin loaded from the saved state: the same numbers."""
+    rng = np.random.default_rng(0)
+    w, g = rng.standard_normal(5), np.zeros(5)
+    sgd = SGD(w, g, lr=0.05, momentum=0.7)
+    for _ in range(3):
+        g[...] = rng.standard_normal(5)
+        sgd.step()
+    state = sgd.state_dict()
+    w_twin, g_twin = w.copy(), np.zeros(5)
+    twin = SGD(w_twin, g_twin, lr=0.9, momentum=0.1)                       # hyper-parameters come from the state
+    twin.load_state_dict(state)
+    assert (twin.t, twin.lr, twin.momentum) == (3, 0.05, 0.7) and np.array_equal(twin.buf, sgd.buf)
+    for _ in range(2):
+        g[...] = g_twin[...] = rng.standard_normal(5)
+        sgd.step()
+        twin.step()
+    assert np.array_equal(w, w_twin)
+    with pytest.raises(ValueError, match="optimiser state is for 4 parameters, this model has 5"):
+        twin.load_state_dict({**state, "buf": np.zeros(4)})

@@ -341,3 +341,93 @@ def test_sample_and_sample_counts_must_be_positive(n):
         model.elbo_probabilistic(x, n if not (isinstance(n, int) and n > 1) else 1)
     with pytest.raises(ValueError, match="L >= 1"):
         model.loss_and_grads(x, np.zeros((0, 3, 2)))
+
+
+# ------------------------------------------------------------------ numbers no other test pinned down
+def test_the_probabilistic_elbo_is_the_mean_log_weight_and_its_standard_error():
+    """elbo_probabilistic: per datapoint, the mean of log w over S draws of eps from the generator
+    it is given (in the model's dtype), and std(log w, ddof=1) / sqrt(S); without a generator, the
+    model's own."""
+    model = VAE(6, [7], 3, seed=5)                                       # float32
+    x = np.random.default_rng(1).random((4, 6)).astype(np.float32)
+    elbo, stderr = model.elbo_probabilistic(x, 50, np.random.default_rng(9))
+    eps = np.random.default_rng(9).standard_normal((50, 4, 3), dtype=np.float32)
+    log_w = model.log_weights(x, eps).astype(np.float64)                  # (S, N)
+    np.testing.assert_allclose(elbo, log_w.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(stderr, np.sqrt(((log_w - log_w.mean(axis=0)) ** 2).sum(axis=0) / 49) / np.sqrt(50),
+                               rtol=1e-5)
+    assert elbo.shape == stderr.shape == (4,) and len(set(np.round(stderr, 6))) == 4
+    twin = VAE(6, [7], 3, seed=5)
+    own = model.elbo_probabilistic(x, 50)                                # draws from model.rng ...
+    eps = twin.rng.standard_normal((50, 4, 3), dtype=np.float32)         # ... as the twin's would
+    np.testing.assert_allclose(own[0], twin.log_weights(x, eps).mean(axis=0), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"n_samples must be an integer >= 2 \(the standard error needs two\)"):
+        model.elbo_probabilistic(x, 1)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("hidden", [[], [7], [7, 5, 4]])
+def test_parameter_shapes_are_those_the_constructor_builds(likelihood, hidden):
+    model = VAE(6, hidden, 3, likelihood=likelihood, seed=0)
+    built = {name: p.shape for name, p in model.params.items()}
+    assert VAE.parameter_shapes(model.config()) == built
+    if likelihood == "bernoulli":                          # an arch that names no likelihood is Bernoulli
+        arch = {k: v for k, v in model.config().items() if k != "likelihood"}
+        assert VAE.parameter_shapes(arch) == built
+
+
+def test_the_config_rebuilds_the_model_it_came_from():
+    model = VAE(6, [5], 3, activation="tanh", likelihood="gaussian", n_samples=2, beta=0.25,
+                dtype=np.float64, seed=0)
+    config = model.config()
+    assert config == dict(input_dim=6, hidden_dims=[5], latent_dim=3, activation="tanh", likelihood="gaussian",
+                          n_samples=2, beta=0.25, dtype="float64")
+    twin = VAE(**config, seed=0)
+    assert twin.config() == config and np.array_equal(twin.flat_params, model.flat_params)
+
+
+def relu_mlp(z, Ws, bs):
+    for W, b in zip(Ws, bs):
+        z = np.maximum(z @ W + b, 0)
+    return z
+
+
+def test_decode_is_the_decoder_written_out_and_keeps_the_models_dtype():
+    """decode / decode_mean against the decoder computed here layer by layer, for both heads."""
+    z = np.random.default_rng(0).standard_normal((4, 3))                 # float64 in ...
+    for likelihood in ("bernoulli", "gaussian"):
+        model = VAE(6, [7, 5], 3, likelihood=likelihood, seed=1)         # ... a float32 model
+        p = {k: v.astype(np.float64) for k, v in model.params.items()}
+        h = relu_mlp(z, [p["dec.fc1.W"], p["dec.fc2.W"]], [p["dec.fc1.b"], p["dec.fc2.b"]])
+        if likelihood == "bernoulli":
+            logits = h @ p["dec.logits.W"] + p["dec.logits.b"]
+            np.testing.assert_allclose(model.decode(z), logits, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(model.decode_mean(z), 1 / (1 + np.exp(-logits)), rtol=1e-5, atol=1e-6)
+            assert model.decode(z).dtype == np.float32
+        else:
+            mean, logvar = h @ p["dec.mean.W"] + p["dec.mean.b"], h @ p["dec.logvar.W"] + p["dec.logvar.b"]
+            got = model.decode(z)
+            np.testing.assert_allclose(got[0], mean, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[1], logvar, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(model.decode_mean(z), mean, rtol=1e-5, atol=1e-6)   # the mean, not logvar
+            assert got[0].dtype == got[1].dtype == np.float32
+        for bad in (np.zeros((4, 2)), np.zeros((4, 4)), np.zeros(3), np.zeros((1, 4, 3))):
+            with pytest.raises(ValueError, match=r"z must have shape \(M, 3\)"):
+                model.decode(bad)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_decoders_pieces_give_d_log_p_x_given_z_dz(likelihood):
+    """_decoder_forward, _log_likelihood, _log_likelihood_grads and _decoder_backward (the pieces
+    chapters/inference.py, iwae.py and estimators.py put together) against finite differences:
+    d/dz sum log p(x|z) in float64."""
+    model = VAE(6, [7, 5], 3, likelihood=likelihood, activation="tanh", dtype=np.float64, seed=2)
+    rng = np.random.default_rng(3)
+    x, z = rng.random((4, 6)), rng.standard_normal((4, 3))
+    log_p = lambda z_: model._log_likelihood(x, model._decoder_forward(z_)).sum()
+    dz = model._decoder_backward(model._log_likelihood_grads(x, model._decoder_forward(z)))
+    assert rel_error(dz, numerical_gradient(log_p, z)) < 1e-8
+    direct = {"bernoulli": lambda l: (x * l - np.logaddexp(0, l)).sum(axis=1),
+              "gaussian": lambda o: -0.5 * (np.log(2 * np.pi) + o[1] + (x - o[0]) ** 2 * np.exp(-o[1])).sum(axis=1)}
+    np.testing.assert_allclose(model._log_likelihood(x, model.decode(z)), direct[likelihood](model.decode(z)),
+                               rtol=1e-12)

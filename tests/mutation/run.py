@@ -32,6 +32,7 @@ import difflib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -167,11 +168,13 @@ def mutant_sources(group, module):
 
 def changes(orig, mutant):
     """(the original's changed line numbers, a unified diff) of a mutant against its function."""
+    names = [re.search(r"def (\w+)\(", lines[0]).group(1) for lines in (orig, mutant)]
+    mutant = [mutant[0].replace(names[1], names[0]), *mutant[1:]]          # the def line, renamed back
     changed = set()
-    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, orig[1:], mutant[1:]).get_opcodes():
-        if tag != "equal":                                       # (line 0 is the def, renamed)
-            changed.update(range(i1 + 1, max(i2, i1 + 1) + 1))
-    diff = "\n".join(difflib.unified_diff(orig[1:], mutant[1:], lineterm="", n=2))
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, orig, mutant).get_opcodes():
+        if tag != "equal":
+            changed.update(range(i1, max(i2, i1 + 1)))
+    diff = "\n".join(difflib.unified_diff(orig, mutant, lineterm="", n=2))
     return changed, diff
 
 
