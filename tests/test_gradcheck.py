@@ -57,3 +57,24 @@ def test_eps_none_is_frozen_once_not_redrawn(seed):
     errors = check_model_gradients(model, x, None)
     assert set(errors) == set(model.params)
     assert max(errors.values()) < 1e-6, errors
+
+
+def test_the_step_h_is_the_one_asked_for():
+    """Central differences of x^3 with a large h: ((x + h)^3 - (x - h)^3) / 2h = 3 x^2 + h^2 exactly,
+    so the h actually used shows in the result (for the array version and the model check too)."""
+    x = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(numerical_gradient(lambda v: np.sum(v ** 3), x, h=0.5), 3 * x ** 2 + 0.25, rtol=1e-12)
+    dout = np.array([1.0, 2.0, -1.0])
+    np.testing.assert_allclose(numerical_gradient_array(lambda v: v ** 3, x, dout, h=0.5), dout * (3 * x ** 2 + 0.25),
+                               rtol=1e-12)
+    model = VAE(4, [3], 2, dtype=np.float64, seed=0)
+    data = np.random.default_rng(0).random((3, 4))
+    fine, coarse = check_model_gradients(model, data, h=1e-5), check_model_gradients(model, data, h=0.3)
+    assert max(fine.values()) < 1e-7 < max(coarse.values())              # a step of 0.3 is visibly worse
+
+
+def test_rel_error_of_empty_single_and_tiny_gradients():
+    assert rel_error([], []) == 0.0
+    assert rel_error([1.0], [2.0]) == pytest.approx(1 / 3)                # |1 - 2| / (1 + 2)
+    assert rel_error([1e-9], [0.0]) == pytest.approx(0.1)                 # the scale is at least 1e-8
+    assert rel_error([[3.0, -1.0]], [[3.0, 1.0]]) == pytest.approx(2 / 6)

@@ -225,3 +225,17 @@ def test_a_layer_says_its_kind_and_name():
     assert repr(Dense(3, 2, np.random.default_rng(0), name="fc1")) == "Dense('fc1')"
     assert repr(ReLU(name="relu1")) == "ReLU('relu1')"
     assert repr(MLP(3, [2], "tanh", np.random.default_rng(0), name="enc")) == "MLP('enc', [Dense('fc1'), Tanh('tanh1')])"
+
+
+def test_dense_draws_w_then_b_from_u_minus_bound_bound():
+    """Dense's initial W and b are rng.uniform(-1/sqrt(D_in), 1/sqrt(D_in)) draws, W first: the
+    same draws from the same generator, in float64 for a float64 layer."""
+    layer = Dense(9, 4, np.random.default_rng(3), dtype=np.float64)
+    rng, bound = np.random.default_rng(3), 1 / 3
+    np.testing.assert_array_equal(layer.params["W"], rng.uniform(-bound, bound, size=(9, 4)))
+    np.testing.assert_array_equal(layer.params["b"], rng.uniform(-bound, bound, size=(4,)))
+    assert repr(layer) == "Dense('dense')" and MLP(3, [2], "relu", rng).name == "mlp"
+
+
+def test_an_unnamed_layer_has_the_empty_name():
+    assert repr(ReLU()) == "ReLU('')" and repr(Tanh()) == "Tanh('')"

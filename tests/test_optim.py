@@ -288,3 +288,36 @@ def test_sgd_state_dict_round_trip_continues_identically():
     assert np.array_equal(w, w_twin)
     with pytest.raises(ValueError, match="optimiser state is for 4 parameters, this model has 5"):
         twin.load_state_dict({**state, "buf": np.zeros(4)})
+
+
+@pytest.mark.parametrize("kwargs", [dict(lr=0.0), dict(beta1=1.0), dict(beta1=1.5), dict(beta2=1.0),
+                                    dict(beta2=1.5), dict(eps=-1e-8)])
+def test_adam_refuses_each_value_outside_its_range(kwargs):
+    with pytest.raises(ValueError, match="need lr > 0, 0 <= beta1, beta2 < 1, eps >= 0"):
+        Adam(np.zeros(3), np.zeros(3), **kwargs)
+
+
+def test_adam_takes_beta2_0_and_eps_0_at_their_edges():
+    """beta2 = 0 (v_t = g_t^2) and eps = 0 are allowed: one step is then lr * g / |g| = lr sign(g)."""
+    w, g = np.zeros(3), np.array([0.5, -2.0, 3.0])
+    adam = Adam(w, g, lr=0.1, beta1=0.0, beta2=0.0, eps=0.0)
+    adam.step()
+    np.testing.assert_allclose(w, -0.1 * np.sign(g), rtol=1e-15)
+
+
+def test_optimisers_refuse_what_is_not_a_numpy_array():
+    for make in (Adam, SGD):
+        for params, grads in ((np.zeros(3), [0.0, 0.0, 0.0]), ([0.0, 0.0, 0.0], np.zeros(3))):
+            with pytest.raises(TypeError, match="must be NumPy arrays"):
+                make(params, grads)
+
+
+@pytest.mark.parametrize("beta1, beta2", [(0.9, 0.999), (0.01, 0.0), (0.5, 0.6), (0.999, 0.9999), (0.0, 0.3)])
+def test_the_flush_interval_is_the_longest_in_which_decay_cannot_reach_tiny(beta1, beta2):
+    """An entry at FLUSH_MARGIN * tiny, multiplied by beta each step, stays >= tiny for
+    ``interval`` steps and not for one more (the faster-decaying beta sets it); 1 if no beta decays."""
+    interval = optim._flush_interval(beta1, beta2)
+    beta = min(b for b in (beta1, beta2) if b > 0)
+    assert beta ** (interval + 1) * optim.FLUSH_MARGIN < 1                 # one step more reaches below tiny
+    assert beta ** interval * optim.FLUSH_MARGIN >= 1 or interval == 1     # and it is the longest such interval
+    assert optim._flush_interval(0.0, 0.0) == 1

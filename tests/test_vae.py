@@ -431,3 +431,122 @@ def test_the_decoders_pieces_give_d_log_p_x_given_z_dz(likelihood):
               "gaussian": lambda o: -0.5 * (np.log(2 * np.pi) + o[1] + (x - o[0]) ** 2 * np.exp(-o[1])).sum(axis=1)}
     np.testing.assert_allclose(model._log_likelihood(x, model.decode(z)), direct[likelihood](model.decode(z)),
                                rtol=1e-12)
+
+
+def test_a_float64_model_draws_its_weights_in_float64_and_names_its_layers():
+    """Every layer of a float64 model is drawn in float64 (not float32 draws widened), and each
+    layer has the name its parameters and messages use."""
+    model = VAE(6, [5], 3, likelihood="gaussian", dtype=np.float64, seed=0)
+    for name, p in model.params.items():
+        assert np.any(p != p.astype(np.float32).astype(np.float64)), name      # digits beyond float32
+    bernoulli = VAE(6, [5], 3, dtype=np.float64, seed=0)
+    assert np.any(bernoulli.params["dec.logits.W"] != bernoulli.params["dec.logits.W"].astype(np.float32))
+    assert repr(model.encoder) == "MLP('enc', [Dense('fc1'), ReLU('relu1')])"
+    assert repr(model.decoder) == "MLP('dec', [Dense('fc1'), ReLU('relu1')])"
+    assert [repr(h) for h in (model.enc_mu, model.enc_logvar, *model.dec_heads)] == \
+        ["Dense('mu')", "Dense('logvar')", "Dense('mean')", "Dense('logvar')"]
+    assert repr(bernoulli.dec_logits) == "Dense('logits')"
+
+
+def test_the_defaults_are_beta_1_and_seed_0():
+    model = VAE(6, [5], 3)
+    assert model.beta == 1.0 and model.n_samples == 1 and model.dtype == np.float32
+    assert np.array_equal(model.flat_params, VAE(6, [5], 3, seed=0).flat_params)
+
+
+def test_from_config_takes_every_field_of_the_configuration():
+    from scratchvae.chapters.iwae import IWAE
+    from scratchvae.machinery.config import TrainConfig
+    config = TrainConfig(hidden=(5,), latent=3, activation="tanh", likelihood="gaussian", n_samples=2, beta=0.5,
+                         seed=3)
+    model = VAE.from_config(config, 6)
+    assert model.config() == dict(input_dim=6, hidden_dims=[5], latent_dim=3, activation="tanh",
+                                  likelihood="gaussian", n_samples=2, beta=0.5, dtype="float32")
+    assert np.array_equal(model.flat_params, VAE(6, [5], 3, activation="tanh", likelihood="gaussian", seed=3).flat_params)
+    iwae = IWAE.from_config(TrainConfig(hidden=(5,), latent=3, objective="iwae", iwae_k=7, seed=3), 6)
+    assert iwae.k == 7
+
+
+def test_eps_is_turned_into_the_models_dtype_and_drawn_in_it():
+    """A float64 eps given to a float32 model is used as float32; an eps the model draws itself is
+    rng.standard_normal(..., dtype=float32) of its own generator."""
+    model, twin = VAE(6, [5], 3, n_samples=2, seed=4), VAE(6, [5], 3, n_samples=2, seed=4)
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    eps = np.random.default_rng(1).standard_normal((2, 3, 3))
+    assert model.loss(x, eps) == model.loss(x, eps.astype(np.float32))
+    drawn = twin.rng.standard_normal((2, 3, 3), dtype=np.float32)
+    assert model.loss(x) == twin.loss(x, drawn)
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.full((2, 6), 1 + 2j), "real numbers"),
+    (np.array([[0, 1, 2, 0, 1, 0]], np.uint8), "values up to 2, like pixels 0..255"),
+    (np.full((2, 6), 1.5), r"values in \[1.5, 1.5\], but the Bernoulli"),
+])
+def test_complex_pixels_and_values_just_above_1_are_refused(x, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(6, [5], 3).loss(x)
+
+
+@pytest.mark.parametrize("field, message", [("input_dim", "input_dim must be a positive integer"),
+                                            ("latent_dim", "latent_dim must be a positive integer"),
+                                            ("n_samples", "n_samples must be a positive integer")])
+def test_each_size_argument_is_named_when_refused(field, message):
+    args = dict(input_dim=6, hidden_dims=[4], latent_dim=2) | {field: 0}
+    with pytest.raises(ValueError, match=message):
+        VAE(**args)
+
+
+def test_sample_draws_from_the_models_generator_or_the_one_given():
+    model, twin = VAE(6, [5], 3, seed=2), VAE(6, [5], 3, seed=2)
+    z = twin.rng.standard_normal((4, 3), dtype=np.float32)
+    np.testing.assert_array_equal(model.sample(4), twin.decode_mean(z))
+    np.testing.assert_array_equal(model.sample(4, np.random.default_rng(5)),
+                                  model.decode_mean(np.random.default_rng(5).standard_normal((4, 3), dtype=np.float32)))
+    with pytest.raises(ValueError, match="^n, the number of images to generate, must be an integer >= 1, got 0$"):
+        model.sample(0)
+
+
+def test_use_buffers_moves_parameters_and_gradients_and_refuses_each_kind_of_wrong_array():
+    model = VAE(6, [5], 3, seed=0)
+    size = model.flat_params.size
+    p, g = np.empty(size, np.float32), np.empty(size, np.float32)
+    values = model.flat_params.copy()
+    model.use_buffers(p, g)
+    assert model.flat_params is p and model.flat_grads is g and np.array_equal(p, values)
+    model.loss_and_grads(np.random.default_rng(0).random((2, 6)))
+    assert np.shares_memory(model.grads["enc.mu.W"], g) and np.any(g != 0)
+    good = np.zeros(size, np.float32)
+    for name, bad in (("flat_params", np.zeros(size + 1, np.float32)), ("flat_params", np.zeros(size)),
+                      ("flat_params", np.zeros(2 * size, np.float32)[::2])):
+        with pytest.raises(ValueError, match=f"{name} must be a contiguous float32 vector of {size}"):
+            model.use_buffers(bad, good)
+    with pytest.raises(ValueError, match=f"flat_grads must be a contiguous float32 vector of {size}"):
+        model.use_buffers(good, np.zeros(size))
+
+
+def test_a_beta_beyond_the_float_range_is_refused():
+    with pytest.raises(ValueError, match="beta .* must be a finite number >= 0"):
+        VAE(6, [4], 2, beta=10 ** 400)
+
+
+def test_encode_and_decode_leave_no_cache_for_a_backward_to_use():
+    model = VAE(6, [5], 3, seed=0)
+    model.encode(np.zeros((2, 6)))
+    model.decode(np.zeros((2, 3)))
+    for layer in (*model.encoder.layers, model.enc_mu, *model.decoder.layers, *model.dec_heads):
+        with pytest.raises(RuntimeError, match="without a matching"):
+            layer.backward(np.zeros((2, 5)))
+
+
+def test_log_weights_use_the_q_they_are_given():
+    model = VAE(6, [5], 3, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).random((2, 6))
+    eps = np.random.default_rng(1).standard_normal((4, 2, 3))
+    mu, logvar = model.encode(x)
+    np.testing.assert_array_equal(model.log_weights(x, eps, q=(mu, logvar)), model.log_weights(x, eps))
+    shifted = model.log_weights(x, eps, q=(mu + 1, logvar))
+    z = mu + 1 + np.exp(0.5 * logvar) * eps                            # log w at z from N(mu + 1, sigma^2)
+    expected = (model._log_likelihood(x, model.decode(z.reshape(8, 3)).reshape(4, 2, 6))
+                - 0.5 * np.sum(z ** 2, axis=2) + 0.5 * np.sum(eps ** 2, axis=2) + 0.5 * logvar.sum(axis=1))
+    np.testing.assert_allclose(shifted, expected, rtol=1e-12)

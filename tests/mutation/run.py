@@ -3,6 +3,7 @@
     python tests/mutation/run.py                      # every group, then the hand-made mutants
     python tests/mutation/run.py core chapters        # some groups
     python tests/mutation/run.py --hand               # only the hand-made mutants
+    python tests/mutation/run.py --wide               # the survivors again, against every test
     python tests/mutation/run.py --report             # the table again, from the last run
     python tests/mutation/run.py --source DIR --work .mutation-before   # another checkout's tests
 
@@ -122,6 +123,7 @@ def prepare(group):
     cfg.read(SOURCE / "setup.cfg")
     if not cfg.has_section("mutmut"):
         cfg.add_section("mutmut")
+    cfg["mutmut"]["source_paths"] = "scratchvae"
     cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
     cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\n" + "\n".join(tests)
     cfg["mutmut"]["pytest_add_cli_args"] = f"\n-k\n{NOT_UNDER_MUTMUT}"
@@ -140,6 +142,40 @@ def run_group(group):
                                cwd=work, stdout=log, stderr=subprocess.STDOUT)
     print(f"{group}: mutmut exit code {code}, {time.time() - start:.0f} s (log: {work / 'mutmut.log'})",
           flush=True)
+
+
+def run_wide(group):
+    """Run the group's survivors again, against every test of the default run (all folders).
+
+    A mutant that survives its folder's tests may still fail a test elsewhere: that is enough for
+    the default run to catch it. Same copy, same mutants (the source is the same), only the test
+    selection differs; mutmut runs each mutant against the tests that reach its function.
+    """
+    rows, survivors, _ = collect(wide=False)
+    names = [line.split(":")[0][2:] for line in survivors if line.startswith("# ")]
+    names = [n for n in names if n.split(".x", 1)[0].replace(".", "/") + ".py" in GROUPS[group][0]]
+    if not names:
+        print(f"{group}: no survivors to run again", flush=True)
+        return
+    modules, _, _ = GROUPS[group]
+    work = WORK / f"{group}-wide"
+    copy_project(work)
+    cfg = configparser.ConfigParser()
+    cfg.read(SOURCE / "setup.cfg")
+    if not cfg.has_section("mutmut"):
+        cfg.add_section("mutmut")
+    cfg["mutmut"]["source_paths"] = "scratchvae"
+    cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
+    cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\ntests"
+    cfg["mutmut"]["pytest_add_cli_args"] = f"\n-k\n{NOT_UNDER_MUTMUT}"
+    with open(work / "setup.cfg", "w") as f:
+        cfg.write(f)
+    start = time.time()
+    with open(work / "mutmut.log", "w") as log:
+        code = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
+                               cwd=work, stdout=log, stderr=subprocess.STDOUT)
+    print(f"{group}, {len(names)} survivors against every test: mutmut exit code {code}, "
+          f"{time.time() - start:.0f} s", flush=True)
 
 
 def mutant_sources(group, module):
@@ -182,11 +218,13 @@ def changed_lines(diff):
     return [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
 
 
-def collect():
+def collect(wide=True):
     """{module: counts} and the survivors' diffs, from the .meta files of every group's last run.
 
     A mutant that changes only a ``raise`` statement (the text of an error message, or what is
     raised) is counted apart, as "message": it changes no number, and the score leaves it out.
+    With ``wide``, a survivor that the run against every test (``--wide``) killed counts as killed
+    (and in the column "elsewhere").
     """
     rows, survivors, stale = {}, [], []
     for group, (modules, _, left_out) in GROUPS.items():
@@ -194,11 +232,15 @@ def collect():
             meta = WORK / group / "mutants" / (module + ".meta")
             if not meta.exists():
                 continue
+            wide_meta = WORK / f"{group}-wide" / "mutants" / (module + ".meta")
+            wide_codes = (json.loads(wide_meta.read_text())["exit_code_by_key"]
+                          if wide and wide_meta.exists() else {})
             in_scope = [p[:-len("*")] for p in functions(module, left_out.get(module, set()))]
             codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
                      if any(k.startswith(p) for p in in_scope)}
             sources = mutant_sources(group, module)
-            counts = {"mutants": 0, "message": 0, "killed": 0, "equivalent": 0, "survived": 0, "not run": 0}
+            counts = {"mutants": 0, "message": 0, "killed": 0, "elsewhere": 0, "equivalent": 0, "survived": 0,
+                      "not run": 0}
             for name, code in sorted(codes.items()):
                 orig, mutant, raise_lines = sources[name]
                 changed, diff = changes(orig, mutant)
@@ -213,6 +255,9 @@ def collect():
                     counts["not run"] += 1
                 elif name in EQUIVALENT and EQUIVALENT[name][0] in changed_lines(diff):
                     counts["equivalent"] += 1
+                elif STATUS.get(wide_codes.get(name, 0), "suspicious") in ("killed", "timeout", "segfault"):
+                    counts["killed"] += 1                        # by a test of another folder
+                    counts["elsewhere"] += 1
                 else:
                     if name in EQUIVALENT:
                         stale.append(name)
@@ -252,7 +297,7 @@ def run_hand(names=None):
 
 
 def report(rows, hand, stale):
-    columns = ("mutants", "killed", "equivalent", "survived", "not run", "message")
+    columns = ("mutants", "killed", "elsewhere", "equivalent", "survived", "not run", "message")
     lines = ["| module | " + " | ".join(columns) + " | score |", "|---|" + "---|" * (len(columns) + 1)]
     total = dict.fromkeys(columns, 0)
     for module, c in [*rows.items(), ("all", total)]:
@@ -262,8 +307,9 @@ def report(rows, hand, stale):
         counted = c["mutants"] - c["equivalent"]
         lines.append(f"| {module} | " + " | ".join(str(c[k]) for k in columns)
                      + f" | {100 * c['killed'] / max(counted, 1):.1f} % |")
-    lines.append("\nscore = killed / (mutants - equivalent); 'message': mutants of a raise statement only "
-                 "(an error's text), left out of the score")
+    lines.append("\nscore = killed / (mutants - equivalent); 'elsewhere': of the killed, those only a test of "
+                 "another folder kills (--wide); 'message': mutants of a raise statement only (an error's text), "
+                 "left out of the score")
     if hand:
         killed = sum(v == "killed" for v in hand.values())
         lines.append(f"\nhand-made mutants: {killed} of {len(hand)} killed")
@@ -280,6 +326,8 @@ def main(argv=None):
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"groups to run: {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--hand", action="store_true", help="only the hand-made mutants")
     parser.add_argument("--report", action="store_true", help="only the table, from the last run")
+    parser.add_argument("--wide", action="store_true",
+                        help="run each group's survivors again against every test of the default run")
     parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to test (default: this one)")
     parser.add_argument("--work", type=Path, default=WORK, help="where the copies go (default: .mutation)")
     args = parser.parse_args(argv)
@@ -291,10 +339,13 @@ def main(argv=None):
     start = time.time()
     hand_path = WORK / "hand.json"
     if not args.report:
-        if not args.hand:
+        if args.wide:
+            for group in args.groups or GROUPS:
+                run_wide(group)
+        elif not args.hand:
             for group in args.groups or GROUPS:
                 run_group(group)
-        if args.hand or not args.groups:
+        if args.hand or not (args.groups or args.wide):
             hand_path.write_text(json.dumps(run_hand(), indent=1))
     hand = json.loads(hand_path.read_text()) if hand_path.exists() else {}
     rows, survivors, stale = collect()
