@@ -550,3 +550,13 @@ def test_log_weights_use_the_q_they_are_given():
     expected = (model._log_likelihood(x, model.decode(z.reshape(8, 3)).reshape(4, 2, 6))
                 - 0.5 * np.sum(z ** 2, axis=2) + 0.5 * np.sum(eps ** 2, axis=2) + 0.5 * logvar.sum(axis=1))
     np.testing.assert_allclose(shifted, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_forward_only_loss_is_the_same_number_as_loss_and_grads(likelihood):
+    model = VAE(6, [5], 3, likelihood=likelihood, beta=0.7, seed=1)
+    x, eps = tiny_problem(likelihood, L=3)
+    before = model.flat_grads.copy()
+    assert model.loss(x, eps) == model.loss(x, eps, q=model.encode(x))
+    assert np.array_equal(model.flat_grads, before)                     # loss leaves the gradients
+    assert model.loss(x, eps) == model.loss_and_grads(x, eps)

@@ -3,5 +3,156 @@
 EQUIVALENT[name] = (the mutated line as mutmut writes it, why it computes the same numbers).
 run.py counts a survivor as equivalent only if its change is still that line.
 """
+
+ROUTE = ("chooses which of log1p's two routes runs (np.log1p or log(u) + (t - (u - 1)) / u), a matter "
+         'of speed: both are within 3 eps of log(1 + t) (tests/test_layers.py checks each route)')
+DTYPE_NONE_F64 = 'np.dtype(None) is float64, the dtype it replaces'
+OUT = 'the same values written to a new array instead of into a scratch buffer (memory, not numbers)'
+RESHAPE = "NumPy reads any negative size in reshape as 'the rest', as it reads -1"
+AXIS = ('rec becomes the mean over all L x N samples instead of the per-datapoint means; every '
+        'datapoint has the same L, so the batch mean of rec (and of rec + beta KL) is the same number')
+NEED_DX = ("the encoder's first layer also computes d(loss)/dx of the data, which is thrown away: no "
+           'gradient of a parameter changes')
+DENSE_DTYPE_NONE = ('Dense(..., None) draws its weights in float64 (astype(None)); the model then copies them '
+                    "into its own dtype's flat buffer, so a float32 model gets the same float32 rounding of the "
+                    'same draws and a float64 model the same draws')
+COPY = 'astype copies or not; nothing writes into the returned array, so the numbers are the same'
+ARCH_BETA = ('the default beta of the check is only used by the autoencoder, which has no beta: 1.0 and '
+             '2.0 both pass the check')
+POOL = ("the size and thread name of Adam's helper pool: one task is submitted at a time, so any pool"
+        ' computes the same update; the name is for debuggers')
+SMALL = 'the flush mask held as floats 0.0/1.0 instead of booleans: np.putmask reads it as the same mask'
+SPLIT = ('where the vector is split between the two threads, or the block size each uses: every entry '
+         'is still updated exactly once by the same elementwise formula (the split slices still cover '
+         '0..n without overlap)')
+REL_ERROR_DTYPE = ('only one of a, b stays in its own dtype; a - b and |a| + |b| promote it to float64 with the '
+                   'other')
+CHECK_EPS_DTYPE = ('the checked model is float64 (numerical_gradient refuses anything else), and float64 is '
+                   "standard_normal's default dtype: the same draws")
+DIVIDE = ("no model's loss_and_grads divides by zero (its logs are of numbers >= 1, its divisions by L "
+          "N >= 1), so np.errstate's divide setting is never consulted")
+
 EQUIVALENT = {
+    'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
+        ('return True', ROUTE),
+    'scratchvae.layers.x__numpy_runs_avx512__mutmut_2':
+        ('return bool(None)', ROUTE),
+    'scratchvae.layers.x__numpy_runs_avx512__mutmut_3':
+        ('return bool(__cpu_features__.get(None))', ROUTE),
+    'scratchvae.layers.x__numpy_runs_avx512__mutmut_4':
+        ('return bool(__cpu_features__.get("XXAVX512_SKXXX"))', ROUTE),
+    'scratchvae.layers.x__numpy_runs_avx512__mutmut_5':
+        ('return bool(__cpu_features__.get("avx512_skx"))', ROUTE),
+    'scratchvae.layers.x_exp_no_subnormal__mutmut_10':
+        ('dtype = a.dtype if np.issubdtype(a.dtype, np.floating) else np.dtype(None)', DTYPE_NONE_F64),
+    'scratchvae.layers.x_exp_no_subnormal__mutmut_23':
+        ('return np.exp(floored, out=None)', OUT),
+    'scratchvae.layers.x_exp_no_subnormal__mutmut_25':
+        ('return np.exp(floored, )', OUT),
+    'scratchvae.optim.xǁAdamǁ_update_block__mutmut_47':
+        ('np.less(np.abs(moment, out=None), self._flush_below, out=small)', OUT),
+    'scratchvae.optim.xǁAdamǁ_update_block__mutmut_49':
+        ('np.less(np.abs(moment, ), self._flush_below, out=small)', OUT),
+    'scratchvae.vae.xǁVAEǁ_log_px_z__mutmut_20':
+        ('out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -2))', RESHAPE),
+    'scratchvae.gradcheck.x_numerical_gradient__mutmut_8':
+        ('flat_x, flat_grad = x.reshape(-2), grad.reshape(-1)', RESHAPE),
+    'scratchvae.gradcheck.x_numerical_gradient__mutmut_11':
+        ('flat_x, flat_grad = x.reshape(-1), grad.reshape(-2)', RESHAPE),
+    'scratchvae.vae.xǁVAEǁ_loss_from__mutmut_4':
+        ('rec, kl = -np.mean(log_px_z, axis=None), kl_standard_normal(mu, logvar)', AXIS),
+    'scratchvae.vae.xǁVAEǁ_loss_from__mutmut_6':
+        ('rec, kl = -np.mean(log_px_z, ), kl_standard_normal(mu, logvar)', AXIS),
+    'scratchvae.vae.xǁVAEǁloss_and_grads__mutmut_74':
+        ('rec = -np.mean(log_px_z, axis=None)                         # (N,)     -E_q[log p(x|z)] ~ L-sample mean, slide 11', AXIS),
+    'scratchvae.vae.xǁVAEǁloss_and_grads__mutmut_76':
+        ('rec = -np.mean(log_px_z, )                         # (N,)     -E_q[log p(x|z)] ~ L-sample mean, slide 11', AXIS),
+    'scratchvae.vae.xǁVAEǁloss_and_grads__mutmut_163':
+        ('self.encoder.backward(dh, need_dx=None)                             # the data needs no gradient', NEED_DX),
+    'scratchvae.vae.xǁVAEǁloss_and_grads__mutmut_165':
+        ('self.encoder.backward(dh, )                             # the data needs no gradient', NEED_DX),
+    'scratchvae.vae.xǁVAEǁloss_and_grads__mutmut_166':
+        ('self.encoder.backward(dh, need_dx=True)                             # the data needs no gradient', NEED_DX),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_43':
+        ('self.encoder = MLP(D, hidden_dims, activation, init_rng, None, name="enc")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_58':
+        ('self.enc_mu = Dense(H, K, init_rng, None, name="mu")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_71':
+        ('self.enc_logvar = Dense(H, K, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_85':
+        ('self.decoder = MLP(K, hidden_dims[::-1], activation, init_rng, None, name="dec")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_105':
+        ('self.dec_logits = Dense(H, D, init_rng, None, name="logits")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_119':
+        ('self.dec_mean = Dense(H, D, init_rng, None, name="mean")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ__init____mutmut_132':
+        ('self.dec_logvar = Dense(H, D, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.vae.xǁVAEǁ_check_eps__mutmut_24':
+        ('return eps.astype(self.dtype, copy=None)', COPY),
+    'scratchvae.vae.xǁVAEǁ_check_eps__mutmut_26':
+        ('return eps.astype(self.dtype, )', COPY),
+    'scratchvae.vae.xǁVAEǁ_check_eps__mutmut_27':
+        ('return eps.astype(self.dtype, copy=True)', COPY),
+    'scratchvae.vae.xǁVAEǁ_check_x__mutmut_37':
+        ('x = x.astype(self.dtype, copy=None)', COPY),
+    'scratchvae.vae.xǁVAEǁ_check_x__mutmut_39':
+        ('x = x.astype(self.dtype, )', COPY),
+    'scratchvae.vae.xǁVAEǁ_check_x__mutmut_40':
+        ('x = x.astype(self.dtype, copy=True)', COPY),
+    'scratchvae.vae.x__check_architecture__mutmut_1':
+        ('def x__check_architecture__mutmut_orig(input_dim, hidden_dims, latent_dim, likelihood, n_samples, dtype, beta=2.0):', ARCH_BETA),
+    'scratchvae.optim.x__helper_thread__mutmut_3':
+        ('_helper, _helper_pid = ThreadPoolExecutor(None, thread_name_prefix="adam-half"), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_4':
+        ('_helper, _helper_pid = ThreadPoolExecutor(1, thread_name_prefix=None), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_5':
+        ('_helper, _helper_pid = ThreadPoolExecutor(thread_name_prefix="adam-half"), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_6':
+        ('_helper, _helper_pid = ThreadPoolExecutor(1, ), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_7':
+        ('_helper, _helper_pid = ThreadPoolExecutor(2, thread_name_prefix="adam-half"), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_8':
+        ('_helper, _helper_pid = ThreadPoolExecutor(1, thread_name_prefix="XXadam-halfXX"), os.getpid()', POOL),
+    'scratchvae.optim.x__helper_thread__mutmut_9':
+        ('_helper, _helper_pid = ThreadPoolExecutor(1, thread_name_prefix="ADAM-HALF"), os.getpid()', POOL),
+    'scratchvae.optim.xǁAdamǁ__init____mutmut_42':
+        ('self._small = np.empty(params.shape, dtype=None)', SMALL),
+    'scratchvae.optim.xǁAdamǁ__init____mutmut_44':
+        ('self._small = np.empty(params.shape, )', SMALL),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_3':
+        ('if n <= 2 * STEP_BLOCK:', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_4':
+        ('if n < 2 / STEP_BLOCK:', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_14':
+        ('half = +(-n // (2 * STEP_BLOCK)) * STEP_BLOCK             # a whole number of blocks', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_16':
+        ('half = -(+n // (2 * STEP_BLOCK)) * STEP_BLOCK             # a whole number of blocks', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_18':
+        ('half = -(-n // (3 * STEP_BLOCK)) * STEP_BLOCK             # a whole number of blocks', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_29':
+        ('second = _helper_thread().submit(self.update, slice(half, n), alpha_t, eps_t, )', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_31':
+        ('second = _helper_thread().submit(self.update, slice(half, None), alpha_t, eps_t, STEP_BLOCK)', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_41':
+        ('self.update(slice(0, half), alpha_t, eps_t, )', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_42':
+        ('self.update(slice(None, half), alpha_t, eps_t, STEP_BLOCK)', SPLIT),
+    'scratchvae.optim.xǁAdamǁstep__mutmut_44':
+        ('self.update(slice(half), alpha_t, eps_t, STEP_BLOCK)', SPLIT),
+    'scratchvae.gradcheck.x_rel_error__mutmut_3':
+        ('a, b = np.asarray(a, dtype=None), np.asarray(b, dtype=np.float64)', REL_ERROR_DTYPE),
+    'scratchvae.gradcheck.x_rel_error__mutmut_5':
+        ('a, b = np.asarray(a, ), np.asarray(b, dtype=np.float64)', REL_ERROR_DTYPE),
+    'scratchvae.gradcheck.x_rel_error__mutmut_7':
+        ('a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=None)', REL_ERROR_DTYPE),
+    'scratchvae.gradcheck.x_rel_error__mutmut_9':
+        ('a, b = np.asarray(a, dtype=np.float64), np.asarray(b, )', REL_ERROR_DTYPE),
+    'scratchvae.gradcheck.x_check_model_gradients__mutmut_5':
+        ('eps = model.rng.standard_normal((model.n_samples, len(x), model.latent_dim), dtype=None)', CHECK_EPS_DTYPE),
+    'scratchvae.gradcheck.x_check_model_gradients__mutmut_7':
+        ('eps = model.rng.standard_normal((model.n_samples, len(x), model.latent_dim), )', CHECK_EPS_DTYPE),
+    'scratchvae.train.x_gradient_steps__mutmut_6':
+        ('with np.errstate(over="ignore", invalid="ignore", divide=None):  # the check reports these', DIVIDE),
+    'scratchvae.train.x_gradient_steps__mutmut_9':
+        ('with np.errstate(over="ignore", invalid="ignore", ):  # the check reports these', DIVIDE),
 }

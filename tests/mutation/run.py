@@ -251,6 +251,8 @@ def collect(wide=True):
                 status = STATUS.get(code, "suspicious")
                 if status in ("killed", "timeout", "segfault"):    # the tests stopped it, one way or another
                     counts["killed"] += 1
+                    if name in EQUIVALENT:
+                        stale.append(f"{name} (killed)")
                 elif status == "not checked":                    # an interrupted run
                     counts["not run"] += 1
                 elif name in EQUIVALENT and EQUIVALENT[name][0] in changed_lines(diff):
@@ -315,8 +317,8 @@ def report(rows, hand, stale):
         lines.append(f"\nhand-made mutants: {killed} of {len(hand)} killed")
         lines += [f"  {name}: {status}" for name, status in hand.items() if status != "killed"]
     if stale:
-        lines.append("\nequivalent.py entries whose change is no longer the mutant's (renumbered?): "
-                     + ", ".join(stale))
+        lines.append("\nequivalent.py entries to look at again (the change is no longer the mutant's, or a "
+                     "test kills it): " + ", ".join(stale))
     return "\n".join(lines)
 
 
