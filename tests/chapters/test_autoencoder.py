@@ -197,3 +197,78 @@ def test_the_command_trains_the_autoencoder_through_the_trainer_beside_a_2d_vae(
     before = saved.read_bytes()
     assert main(argv) == 0 and saved.read_bytes() == before
     assert "autoencoder: test -log p(x|z)" in capsys.readouterr().out
+
+
+def test_compare_with_vae_draws_its_z_then_10000_prior_samples_and_says_every_number():
+    """The generator gives the n_samples z first, then the 10,000 prior samples of the empty
+    fraction, nothing more; the samples are in the models' dtype; the caption has every number."""
+    ae, vae = Autoencoder(16, [8], 2, seed=1), VAE(16, [8], 2, seed=2)
+    images = np.random.default_rng(0).random((30, 16)).astype(np.float32)
+    rng = np.random.default_rng(3)
+    _, samples, numbers = compare_with_vae(ae, vae, images, np.arange(30) % 10, rng, n_samples=9)
+    replay = np.random.default_rng(3)
+    z = replay.standard_normal((9, 2)).astype(np.float32)
+    replay.standard_normal((10_000, 2))
+    assert rng.standard_normal() == replay.standard_normal()
+    assert samples["autoencoder"].dtype == samples["VAE"].dtype == np.float32
+    np.testing.assert_array_equal(samples["VAE"], vae.decode_mean(z))
+    for name, n in numbers.items():
+        text = comparison_text(numbers)[name]
+        assert text == (f"test -log p(x|z) {n['rec']:.2f};  codes' mean ({n['code_mean'][0]:.2f}, "
+                        f"{n['code_mean'][1]:.2f}), s.d. ({n['code_std'][0]:.2f}, {n['code_std'][1]:.2f});\n"
+                        f"codes inside N(0, I)'s 95 % circle: {100 * n['inside']:.1f} %;\n"
+                        f"prior samples where no code is: {100 * n['empty']:.1f} %")
+    made_up = {"m": dict(rec=1.234, code_mean=np.array([0.5, -0.25]), code_std=np.array([1.5, 0.75]), inside=0.125,
+                         empty=0.5)}
+    assert comparison_text(made_up)["m"] == ("test -log p(x|z) 1.23;  codes' mean (0.50, -0.25), s.d. (1.50, 0.75);\n"
+                                             "codes inside N(0, I)'s 95 % circle: 12.5 %;\n"
+                                             "prior samples where no code is: 50.0 %")
+
+
+def gaussian_minus_log_density(x, mean, logvar):
+    """-log N(x; mean, diag exp(logvar)), summed over pixels, written out."""
+    return 0.5 * np.sum(np.log(2 * np.pi) + logvar + (x - mean) ** 2 / np.exp(logvar), axis=-1)
+
+
+def test_the_gaussian_decoders_reconstruction_error_at_the_code():
+    """Both models with a Gaussian decoder: -log N(x; mean(z), exp(logvar(z))) at z = encoder(x)
+    for the autoencoder and at z = mu for the VAE, against the decoders computed here."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 6))
+    ae = Autoencoder(6, [], 2, likelihood="gaussian", dtype=np.float64, seed=1)
+    vae = VAE(6, [], 2, likelihood="gaussian", dtype=np.float64, seed=2)
+    z_ae = x @ ae.params["enc.z.W"] + ae.params["enc.z.b"]
+    z_vae = x @ vae.params["enc.mu.W"] + vae.params["enc.mu.b"]
+    for model, z, got in ((ae, z_ae, ae.reconstruction_error(x)), (vae, z_vae, vae_reconstruction_error(vae, x))):
+        p = model.params
+        mean, logvar = z @ p["dec.mean.W"] + p["dec.mean.b"], z @ p["dec.logvar.W"] + p["dec.logvar.b"]
+        np.testing.assert_allclose(got, gaussian_minus_log_density(x, mean, logvar), rtol=1e-12)
+        np.testing.assert_allclose(model.decode_mean(z), mean, rtol=1e-12)
+        out = model.decode(z)
+        assert isinstance(out, tuple) and len(out) == 2
+        np.testing.assert_allclose(out[1], logvar, rtol=1e-12)
+
+
+def test_the_autoencoder_starts_from_the_vaes_weights_and_keeps_its_dtype():
+    """Autoencoder(seed=s) draws its encoder MLP from child 0 of seed s, as VAE(seed=s) does (seed 0
+    by default); it computes in its own dtype; its config names it; from_config takes every field."""
+    from scratchvae.machinery.config import TrainConfig
+    ae, vae = Autoencoder(6, [5], 2, seed=4), VAE(6, [5], 2, seed=4)
+    np.testing.assert_array_equal(ae.params["enc.fc1.W"], vae.params["enc.fc1.W"])
+    np.testing.assert_array_equal(Autoencoder(6, [5], 2).flat_params, Autoencoder(6, [5], 2, seed=0).flat_params)
+    assert ae.decode(np.zeros((3, 2))).dtype == np.float32 and ae.encode(np.zeros((3, 6))).dtype == np.float32
+    wide = Autoencoder(6, [5], 2, activation="tanh", likelihood="gaussian", dtype=np.float64, seed=4)
+    assert wide.config() == dict(input_dim=6, hidden_dims=[5], latent_dim=2, activation="tanh",
+                                 likelihood="gaussian", dtype="float64")
+    built = Autoencoder.from_config(TrainConfig(model="autoencoder", hidden=(5,), latent=2, activation="tanh",
+                                                likelihood="gaussian", seed=4), 6)
+    assert built.config() == {**wide.config(), "dtype": "float32"}
+    np.testing.assert_array_equal(built.flat_params, wide.flat_params.astype(np.float32))
+
+
+def test_the_autoencoder_decodes_prior_samples_as_the_vae_does():
+    ae = Autoencoder(6, [5], 2, seed=1)
+    drawn = ae.sample(4, np.random.default_rng(7))
+    z = np.random.default_rng(7).standard_normal((4, 2)).astype(np.float32)
+    assert drawn.dtype == np.float32 and drawn.shape == (4, 6)
+    np.testing.assert_array_equal(drawn, ae.decode_mean(z))

@@ -239,3 +239,89 @@ def test_the_real_sweep_tells_the_story(shared_mnist_dir, tmp_path, capsys):
     assert inside[0] < 0.25 and inside[2] > 0.6, inside          # beta = 0's codes leave N(0, I) behind
     assert [r["active_units"] for r in results] == [2, 2, 2, 2, 1]   # beta = 25: posterior collapse
     assert (tmp_path / "11_beta_sweep.png").stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ the sweep's configuration, table and figure
+def test_each_run_is_the_demos_2d_vae_with_the_kl_weighted_by_beta():
+    from scratchvae.chapters.beta_sweep import EPOCHS, sweep_config
+    assert sweep_config(0.5, 3, 7) == TrainConfig(hidden=(400,), latent=2, activation="relu", likelihood="bernoulli",
+                                                  binarize="none", beta=0.5, epochs=3, seed=7)
+    assert sweep_config(4.0) == sweep_config(4.0, EPOCHS, 1) and EPOCHS == 10
+
+
+@pytest.mark.parametrize("betas", [(), (-1.0,), (float("inf"),), (float("nan"), 1.0)])
+def test_the_sweep_refuses_no_betas_and_betas_that_are_not_finite_and_at_least_0(betas):
+    with pytest.raises(ValueError, match="betas must be finite numbers >= 0"):
+        run_beta_sweep(IMAGES[:50], IMAGES[50:60], LABELS[:10], betas=betas, epochs=1, log=lambda _: None,
+                       config=tiny_config)
+
+
+def test_the_sweep_says_only_what_it_logs_and_repeats_itself_from_its_seed(capsys):
+    """Seed 1 by default; the same seed gives the same numbers and the same decoded prior samples,
+    and nothing reaches the terminal but the log lines."""
+    said = []
+    run = lambda **kw: run_beta_sweep(IMAGES[:100], IMAGES[500:], LABELS, betas=(1,), epochs=1, log=said.append,
+                                      config=tiny_config, n_samples=4, **kw)[0]
+    first, again, seeded = run(), run(), run(seed=1)
+    assert capsys.readouterr() == ("", "")
+    assert len(said) == 3 and said[0].startswith("beta 1: D ") and said[0].endswith(" s)")
+    for other in (again, seeded):
+        np.testing.assert_array_equal(first["samples"], other["samples"])
+        assert (first["distortion"], first["rate"]) == (other["distortion"], other["rate"])
+    assert first["history"][-1]["epoch"] == 1
+    assert 0 < first["seconds"] < 60
+
+
+def test_the_sweep_draws_its_figure_from_its_own_results(tmp_path, monkeypatch):
+    figures = drawn_figures(monkeypatch)
+    results = run_beta_sweep(IMAGES[:100], IMAGES[500:], LABELS, betas=(0, 2), epochs=1, log=lambda _: None,
+                             config=tiny_config, n_samples=4, figure_path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").exists()
+    fig = figures[0]
+    plane = next(ax for ax in fig.axes if ax.get_xlabel().startswith("rate"))
+    points = [(line.get_xdata()[0], line.get_ydata()[0]) for line in plane.get_lines() if line.get_marker() == "o"]
+    assert same_rows(points, [(r["rate"], r["distortion"]) for r in results])
+    for ax, r in zip([ax for ax in fig.axes if "test codes" in ax.get_title()], results):
+        assert ax.get_title().startswith(f"β = {r['beta']:g}: test codes") and same_rows(scatter_points(ax), r["codes"])
+    for ax, r in zip([ax for ax in fig.axes if "decoded from" in ax.get_title()], results):
+        tiles = ax.get_images()[0].get_array()                         # 2 x 2 tiles of 6 x 6, 1 pixel apart
+        np.testing.assert_array_equal(tiles[7:13, 7:13], r["samples"][3].reshape(6, 6))
+    text = next(t.get_text() for t in fig.texts if "D + beta R" in t.get_text())
+    assert f"{results[1]['active_units']:>6} of 2" in text.splitlines()[2]
+
+
+def hand_made_result(beta, D, R, active, std, inside):
+    return dict(beta=beta, distortion=D, rate=R, nelbo=D + R, active_units=active, code_std=np.array(std),
+                inside=inside)
+
+
+def test_the_table_is_the_one_in_the_results_and_its_rows_say_the_numbers():
+    from pathlib import Path
+    from scratchvae.chapters.beta_sweep import summary_line
+    results = [hand_made_result(0.1, 165.104, 12.826, 2, (1.854, 2.966), 0.235),
+               hand_made_result(25, 210.88, 0.08, 1, (0.06, 0.31), 1.0)]
+    lines = table(results).split("\n")
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text().splitlines()
+    start = docs.index(lines[0])                                       # the header docs/results.md shows
+    assert docs[start + 1] == lines[1] == "|---|---|---|---|---|---|---|"
+    assert lines[2:] == ["| 0.1 | 165.10 | 12.83 | 177.93 | 2 of 2 | (1.85, 2.97) | 23.5 % |",
+                         "| 25 | 210.88 | 0.08 | 210.96 | 1 of 2 | (0.06, 0.31) | 100.0 % |"]
+    assert summary_line(results[0]) == ("D 165.10  R 12.83  D + R 177.93  active units 2 of 2  codes' s.d. "
+                                        "(1.85, 2.97)  inside N(0, I)'s 95 % circle 23.5 %")
+
+
+def test_measure_encodes_the_images_as_its_evaluation_sees_them():
+    """With dynamic binarisation the codes are those of the very 0/1 draws evaluate_nelbo scores
+    (substream 0 of the run's evaluation stream), in float64, in the images' order."""
+    from scratchvae.machinery.data import iterate_batches
+    from scratchvae.machinery.evaluate import substream
+    from scratchvae.machinery.runner import derive_streams
+    model = VAE(36, [8], 2, seed=3)
+    images = IMAGES[:40]
+    numbers = measure(model, images, seed=5, binarize="dynamic")
+    rng = np.random.default_rng(substream(derive_streams(5)["eval"], 0))
+    x = next(iterate_batches(images, 40, rng, binarize="dynamic", shuffle=False))
+    assert numbers["codes"].dtype == np.float64
+    np.testing.assert_array_equal(numbers["codes"], model.encode(x)[0].astype(np.float64))
+    grey = measure(model, images, seed=5)                               # binarize "none" by default
+    np.testing.assert_array_equal(grey["codes"], model.encode(images / np.float32(255))[0].astype(np.float64))

@@ -88,6 +88,44 @@ def test_bad_labels_are_refused_with_a_clear_message(bad):
         model.loss(x.astype(np.float32), bad, eps)
 
 
+def test_the_gaussian_decoder_the_labels_columns_and_reconstructions():
+    """decode_mean of a Gaussian CVAE is the mean head (not the log-variance); the parameter shapes
+    have C label columns for any C (10 when model.json names none); reconstruct decodes mu(x, y) with y."""
+    model = CVAE(6, [5], 3, n_classes=4, likelihood="gaussian", dtype=np.float64, seed=7)
+    z, y = np.random.default_rng(0).standard_normal((3, 3)), np.array([0, 3, 1])
+    mean, logvar = model.decode(z, y)
+    np.testing.assert_array_equal(model.decode_mean(z, y), mean)
+    assert not np.allclose(mean, logvar)
+    built = {name: p.shape for name, p in model.params.items()}
+    assert CVAE.parameter_shapes(model.config()) == built
+    ten = CVAE(6, [5], 3, seed=0)
+    assert CVAE.parameter_shapes({k: v for k, v in ten.config().items() if k != "n_classes"}) == \
+        {name: p.shape for name, p in ten.params.items()}
+    x = np.random.default_rng(1).random((3, 6))
+    mu, _ = model.encode(x, y)
+    np.testing.assert_array_equal(model.reconstruct(x, y), model.decode_mean(mu, y))
+    assert not np.allclose(model.reconstruct(x, y), model.reconstruct(x, (y + 1) % 4))
+
+
+def test_sample_draws_z_from_the_generator_it_is_given_or_its_own():
+    model, twin = CVAE(6, [5], 2, n_classes=4, seed=3), CVAE(6, [5], 2, n_classes=4, seed=3)
+    z = twin.rng.standard_normal((5, 2), dtype=np.float32)
+    np.testing.assert_array_equal(model.sample(5, 2), twin.decode_mean(z, np.full(5, 2)))
+    z = np.random.default_rng(8).standard_normal((5, 2), dtype=np.float32)
+    np.testing.assert_array_equal(model.sample(5, 1, np.random.default_rng(8)), model.decode_mean(z, np.full(5, 1)))
+    with pytest.raises(ValueError, match="^n, the number of images to generate, must be an integer >= 1, got 0$"):
+        model.sample(0, 1)
+
+
+def test_log_weights_use_the_q_they_are_given():
+    model = CVAE(6, [5], 3, n_classes=4, dtype=np.float64, seed=2)
+    x, y, _ = tiny_problem("bernoulli", 1)
+    eps = np.random.default_rng(1).standard_normal((4, 5, 3))
+    mu, logvar = model.encode(x, y)
+    np.testing.assert_array_equal(model.log_weights(x, y, eps, q=(mu, logvar)), model.log_weights(x, y, eps))
+    assert not np.allclose(model.log_weights(x, y, eps, q=(mu + 1, logvar)), model.log_weights(x, y, eps))
+
+
 # ------------------------------------------------------------------ cvae_run: training, figures, bounds
 import scratchvae.chapters.cvae_run as cvae_run                                          # noqa: E402
 from scratchvae.machinery.evaluate import importance_sampled_nll                   # noqa: E402

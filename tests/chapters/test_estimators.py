@@ -144,3 +144,18 @@ def test_difference_stderr_matches_the_known_variance():
                                 n_reference=5000)
     expected = sigma * np.sqrt(1 / (2000 * 10) + 1 / 5000)
     np.testing.assert_allclose(result.difference_stderr("reparam", "mu"), expected, rtol=0.06)
+
+
+def test_difference_stderr_and_variance_ratio_of_hand_made_estimates():
+    """Three repeats written out: the unbiased (n - 1) variances, worked by hand."""
+    from scratchvae.chapters.estimators import EstimatorComparison
+    r = np.array([1.0, 2.0, 4.0]).reshape(3, 1, 1)                     # reparam: mean 7/3, var (ddof 1) 7/3
+    s = np.array([0.0, 3.0, 9.0]).reshape(3, 1, 1)                     # score: mean 4, var (ddof 1) 21
+    c = EstimatorComparison(n_samples=5, n_reference=100, reparam_mu=r, reparam_sigma=2 * r, score_mu=s,
+                            score_sigma=s, reference_mu=np.zeros((1, 1)), reference_sigma=np.zeros((1, 1)))
+    reference_var = 5 * (7 / 3) / 100                                  # S Var_r(reparam) / n_reference
+    assert c.difference_stderr("reparam", "mu")[0, 0] == pytest.approx(np.sqrt((7 / 3) / 3 + reference_var))
+    assert c.difference_stderr("score", "mu")[0, 0] == pytest.approx(np.sqrt(21 / 3 + reference_var))
+    assert c.difference_stderr("score", "sigma")[0, 0] == pytest.approx(np.sqrt(21 / 3 + 4 * reference_var))
+    ratio_mu, ratio_sigma = c.variance_ratio()                          # the ratio of the (ddof 0) variances
+    assert ratio_mu[0, 0] == pytest.approx(21 / (7 / 3)) and ratio_sigma[0, 0] == pytest.approx(21 / (4 * 7 / 3))

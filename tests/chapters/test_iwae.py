@@ -242,3 +242,46 @@ def test_the_cli_refuses_the_fused_engine_for_iwae_in_one_line(tmp_path, capsys)
     err = err.strip()
     assert code == 2 and "Traceback" not in err
     assert err.count("\n") == 0 and "this model trains IWAE.loss_and_grads" in err
+
+
+def test_datapoints_far_apart_in_log_p_each_get_their_own_bound():
+    """L_k is per datapoint: a batch of one image that is likely and one thousands of nats less
+    likely gives each the bound it gets alone (the log-sum-exp is shifted by each one's own largest
+    log-weight, not the batch's), in float32 too."""
+    model = IWAE(36, [8], 2, k=5, seed=0)
+    model.params["dec.logits.b"][...] = -6.0                          # x = 0 likely, x = 1 very unlikely
+    x = np.stack([np.zeros(36), np.ones(36)]).astype(np.float32)
+    eps = np.random.default_rng(0).standard_normal((5, 2, 2)).astype(np.float32)
+    both = model.bound(x, eps)
+    alone = np.array([model.bound(x[i:i + 1], eps[:, i:i + 1])[0] for i in range(2)])
+    assert both[0] - both[1] > 150                                     # far apart
+    np.testing.assert_allclose(both, alone, rtol=1e-6)
+    _, parts = model.loss_and_grads(x, eps)
+    assert parts["iwae"] == pytest.approx(alone.mean(), rel=1e-6)
+
+
+def test_without_eps_it_draws_k_samples_from_its_own_generator_in_its_dtype():
+    model, twin = IWAE(6, [5], 3, k=4, seed=2), IWAE(6, [5], 3, k=4, seed=2)
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    eps = twin.rng.standard_normal((4, 3, 3), dtype=np.float32)
+    assert model.loss_and_grads(x) == twin.loss_and_grads(x, eps)
+    eps = twin.rng.standard_normal((4, 3, 3), dtype=np.float32)
+    np.testing.assert_array_equal(model.bound(x), twin.bound(x, eps))
+
+
+def test_its_parts_are_the_monte_carlo_elbo_of_its_k_samples():
+    """rec = mean -log p(x|z), kl = mean log q(z|x) - log p(z) over the k samples and the batch,
+    nelbo = rec + kl, elbo = -(rec + kl): the log-weights' mean, -ELBO estimated with k samples."""
+    model = IWAE(6, [5], 3, k=6, dtype=np.float64, seed=3)
+    x, eps = tiny_problem("bernoulli", 6)
+    _, parts = model.loss_and_grads(x, eps)
+    mu, logvar = model.encode(x)
+    z = mu + np.exp(0.5 * logvar) * eps
+    log_px_z = model._log_likelihood(x, model.decode(z.reshape(-1, 3)).reshape(6, 4, 6))
+    log_pz = -0.5 * np.sum(z ** 2, axis=2) - 1.5 * np.log(2 * np.pi)
+    log_q = -0.5 * np.sum(eps ** 2 + logvar, axis=2) - 1.5 * np.log(2 * np.pi)
+    assert parts["rec"] == pytest.approx(-log_px_z.mean(), rel=1e-12)
+    assert parts["kl"] == pytest.approx((log_q - log_pz).mean(), rel=1e-12)
+    assert parts["nelbo"] == pytest.approx(parts["rec"] + parts["kl"], rel=1e-12)
+    assert parts["elbo"] == pytest.approx(model.log_weights(x, eps).mean(), rel=1e-12)
+    assert parts["elbo"] == -parts["nelbo"] and parts["kl"] > 0.1

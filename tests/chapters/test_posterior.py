@@ -193,3 +193,16 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="at least 2 points"):
         square_grid((0, 0), 1.0, 1)
     assert isinstance(square_grid((0, 0), 1.0, 2), Grid)
+
+
+def test_exact_gap_is_one_201_point_grid_per_datapoint_in_the_window_of_a_101_point_coarse_grid():
+    model = VAE(D, [8], 2, activation="tanh", dtype=np.float64, seed=3)
+    x = np.random.default_rng(4).random((3, D))
+    gaps = exact_gap(model, x)
+    centers, half_widths = posterior_window(model, x, 101)
+    assert len(gaps) == 3
+    for i, g in enumerate(gaps):
+        expected = variational_gap(model, x[i:i + 1], square_grid(centers[i], half_widths[i], 201))
+        assert g.grid.shape == (201, 201) and g.log_px.shape == (1,)
+        np.testing.assert_array_equal(g.grid.z1, expected.grid.z1)
+        assert g.log_px[0] == expected.log_px[0] and g.elbo[0] == expected.elbo[0]

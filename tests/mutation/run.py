@@ -3,7 +3,7 @@
     python tests/mutation/run.py                      # every group, then the hand-made mutants
     python tests/mutation/run.py core chapters        # some groups
     python tests/mutation/run.py --hand               # only the hand-made mutants
-    python tests/mutation/run.py --wide               # the survivors again, against every test
+    python tests/mutation/run.py --wide               # the survivors again, with plain pytest
     python tests/mutation/run.py --report             # the table again, from the last run
     python tests/mutation/run.py --source DIR --work .mutation-before   # another checkout's tests
 
@@ -144,38 +144,47 @@ def run_group(group):
           flush=True)
 
 
-def run_wide(group):
-    """Run the group's survivors again, against every test of the default run (all folders).
+def real_name(mutant_function):
+    """The function or method a mutant copies: "xǁVAEǁloss__mutmut_3" -> "loss", "x_beta_at__mutmut_1" -> "beta_at"."""
+    stem = mutant_function.rsplit("__mutmut_", 1)[0]
+    return stem.split("\u01c1")[-1] if "\u01c1" in stem else stem[len("x_"):]
 
-    A mutant that survives its folder's tests may still fail a test elsewhere: that is enough for
-    the default run to catch it. Same copy, same mutants (the source is the same), only the test
-    selection differs; mutmut runs each mutant against the tests that reach its function.
+
+def run_wide(group, tests=None):
+    """Run each of the group's survivors once more, outside mutmut: the mutant's function written
+    into a copy of the project, and plain pytest on the tests (default: the group's selection).
+
+    mutmut runs a mutant only against the tests it saw reach the mutated function, and a test
+    that reads a module-scoped fixture (a model trained once for several tests) is not among
+    them: the fixture ran in the first test's setup. Plain pytest has no such blind spot, so a
+    mutant it kills is one the default run catches. Results: .mutation/GROUP-wide.json.
     """
-    rows, survivors, _ = collect(wide=False)
+    _, survivors, _ = collect(wide=False)
+    modules, selection, _ = GROUPS[group]
     names = [line.split(":")[0][2:] for line in survivors if line.startswith("# ")]
-    names = [n for n in names if n.split(".x", 1)[0].replace(".", "/") + ".py" in GROUPS[group][0]]
-    if not names:
-        print(f"{group}: no survivors to run again", flush=True)
-        return
-    modules, _, _ = GROUPS[group]
-    work = WORK / f"{group}-wide"
-    copy_project(work)
-    cfg = configparser.ConfigParser()
-    cfg.read(SOURCE / "setup.cfg")
-    if not cfg.has_section("mutmut"):
-        cfg.add_section("mutmut")
-    cfg["mutmut"]["source_paths"] = "scratchvae"
-    cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
-    cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\ntests"
-    cfg["mutmut"]["pytest_add_cli_args"] = f"\n-k\n{NOT_UNDER_MUTMUT}"
-    with open(work / "setup.cfg", "w") as f:
-        cfg.write(f)
-    start = time.time()
-    with open(work / "mutmut.log", "w") as log:
-        code = subprocess.call([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
-                               cwd=work, stdout=log, stderr=subprocess.STDOUT)
-    print(f"{group}, {len(names)} survivors against every test: mutmut exit code {code}, "
-          f"{time.time() - start:.0f} s", flush=True)
+    names = [n for n in names if n.split(".x", 1)[0].replace(".", "/") + ".py" in modules]
+    results, work = {}, WORK / f"{group}-wide"
+    for name in names:
+        module = name.split(".x", 1)[0].replace(".", "/") + ".py"
+        orig, mutant, _ = mutant_sources(group, module)[name]
+        function = name.split(".")[-1]
+        real = real_name(function)
+        rename = lambda lines, old: [lines[0].replace(old, real), *lines[1:]]
+        orig_text = "\n".join(rename(orig, function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"))
+        mutant_text = "\n".join(rename(mutant, function))
+        copy_project(work)
+        target = work / module
+        text = target.read_text()
+        if text.count(orig_text) != 1:
+            results[name] = "not applied"
+            continue
+        target.write_text(text.replace(orig_text, mutant_text))
+        env = {**os.environ, "PYTHONPATH": str(work)}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               *(tests or selection)], cwd=work, env=env, capture_output=True, text=True)
+        results[name] = "killed" if proc.returncode not in (0, 5) else "survived"
+        print(f"{name}: {results[name]}", flush=True)
+    (WORK / f"{group}-wide.json").write_text(json.dumps(results, indent=1))
 
 
 def mutant_sources(group, module):
@@ -232,9 +241,8 @@ def collect(wide=True):
             meta = WORK / group / "mutants" / (module + ".meta")
             if not meta.exists():
                 continue
-            wide_meta = WORK / f"{group}-wide" / "mutants" / (module + ".meta")
-            wide_codes = (json.loads(wide_meta.read_text())["exit_code_by_key"]
-                          if wide and wide_meta.exists() else {})
+            wide_json = WORK / f"{group}-wide.json"
+            wide_results = json.loads(wide_json.read_text()) if wide and wide_json.exists() else {}
             in_scope = [p[:-len("*")] for p in functions(module, left_out.get(module, set()))]
             codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
                      if any(k.startswith(p) for p in in_scope)}
@@ -257,8 +265,8 @@ def collect(wide=True):
                     counts["not run"] += 1
                 elif name in EQUIVALENT and EQUIVALENT[name][0] in changed_lines(diff):
                     counts["equivalent"] += 1
-                elif STATUS.get(wide_codes.get(name, 0), "suspicious") in ("killed", "timeout", "segfault"):
-                    counts["killed"] += 1                        # by a test of another folder
+                elif wide_results.get(name) == "killed":           # by plain pytest (run_wide)
+                    counts["killed"] += 1
                     counts["elsewhere"] += 1
                 else:
                     if name in EQUIVALENT:
@@ -309,9 +317,9 @@ def report(rows, hand, stale):
         counted = c["mutants"] - c["equivalent"]
         lines.append(f"| {module} | " + " | ".join(str(c[k]) for k in columns)
                      + f" | {100 * c['killed'] / max(counted, 1):.1f} % |")
-    lines.append("\nscore = killed / (mutants - equivalent); 'elsewhere': of the killed, those only a test of "
-                 "another folder kills (--wide); 'message': mutants of a raise statement only (an error's text), "
-                 "left out of the score")
+    lines.append("\nscore = killed / (mutants - equivalent); 'elsewhere': of the killed, those that survived "
+                 "mutmut but fail plain pytest (--wide: a test reading a module-scoped fixture, or of another "
+                 "folder); 'message': mutants of a raise statement only (an error's text), left out of the score")
     if hand:
         killed = sum(v == "killed" for v in hand.values())
         lines.append(f"\nhand-made mutants: {killed} of {len(hand)} killed")
@@ -329,7 +337,9 @@ def main(argv=None):
     parser.add_argument("--hand", action="store_true", help="only the hand-made mutants")
     parser.add_argument("--report", action="store_true", help="only the table, from the last run")
     parser.add_argument("--wide", action="store_true",
-                        help="run each group's survivors again against every test of the default run")
+                        help="run each group's survivors again with plain pytest (no test mapping)")
+    parser.add_argument("--wide-tests", nargs="+", default=None, metavar="TEST",
+                        help="the tests --wide runs (default: the group's selection; 'tests': the whole default run)")
     parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to test (default: this one)")
     parser.add_argument("--work", type=Path, default=WORK, help="where the copies go (default: .mutation)")
     args = parser.parse_args(argv)
@@ -343,7 +353,7 @@ def main(argv=None):
     if not args.report:
         if args.wide:
             for group in args.groups or GROUPS:
-                run_wide(group)
+                run_wide(group, args.wide_tests)
         elif not args.hand:
             for group in args.groups or GROUPS:
                 run_group(group)
