@@ -1,7 +1,10 @@
 """Helpers the test files share: small data sets on disk, synthetic images, tiny checkpoints,
 and the check that a command's error is one line. (conftest.py's folder is on sys.path, so
 ``from helpers import ...`` works from every test folder.)"""
+import fcntl
 import gzip
+import os
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -83,3 +86,19 @@ def tiny_checkpoint(path, model, dataset="mnist"):
     kind = type(model).kind
     adam = Adam(model.flat_params, model.flat_grads)
     return save_checkpoint(path, model, adam, {"model": kind, "dataset": dataset}, [], {})
+
+
+@contextmanager
+def held_by_another_process(out, pid=4242):
+    """Hold ``out``'s run-directory lock as another process would: an flock on its own open
+    file description (the kernel refuses a second one even within one process), with the
+    holder's text a running training writes."""
+    from scratchvae.machinery.run_dir import LOCK_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, f"process {pid}\n".encode(), 0)
+        yield pid
+    finally:
+        os.close(fd)

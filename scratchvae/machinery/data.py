@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import file_mode
+from .arguments import path_arg
+from .files import TEMPORARIES, file_mode
+from .stops import held
 
 
 class DataError(ValueError):
@@ -206,11 +208,20 @@ def cache_dir(name):
 
 
 def _file_in(directory, base):
-    """The file holding ``base`` in ``directory``: uncompressed if present, else .gz, else None."""
+    """The file holding ``base`` in ``directory``: uncompressed if present, else .gz, else None
+    (also when the directory may not be searched: its permissions are checked by the caller)."""
     for candidate in (directory / base, directory / f"{base}.gz"):
-        if candidate.is_file():
+        if _is(candidate, "file"):
             return candidate
     return None
+
+
+def _is(path, what):
+    """path.is_file() or path.is_dir(), False when the parent may not be searched (PermissionError)."""
+    try:
+        return path.is_file() if what == "file" else path.is_dir()
+    except OSError:
+        return False
 
 
 def _splits_in(directory):
@@ -220,7 +231,7 @@ def _splits_in(directory):
 
 def _dataset_dir(directory, name):
     """``directory/<name>`` if that is a folder (one per dataset), else ``directory``."""
-    return directory / name if (directory / name).is_dir() else directory
+    return directory / name if _is(directory / name, "dir") else directory
 
 
 def _named_for_other(directory, name):
@@ -230,7 +241,12 @@ def _named_for_other(directory, name):
 
 def _check_explicit_dir(directory, name, splits):
     """An explicitly given directory must hold ``splits``; otherwise say what it does hold."""
-    if not directory.is_dir():
+    try:
+        found = directory.is_dir()
+    except PermissionError:                        # a directory above it may not be searched
+        raise DataError(f"data directory {directory}: permission denied: this user may not "
+                        f"reach it") from None
+    if not found:
         raise DataError(f"data directory {directory} does not exist or is not a directory")
     if not os.access(directory, os.R_OK | os.X_OK):
         raise DataError(f"data directory {directory}: permission denied: this user may not list "
@@ -338,7 +354,9 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    with held():                                   # a stop signal waits until the name is written down
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        TEMPORARIES.add(tmp)
     try:
         os.fchmod(fd, file_mode())                 # mkstemp makes it 0600; cached data follows the umask
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -379,6 +397,7 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
     finally:
         if os.path.exists(tmp):                 # failed or interrupted: keep nothing
             os.remove(tmp)
+        TEMPORARIES.discard(tmp)
     return target
 
 
@@ -583,7 +602,7 @@ def add_data_arguments(parser, train_split=True, test_split=True):
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                        help="which dataset (default: mnist)")
-    group.add_argument("--data-dir", type=Path, default=None,
+    group.add_argument("--data-dir", type=path_arg, default=None,
                        help=f"directory holding the IDX files (.gz or not), or a directory with "
                             f"a subdirectory per dataset; default: ${ENV_VAR}, then the user "
                             f"cache, then download")

@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from scratchvae.machinery.checkpoint import load_checkpoint
 from scratchvae.machinery.cli import main
 from scratchvae.machinery.data import FILES
-from helpers import write_idx
+from helpers import held_by_another_process, write_idx
 
 TINY_MODEL = ["--hidden", "16", "--latent", "2", "--batch-size", "32", "--eval-batch", "50"]
 
@@ -338,8 +338,7 @@ def test_sample_replaces_its_png_atomically_and_keeps_it_when_the_write_fails(tr
 
 
 def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, tmp_path, capsys):
-    from scratchvae.machinery.run_dir import exclusive
-    with exclusive(tmp_path):                                   # as if another run held it
+    with held_by_another_process(tmp_path):
         assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
     assert "another training is writing to" in one_error_line(capsys, "train")
     assert not (tmp_path / "checkpoint.npz").exists()
