@@ -6,6 +6,7 @@ chapters' ``python -m scratchvae.chapters.*`` (their main), all run in-process h
 """
 import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -31,6 +32,78 @@ def data(tmp_path_factory):
     directory = tmp_path_factory.mktemp("data")
     write_dataset(directory, n_train=40, n_test=30)
     return directory
+
+
+# ------------------------------------------------------------------ entry.run: how a command ends
+def failing_with(error):
+    def work(args):
+        raise error
+    return work
+
+
+def endings():
+    from scratchvae.machinery.checkpoint import CheckpointError
+    from scratchvae.machinery.config import ConfigError
+    from scratchvae.machinery.data import DataError
+    from scratchvae.machinery.files import WriteError
+    from scratchvae.machinery.runner import TrainingDiverged
+    from scratchvae.machinery.stops import Stopped
+    return [
+        (DataError("no such split"), 2, "prog: error: no such split"),
+        (CheckpointError("c.npz: damaged"), 2, "prog: error: c.npz: damaged"),
+        (ConfigError("lr must be > 0"), 2, "prog: error: lr must be > 0"),
+        (MemoryError("Unable to allocate 9 TiB"), 2,
+         "prog: error: not enough memory (Unable to allocate 9 TiB); use a smaller --size"),
+        (ValueError("array is too big; `arr.size * arr.dtype.itemsize` is larger than the maximum possible size."),
+         2, "prog: error: not enough memory: arrays of these sizes cannot exist; use a smaller --size"),
+        (ValueError("Maximum allowed dimension exceeded"), 2,
+         "prog: error: not enough memory: arrays of these sizes cannot exist; use a smaller --size"),
+        (TrainingDiverged("training diverged at step 3"), 1, "prog: error: training diverged at step 3"),
+        (WriteError(errno.ENOSPC, "No space left on device", "out/f.png"), 1,
+         "prog: error: cannot write out/f.png: No space left on device"),
+        (PermissionError(errno.EACCES, "Permission denied", "d/x"), 1, "prog: error: d/x: Permission denied"),
+        (Stopped(signal.SIGHUP), 129, "prog: stopped by SIGHUP"),
+        (Stopped(signal.SIGTERM), 143, "prog: stopped by SIGTERM"),
+        (KeyboardInterrupt(), 130, "prog: stopped by Ctrl-C (SIGINT)"),
+    ]
+
+
+def test_run_turns_every_ending_into_its_exit_code_and_one_line(capsys):
+    from scratchvae.machinery.arguments import Parser
+    from scratchvae.machinery.entry import run
+    parser = Parser(prog="prog", memory_advice="use a smaller --size")
+    for error, code, line in endings():
+        assert run(parser, [], failing_with(error)) == code, error
+        assert capsys.readouterr().err == line + "\n", error
+    assert run(parser, [], lambda args: 0) == 0 and capsys.readouterr().err == ""
+
+
+def test_run_lets_a_bug_show_its_traceback_and_removes_temporaries_either_way(tmp_path):
+    """A ValueError that is not about memory, or a TypeError, is a bug: its traceback is the
+    report. Whatever ends the command, the temporary files of unfinished writes go."""
+    from scratchvae.machinery import files
+    from scratchvae.machinery.arguments import Parser
+    from scratchvae.machinery.entry import run
+
+    def write_then_fail(error):
+        def work(args):
+            def write(f):
+                f.write(b"half")
+                raise error
+            files.write_bytes_atomic(tmp_path / "x.png", write)
+        return work
+    for error, escapes in ((TypeError("a bug"), True), (ValueError("a bug"), True),
+                           (OSError(errno.ENOSPC, "No space left on device"), False), (KeyboardInterrupt(), False)):
+        if escapes:
+            with pytest.raises(type(error)):
+                run(Parser(prog="prog"), [], write_then_fail(error))
+        else:
+            run(Parser(prog="prog"), [], write_then_fail(error))
+        assert os.listdir(tmp_path) == [] and files.TEMPORARIES == set(), error
+    files.TEMPORARIES.add(str(tmp_path / ".y.tmp"))                   # as if a signal had cut a write short
+    (tmp_path / ".y.tmp").write_bytes(b"")
+    assert run(Parser(prog="prog"), [], failing_with(KeyboardInterrupt())) == 130
+    assert os.listdir(tmp_path) == [] and files.TEMPORARIES == set()
 
 
 # Every entry point: (main, its program name, the arguments it needs besides the flag tried)
@@ -119,7 +192,7 @@ def test_a_bad_option_is_one_line_without_the_usage_block(name, extra, tmp_path,
     monkeypatch.chdir(tmp_path)
     main, prog, argv = entry_point(name, tmp_path, *extra)
     code, err = run_main(main, argv, capsys)
-    assert_one_line_error(code, err, prog)
+    assert_one_line_error(code, err, prog, extra[0])            # the line names the option
     assert "usage:" not in err
 
 

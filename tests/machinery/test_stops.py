@@ -29,6 +29,48 @@ def data(tmp_path_factory):
     return directory
 
 
+# ------------------------------------------------------------------ the two rules, in this process
+def test_at_once_raises_stopped_and_training_first_asks_then_stops():
+    """at_once: a signal raises Stopped(signum). at_step_boundary, inside it: the first signal
+    only sets the flag, the second raises; after it, at_once's rule is back; after both, Python's."""
+    import os
+    from scratchvae.machinery.stops import Stopped, at_once, at_step_boundary
+    before = signal.getsignal(SIGTERM)
+    with at_once():
+        with pytest.raises(Stopped) as stopped:
+            os.kill(os.getpid(), SIGHUP)
+        assert stopped.value.signum == SIGHUP
+    with at_once():
+        with at_step_boundary() as flag:
+            os.kill(os.getpid(), SIGTERM)
+            assert flag.requested and flag.signum == SIGTERM
+            with pytest.raises(Stopped) as stopped:
+                os.kill(os.getpid(), SIGINT)
+            assert stopped.value.signum == SIGINT
+    with at_once():
+        with at_step_boundary():
+            pass
+        with pytest.raises(Stopped):
+            os.kill(os.getpid(), SIGTERM)
+    assert signal.getsignal(SIGTERM) is before and signal.getsignal(SIGINT) is signal.default_int_handler
+
+
+def test_a_handler_someone_else_installed_is_left_alone():
+    """nohup ignores SIGHUP, a notebook has its own SIGINT handler: neither rule takes them over."""
+    import os
+    from scratchvae.machinery.stops import at_once, at_step_boundary
+    seen = []
+    previous = signal.signal(SIGHUP, signal.SIG_IGN), signal.signal(SIGINT, lambda s, f: seen.append(s))
+    try:
+        with at_once(), at_step_boundary() as flag:
+            os.kill(os.getpid(), SIGHUP)
+            os.kill(os.getpid(), SIGINT)
+            assert not flag.requested and seen == [SIGINT]
+    finally:
+        signal.signal(SIGHUP, previous[0])
+        signal.signal(SIGINT, previous[1])
+
+
 def temporaries(directory):
     return sorted(str(p) for p in directory.rglob(".*.tmp"))
 
