@@ -16,9 +16,9 @@ so for the others).
 Each flag maps onto a ``TrainConfig`` field (config.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
 
-Every command runs through entry.py. Exit codes: 0 done; 1 training diverged or an output
-could not be written (the line names the file); 2 a bad argument, data set or checkpoint,
-or sizes that do not fit in memory (one line on stderr); 128 + the signal's number when
+Every command runs through entry.py. Exit codes: 0 done; 1 training diverged or the disk
+is full (the line names the file); 2 a bad argument, data set, checkpoint or output path, or
+sizes that do not fit in memory (one line on stderr); 128 + the signal's number when
 stopped by one, in any phase: 130 Ctrl-C, 143 SIGTERM (kill, timeout), 129 SIGHUP (terminal
 closed) -- training saves a checkpoint first, and no temporary file stays behind.
 """
@@ -41,7 +41,7 @@ from .evaluate import evaluate, evaluate_losses, format_report
 from ..pictures.explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from ..fast.fused_eval import unsupported_reason as fast_eval_refuses
 from ..layers import ACTIVATIONS
-from .files import write_bytes_atomic
+from .files import WriteError, write_bytes_atomic
 from .models import kinds, model_class
 from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, derive_streams,
                      fingerprint, train)
@@ -415,8 +415,8 @@ def _explore(args, parser):
     try:
         size = write_explorer(args.out, model, images=images, labels=labels, title=str(args.checkpoint),
                               source=source, label_names=FASHION_LABELS if dataset == "fashion-mnist" else None)
-    except OSError as e:
-        raise ConfigError(f"cannot write {args.out}: {e.strerror or e}") from None
+    except OSError as e:                                 # (its folder, say, is a file): name the page
+        raise e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror, str(args.out)) from None
     shown = f"{len(images):,} test digits ({source})" if images is not None else "no test digits"
     print(f"wrote {args.out}: {size / 1e6:.1f} MB, {shown} on the map; open it in a browser "
           f"(from disk, no server needed)")

@@ -6,9 +6,11 @@ end into one exit code and at most one line on stderr (``PROGRAM: error: ...``):
 
     0                 done
     2                 bad input: a bad option (one line, no usage block), a data set, checkpoint
-                      or configuration that cannot be used, sizes whose arrays do not fit in memory
-    1                 the work failed: training diverged, or a file could not be written (the
-                      line names it: ``cannot write out/11_beta_sweep.png: No space left on device``)
+                      or configuration that cannot be used, an output path where no file can be
+                      written (a directory that is a file, or not this user's), sizes whose arrays
+                      do not fit in memory
+    1                 the work failed: training diverged, or the disk is full (the line names the
+                      file: ``cannot write out/11_beta_sweep.png: No space left on device``)
     128 + signum      stopped by Ctrl-C (130), SIGTERM (143) or SIGHUP (129), in any phase
 
 A stop signal raises where the program is (stops.at_once), except in training, which first
@@ -16,6 +18,7 @@ saves a checkpoint at the next step boundary (stops.at_step_boundary; a second s
 at once). Either way the command's unfinished temporary files are removed (files.py), its
 locks released, and its last line says which signal stopped it and what is kept.
 """
+import errno
 import os
 import signal
 import sys
@@ -29,6 +32,7 @@ from .runner import TrainingDiverged
 from .stops import at_once, ending, signal_name
 
 EXIT_FAILED = 1
+DISK_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG)   # a write failed: exit 1, not bad input
 _when_stopped = []               # what the running command keeps if a signal stops it now
 
 
@@ -52,7 +56,6 @@ def run(parser, argv, work):
             return work(args)
         except BaseException as e:
             ending()                                 # the last words: a second signal cannot cut them
-            remove_temporaries()
             code, line = _ending(e, command)
             if code is None:
                 raise                                # SystemExit (argparse), or a bug: its traceback
@@ -60,7 +63,7 @@ def run(parser, argv, work):
                 print(f"{command.prog}: {line}", file=sys.stderr, flush=True)
             return code
         finally:
-            remove_temporaries()
+            remove_temporaries()                     # of the writes a stop or an error cut short
 
 
 def _ending(e, command):
@@ -80,6 +83,8 @@ def _ending(e, command):
         return EXIT_USAGE, f"error: {detail}{advice}"
     if isinstance(e, TrainingDiverged):
         return EXIT_FAILED, f"error: {e}"
+    if isinstance(e, WriteError) and e.errno not in DISK_FAILURES:     # the path given cannot hold a file
+        return EXIT_USAGE, f"error: {e}"
     if isinstance(e, OSError):
         return EXIT_FAILED, f"error: {describe_os_error(e)}"
     return None, None

@@ -61,6 +61,8 @@ def endings():
         (TrainingDiverged("training diverged at step 3"), 1, "prog: error: training diverged at step 3"),
         (WriteError(errno.ENOSPC, "No space left on device", "out/f.png"), 1,
          "prog: error: cannot write out/f.png: No space left on device"),
+        (WriteError(errno.ENOTDIR, "Not a directory", "a_file/f.png"), 2,
+         "prog: error: cannot write a_file/f.png: Not a directory"),
         (PermissionError(errno.EACCES, "Permission denied", "d/x"), 1, "prog: error: d/x: Permission denied"),
         (Stopped(signal.SIGHUP), 129, "prog: stopped by SIGHUP"),
         (Stopped(signal.SIGTERM), 143, "prog: stopped by SIGTERM"),
