@@ -80,13 +80,13 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = TrainConfig()                                   # defaults shown in --help come from here
 
-    p = commands.add_parser("train", memory_advice=MEMORY_ADVICE["train"], help="train a VAE (or --model autoencoder, cvae) and write "
+    p = commands.add_parser("train", help="train a VAE (or --model autoencoder, cvae) and write "
                             "RUN_DIR/checkpoint.npz",
                             description="Train a VAE (or, with --model, the plain autoencoder or the "
                             "conditional VAE); write RUN_DIR/checkpoint.npz and "
                             "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C (or SIGTERM, SIGHUP) saves and "
                             "stops; one training at a time per RUN_DIR.",
-                            formatter_class=_HelpFormatter)
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["train"])
     add_data_arguments(p)
     model = p.add_argument_group("model")
     model.add_argument("--model", choices=list(kinds()), default=d.model,
@@ -126,8 +126,8 @@ def build_parser():
                         help="replace an existing RUN_DIR/checkpoint.npz instead of refusing")
     p.set_defaults(run=_train, command_parser=p)
 
-    p = commands.add_parser("resume", memory_advice=MEMORY_ADVICE["resume"], help="continue training from a checkpoint",
-                            formatter_class=_HelpFormatter,
+    p = commands.add_parser("resume", help="continue training from a checkpoint",
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["resume"],
                             description="Continue a run exactly where its checkpoint stopped (end "
                             "of an epoch, or the step where Ctrl-C stopped it).")
     p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
@@ -145,7 +145,7 @@ def build_parser():
     _add_speed_arguments(p, None)
     p.set_defaults(run=_resume, command_parser=p)
 
-    p = commands.add_parser("evaluate", memory_advice=MEMORY_ADVICE["evaluate"], help="test negative ELBO and importance-sampled -log p(x)",
+    p = commands.add_parser("evaluate", help="test negative ELBO and importance-sampled -log p(x)",
                             description="Evaluate a checkpoint: the negative ELBO on the whole "
                             "test split, and -log p(x) on its first --limit images by importance "
                             "sampling (the IWAE bound with k = --is-k samples; the literature "
@@ -153,7 +153,7 @@ def build_parser():
                             "bounds on -log p(x|y). An autoencoder has neither (no q(z|x), no prior): "
                             "its test reconstruction -log p(x|z) is reported. The data flags default "
                             "to the run's own.",
-                            formatter_class=_HelpFormatter)
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["evaluate"])
     p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     add_data_arguments(p, train_split=False)
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
@@ -175,12 +175,12 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(run=_evaluate, command_parser=p)
 
-    p = commands.add_parser("sample", memory_advice=MEMORY_ADVICE["sample"], help="write a PNG grid of images decoded from z ~ N(0, I)",
+    p = commands.add_parser("sample", help="write a PNG grid of images decoded from z ~ N(0, I)",
                             description="Generate: draw z ~ N(0, I), decode, and write the decoder "
                             "means as a PNG grid (slide 6: digits from Gaussian noise). A conditional "
                             "VAE decodes with a label: --digit 7 draws sevens; without --digit, one row "
                             "per class y = 0..9, each column one z decoded with every label.",
-                            formatter_class=_HelpFormatter)
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["sample"])
     p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     p.add_argument("--digit", type=nonnegative_int, default=None,
                    help="a conditional VAE's checkpoint (train --model cvae) only: draw this class, "
@@ -196,14 +196,14 @@ def build_parser():
     p.add_argument("--out", type=path_arg, default=Path("samples.png"), help="the PNG file to write")
     p.set_defaults(run=_sample, command_parser=p)
 
-    p = commands.add_parser("explore", memory_advice=MEMORY_ADVICE["explore"], help="write one HTML page to explore the latent space in a browser",
+    p = commands.add_parser("explore", help="write one HTML page to explore the latent space in a browser",
                             description="Write one self-contained HTML file (the weights inside, "
                             "no network, no server: open it from disk): the latent map with encoded "
                             "test digits, the decoder's image at the pointer, a canvas to draw a "
                             "digit on with q(z|x), its reconstruction and its negative ELBO, and a "
                             "slider per latent dimension. The data flags default to the run's own; "
                             "when the run's data cannot be found, the map has no test digits.",
-                            formatter_class=_HelpFormatter)
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["explore"])
     p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     p.add_argument("--out", type=path_arg, default=Path("explorer.html"), help="the HTML file to write")
     p.add_argument("--points", type=nonnegative_int, default=MAX_POINTS,

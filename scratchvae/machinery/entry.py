@@ -1,8 +1,9 @@
 """One way in: how every command of scratchvae starts and ends.
 
 The ``scratchvae`` command (cli.py), ``python demo.py`` and each chapter's ``python -m
-scratchvae.chapters.NAME`` build their flags with arguments.py's ``Parser`` and types, and run their work through ``run(parser, argv, work)``, which turns every way a command can
-end into one exit code and at most one line on stderr (``PROGRAM: error: ...``):
+scratchvae.chapters.NAME`` build their flags with arguments.py's ``Parser`` and types, and
+run their work through ``run(parser, argv, work)``, which turns every way a command can end
+into one exit code and at most one line on stderr (``PROGRAM: error: ...``):
 
     0                 done
     2                 bad input: a bad option (one line, no usage block), a data set, checkpoint
