@@ -202,7 +202,7 @@ def same(a, b, tol=MATCH_TOL):
     if a.shape != b.shape:
         return False
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-    if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b]):
+    if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b], equal_nan=True):
         return False
     return not wrong_entries(a, b, tol).any()
 

@@ -571,8 +571,9 @@ def ref_iwae_bound(log_w):
 
 def ref_normalised_weights(log_w):
     """iwae.py's line of w~ (IWAE.loss_and_grads), for one datapoint's log-weights."""
-    unnorm = exp_no_subnormal(log_w - log_w.max(axis=0))
-    total = unnorm.sum(axis=0)
+    m = log_w.max(axis=0)                                    # (N,)    the largest log-weight
+    unnorm = exp_no_subnormal(log_w - m)                     # (k, N)  w_i / w_max, in (0, 1]
+    total = unnorm.sum(axis=0)                               # (N,)    sum_i w_i / w_max >= 1
     w_tilde = unnorm / total                                 # (k, N)  w~_i = softmax_i(log w)
     return w_tilde
 
@@ -639,14 +640,18 @@ def iwae_slipped(slip):
     return iwae_and_grads
 
 
-UNSTABLE_WEIGHTS = ("right for moderate log-weights, wrong (or inf, nan) for log-weights like -1000 or +740: "
-                    "exp(log w) underflows to 0 or overflows to inf. Take out the largest first: with "
-                    "m = max_i log w_i, sum_i w_i = e^m sum_i exp(log w_i - m), every exponent <= 0 and the "
-                    "sum >= 1")
+UNSTABLE_BOUND = ("right for moderate log-weights, wrong (or inf, nan) for log-weights like -1000 or +740: "
+                  "exp(log w) underflows to 0 or overflows to inf before the log. Take out the largest "
+                  "first: with m = max_i log w_i, L_k = m + log sum_i exp(log w_i - m) - log k, where every "
+                  "exponent is <= 0 and the sum is >= 1")
+UNSTABLE_WEIGHTS = ("right for moderate log-weights, wrong (nan) for log-weights like -1000 or +740: "
+                    "exp(log w) / sum_j exp(log w_j) is 0 / 0 or inf / inf there. The ratio does not change "
+                    "if every log w_i is shifted by the same m = max_j log w_j: w~_i = exp(log w_i - m) / "
+                    "sum_j exp(log w_j - m), with exponents <= 0 and a sum >= 1")
 
 IWAE_EXERCISE = Exercise(8, "ex8_iwae", "beyond the lecture: the importance-weighted bound L_k, its weights and its gradient", (
     Function("iwae_bound", ("L_k",), ref_iwae_bound, lambda: weights_cases(False), (
-        Mistake("iwae_bound_unstable", UNSTABLE_WEIGHTS, when=unstable),
+        Mistake("iwae_bound_unstable", UNSTABLE_BOUND, when=unstable),
         Mistake("iwae_bound_no_log_k", "L_k = log (1/k) sum_i w_i: subtract log k (the 1/k of the mean); "
                 "without it the bound grows with k", wrong=lambda lw: ref_iwae_bound(lw) + np.log(len(lw))),
         Mistake("iwae_bound_is_the_elbo", "that is the mean of the log-weights, the k-sample ELBO; L_k is "

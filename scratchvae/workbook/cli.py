@@ -336,6 +336,7 @@ def verdict(yours, reference):
     elif a > b:
         how = f"{a - b:.2f} nats worse than scratchvae's: a slip that still trains shows here"
     else:
-        how = f"{b - a:.2f} nats better than scratchvae's (on this run)"
+        how = (f"{b - a:.2f} nats better than scratchvae's on this run (a wrong gradient can train faster "
+               f"for a while; whether it is right is what `scratchvae workbook check` says)")
     return (f"after {epochs} epochs the test negative ELBO of your run is {a:.3f} nats, scratchvae's "
             f"{b:.3f}: {how}")

@@ -1,7 +1,7 @@
 """Every catalogued mistake, made the way a learner makes it: one edit of a correct solution
 (tests/workbook/solutions/), written independently of the catalogue's own wrong implementations.
 
-MISTAKES[key] = (file, the solution's line, the line with the slip). tests/workbook/test_checks.py
+MISTAKES[key] = (file, the solution's line, the line with the slip[, another line, its slip ...]). tests/workbook/test_checks.py
 checks that the checker answers each edit with that mistake's hint, and no other's.
 """
 
@@ -11,7 +11,7 @@ MISTAKES = {
     "dense_db_mean": ("ex1_layers.py", "db = dout.sum(axis=0)", "db = np.mean(dout, axis=0)"),
     "dense_db_axis": ("ex1_layers.py", "db = dout.sum(axis=0)", "db = dout.sum(axis=-1)"),
     "relu_ge": ("ex1_layers.py", "return dout * (y > 0)", "return np.where(y >= 0, dout, 0.0)"),
-    "relu_no_dout": ("ex1_layers.py", "return dout * (y > 0)", "return 1.0 * (y > 0)"),
+    "relu_no_dout": ("ex1_layers.py", "return dout * (y > 0)", "return (y > 0).astype(y.dtype)"),
     "tanh_of_y": ("ex1_layers.py", "return dout * (1 - y ** 2)", "return dout / np.cosh(y) ** 2"),
     "tanh_no_dout": ("ex1_layers.py", "return dout * (1 - y ** 2)", "return 1 - y * y"),
     # exercise 2
@@ -65,7 +65,9 @@ MISTAKES = {
                              "dmu = dz.sum(axis=0)\n    dlogvar = (dz * eps).sum(axis=0) * 0.5 * sigma",
                              "dmu = dz[0]\n    dlogvar = dz[0] * eps[0] * 0.5 * sigma"),
     # exercise 5
-    "vae_sum_over_batch": ("ex5_vae.py", "/ (L * N)      # (L, N, D)\n", "/ L\n"),
+    "vae_sum_over_batch": ("ex5_vae.py", "/ (L * N)      # (L, N, D)\n", "/ L\n",
+                           "dmu = dmu + dkl_dmu / N\n    dlogvar = dlogvar + dkl_dlogvar / N",
+                           "dmu = dmu + dkl_dmu\n    dlogvar = dlogvar + dkl_dlogvar"),
     "vae_kl_not_over_n": ("ex5_vae.py", "dmu = dmu + dkl_dmu / N\n    dlogvar = dlogvar + dkl_dlogvar / N",
                           "dmu = dmu + dkl_dmu\n    dlogvar = dlogvar + dkl_dlogvar"),
     "vae_no_1_over_l": ("ex5_vae.py", "/ (L * N)      # (L, N, D)\n", "/ N\n"),
@@ -110,7 +112,7 @@ MISTAKES = {
                         "return np.ones_like(log_w) / len(log_w)"),
     "weights_not_normalised": ("ex8_iwae.py", "return w / np.sum(w)", "return w"),
     "iwae_grad_uniform_weights": ("ex8_iwae.py", "w_tilde = normalised_weights(log_w)",
-                                  "w_tilde = np.full(len(log_w), 1 / len(log_w))"),
+                                  "w_tilde = np.full_like(log_w, 1 / len(log_w))"),
     "iwae_grad_q_constant": ("ex8_iwae.py", "dlogvar = dlogvar + 0.5 * np.sum(w_tilde)", "pass"),
     "iwae_grad_q_through_z_only": ("ex8_iwae.py", "dlogvar = dlogvar + 0.5 * np.sum(w_tilde)",
                                    "dmu = dmu + np.sum(w_tilde[:, None] * eps / sigma, axis=0)\n"
