@@ -154,12 +154,13 @@ def plot_runs(yours, reference, path, title="", dpi=100):
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
     drawn = {}
-    for run_, colour in ((reference, "tab:blue"), (yours, "tab:red")):
+    for run_, colour, style, width in ((reference, "tab:blue", "-", 2.6), (yours, "tab:red", "--", 1.6)):
         losses = np.asarray(run_.step_losses, dtype=np.float64)
         steps = np.arange(1, len(losses) + 1)
         window = max(1, len(losses) // (10 * max(1, len(run_.epochs) - 1)))
@@ -167,17 +168,25 @@ def plot_runs(yours, reference, path, title="", dpi=100):
         drawn[run_.label] = (steps, smooth)
         if len(losses):
             left.plot(steps, losses, color=colour, alpha=0.2, linewidth=0.8)
-            left.plot(steps, smooth, color=colour, linewidth=1.8, label=f"{run_.label} (mean of {window} steps)")
+            left.plot(steps, smooth, style, color=colour, linewidth=width,
+                      label=f"{run_.label} (mean of {window} steps)")
         epochs = [e["epoch"] for e in run_.epochs]
-        right.plot(epochs, [e["test_nelbo"] for e in run_.epochs], "o-", color=colour, label=run_.label)
+        nelbo = [e["test_nelbo"] for e in run_.epochs]
+        right.plot(epochs, nelbo, style, marker="o", color=colour, linewidth=width,
+                   label=f"{run_.label}: {nelbo[-1]:.2f}")
     finite = [v for r in (yours, reference) for v in r.step_losses if math.isfinite(v)]
     if finite:                                          # the first steps' losses would flatten the rest
         lo, hi = np.percentile(finite, [0, 98])
         left.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    later = [e["test_nelbo"] for r in (yours, reference) for e in r.epochs[1:] if math.isfinite(e["test_nelbo"])]
+    if later:                                           # epoch 0 (untrained) would flatten the rest
+        lo, hi = min(later), max(later)
+        right.set_ylim(lo - 0.1 * (hi - lo + 1e-3), hi + 0.6 * (hi - lo + 1e-3))
     left.set(xlabel="training step", ylabel="loss (nats per image)",
              title="training loss, as each run's code computes it")
-    right.set(xlabel="epoch", ylabel="test negative ELBO (nats per image)",
+    right.set(xlabel="epoch (0: before training)", ylabel="test negative ELBO (nats per image)",
               title="test -ELBO, measured by scratchvae")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
