@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..chapters.inference import elbo_and_grads as inference_elbo_and_grads
 from ..chapters.iwae import IWAE
 from ..gradcheck import numerical_gradient, numerical_gradient_array
 from ..layers import Dense, ReLU, Tanh, exp_no_subnormal, sigmoid
@@ -511,12 +510,19 @@ def one_datapoint_cases(name, value):
 
 
 def ref_elbo_and_grads(decoder, x, mu, logvar, eps):
-    elbo, dmu, dlogvar = inference_elbo_and_grads(decoder.model, x[None], mu[None], logvar[None], eps[:, None])
-    return elbo[0], dmu[0], dlogvar[0]
+    """VAE.loss_and_grads (slide 15's loss, beta = 1) for one datapoint whose encoder outputs lambda:
+    the loss is -ELBO and d(-ELBO)/d(bias of a head) = -dELBO/dlambda. (chapters/inference.py's
+    elbo_and_grads gives the same numbers; tests/workbook/test_checks.py compares them.)"""
+    model = decoder.model
+    lambda_is(model, mu, logvar)
+    loss, _ = VAE.loss_and_grads(model, x[None], eps[:, None])      # the VAE's loss, not the IWAE's
+    return -loss, -model.grads["enc.mu.b"].copy(), -model.grads["enc.logvar.b"].copy()
 
 
 def elbo_value(decoder, x, mu, logvar, eps):
-    return float(ref_elbo_and_grads(decoder, x, mu, logvar, eps)[0])
+    """The ELBO by VAE.loss, the forward alone."""
+    lambda_is(decoder.model, mu, logvar)
+    return -float(VAE.loss(decoder.model, x[None], eps[:, None])[0])
 
 
 def elbo_slipped(slip=None):

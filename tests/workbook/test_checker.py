@@ -5,7 +5,7 @@ import numpy as np
 
 from scratchvae.workbook.checker import describe_inputs, is_blank, same, wrong_entries
 from scratchvae.workbook.checks import EXERCISES
-from test_checks import SOLUTIONS, check_directory, workbook_from
+from workbooks import SOLUTIONS, check_directory, workbook_from
 
 
 def test_a_learners_exception_is_reported_with_their_file_and_line(tmp_path):

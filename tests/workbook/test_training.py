@@ -14,7 +14,7 @@ from scratchvae.workbook.checker import Checker, learner_modules
 from scratchvae.workbook.checks import EXERCISES
 from scratchvae.workbook.cli import MODULES, own_functions
 from scratchvae.workbook.training import Own, plot_runs, run, running_mean
-from test_checks import SOLUTIONS, workbook_from
+from workbooks import SOLUTIONS, workbook_from
 
 CONFIG = TrainConfig(hidden=(16,), latent=2, epochs=3, batch_size=32, lr=3e-3, seed=3)
 REFERENCES = {f.name: f.reference for e in EXERCISES for f in e.functions}

@@ -8,7 +8,7 @@ from scratchvae.machinery.cli import main
 from scratchvae.machinery.data import FILES
 from scratchvae.workbook.checks import EXERCISES
 from scratchvae.workbook.cli import EXERCISE_DIR
-from test_checks import SOLUTIONS, workbook_from
+from workbooks import SOLUTIONS, workbook_from
 
 
 def flat(text):
