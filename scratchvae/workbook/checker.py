@@ -313,20 +313,20 @@ def compare(function, outputs, case):
             off = wrong_entries(yours, right, function.tol)
             if not off.any():
                 continue
-            lines.append(describe_entries(name, yours, right, off, case.source))
+            lines += describe_entries(name, yours, right, off, case.source)
         wrong.append(name)
     return lines, wrong
 
 
 def describe_entries(name, yours, right, off, source):
-    """'dW is wrong in 6 of 15 entries (checked against finite differences): dW[0, 1]: yours 0.5, right 0.25; ...'"""
+    """['dW is wrong in 6 of 15 entries (checked against ...):', '  dW[0,1]: yours 0.5, right 0.25', ...]"""
     if yours.ndim == 0:
-        return f"{name} is {fmt(yours)}, right {fmt(right)} ({source})"
+        return [f"{name} is {fmt(yours)}, right {fmt(right)} ({source})"]
     size = np.abs(np.nan_to_num(yours - right, nan=np.inf))
     order = np.argsort(np.where(off, -size, np.inf), axis=None, kind="stable")[:min(SHOWN_ENTRIES, int(off.sum()))]
-    shown = "; ".join(f"{name}[{', '.join(str(int(i)) for i in np.unravel_index(j, off.shape))}]: "
-                      f"yours {fmt(yours.flat[j])}, right {fmt(right.flat[j])}" for j in order)
-    return f"{name} is wrong in {int(off.sum())} of {off.size} entries ({source}): {shown}"
+    return [f"{name} is wrong in {int(off.sum())} of {off.size} entries ({source}):"] + [
+        f"  {name}[{','.join(str(int(i)) for i in np.unravel_index(j, off.shape))}]: "
+        f"yours {fmt(yours.flat[j])}, right {fmt(right.flat[j])}" for j in order]
 
 
 def dtype_lines(function, functions, case, directory):
@@ -474,7 +474,8 @@ class Checker:
             if wrong and not lines:                         # the first case that shows it
                 lines = case_lines
                 if case.label != "moderate":
-                    lines = [f"{line}  (inputs: {case.label})" for line in lines]
+                    lines = [f"{line} (inputs: {case.label})" if not line.startswith("  ") else line
+                             for line in lines]
         float32 = dtype_lines(function, functions, cases[0], self.directory)
         if not lines and not float32:
             return Result(exercise, function.name, "given" if function.given else "right")

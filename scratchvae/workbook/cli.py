@@ -336,7 +336,7 @@ def verdict(yours, reference):
     elif a > b:
         how = f"{a - b:.2f} nats worse than scratchvae's: a slip that still trains shows here"
     else:
-        how = (f"{b - a:.2f} nats better than scratchvae's on this run (a wrong gradient can train faster "
+        how = (f"{b - a:.2f} nats better than scratchvae's on this run (a slip can train faster "
                f"for a while; whether it is right is what `scratchvae workbook check` says)")
-    return (f"after {epochs} epochs the test negative ELBO of your run is {a:.3f} nats, scratchvae's "
+    return (f"after {epochs} epoch{'s' * (epochs != 1)} the test negative ELBO of your run is {a:.3f} nats, scratchvae's "
             f"{b:.3f}: {how}")

@@ -111,3 +111,16 @@ def test_exercise_7s_reference_is_the_inference_chapters_elbo_and_grads():
         chapter = elbo_and_grads(decoder.model, x[None], mu[None], logvar[None], eps[:, None])
         for ours, theirs in zip(function.reference(*case.args), chapter):
             np.testing.assert_allclose(ours, theirs[0], rtol=1e-12, atol=1e-14)
+
+
+def test_the_guide_names_every_exercise_and_the_packages_answer():
+    """docs/workbook.md's table: each exercise's file, and where the package's own answer is."""
+    guide = (PACKAGE.parent / "docs" / "workbook.md").read_text()
+    for exercise in EXERCISES:
+        row = next(line for line in guide.splitlines() if line.startswith(f"| {exercise.number} |"))
+        path, names = exercise.peek.split(": ", 1)
+        assert exercise.file in row and path in row, row
+        for name in names.split(" (")[0].split(", "):
+            assert f"`{name}`" in row, (name, row)
+        for function in exercise.functions:
+            assert function.name in row or function.given, (function.name, row)
