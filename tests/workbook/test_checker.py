@@ -97,3 +97,16 @@ def test_blank_detection_and_input_shapes():
         return x
     assert is_blank(blank) and not is_blank(written)
     assert describe_inputs(written, (np.zeros((2, 3)), 4, {"a": np.zeros(1)})) == "x (2, 3), argument 2 = 4, argument 3 {'a': (1,), ...}"
+
+
+def test_an_exception_inside_the_package_is_reported_at_the_learners_call(tmp_path):
+    """decoder.backward twice after one forward: layers.py raises, the report is the learner's line."""
+    workbook_from(SOLUTIONS, tmp_path, "ex7_inference.py", "    dmu, dlogvar = reparameterise_backward(",
+                  "    decoder.backward(bernoulli_log_likelihood_grads(x, logits))\n"
+                  "    dmu, dlogvar = reparameterise_backward(")
+    result = check_directory(tmp_path, EXERCISES[6:7])["elbo_and_grads"]
+    line = (tmp_path / "ex7_inference.py").read_text().splitlines().index(
+        "    decoder.backward(bernoulli_log_likelihood_grads(x, logits))") + 1
+    assert result.lines[0].startswith(f"raises ex7_inference.py, line {line}, in elbo_and_grads: "
+                                      "`decoder.backward(bernoulli_log_likelihood_grads(x, logits))`: RuntimeError: "
+                                      "Dense 'logits': backward() called without a matching forward()"), result.lines

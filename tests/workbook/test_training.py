@@ -1,7 +1,7 @@
 """Training with the learner's functions (scratchvae/workbook/training.py): the reference run is
 `scratchvae train`'s, the package's functions swapped in reproduce it, so does a learner's correct
 solution, and a slip changes the curve."""
-import shutil
+import dataclasses
 
 import numpy as np
 import pytest
@@ -43,14 +43,18 @@ def test_the_reference_run_is_the_one_scratchvae_train_makes(data, reference):
     assert len(reference.step_losses) == 3 * 7 and reference.epochs[0]["epoch"] == 0
 
 
-def test_the_packages_functions_swapped_in_reproduce_the_reference_losses(data, reference):
-    """vae_forward, vae_backward through the workbook's own loop: the same losses bit for bit. With the
-    package's Adam behind adam_step's interface too, float32 rounding of the moments apart: the
-    adapter turns Adam's moment sums into the paper's m and v and back, one rounding a step."""
-    swapped = run(CONFIG, *data, Own(REFERENCES["vae_forward"], REFERENCES["vae_backward"]))
+@pytest.mark.parametrize("n_samples", [1, 2])
+def test_the_packages_functions_swapped_in_reproduce_the_reference_losses(n_samples, data, reference):
+    """vae_forward, vae_backward through the workbook's own loop: the same losses bit for bit (the
+    same eps too, with L = 2 samples of z per image). With the package's Adam behind adam_step's
+    interface too, float32 rounding of the moments apart: the adapter turns Adam's moment sums into
+    the paper's m and v and back, one rounding a step."""
+    config = dataclasses.replace(CONFIG, n_samples=n_samples)
+    reference = reference if n_samples == 1 else run(config, *data)
+    swapped = run(config, *data, Own(REFERENCES["vae_forward"], REFERENCES["vae_backward"]))
     assert swapped.step_losses == reference.step_losses
     assert [e["test_nelbo"] for e in swapped.epochs] == [e["test_nelbo"] for e in reference.epochs]
-    with_adam = run(CONFIG, *data, Own(REFERENCES["vae_forward"], REFERENCES["vae_backward"], REFERENCES["adam_step"]))
+    with_adam = run(config, *data, Own(REFERENCES["vae_forward"], REFERENCES["vae_backward"], REFERENCES["adam_step"]))
     np.testing.assert_allclose(with_adam.step_losses, reference.step_losses, rtol=1e-6)
 
 
