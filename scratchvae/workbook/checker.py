@@ -2,12 +2,13 @@
 
 For each function of an exercise (checks.py describes them), on each of its cases:
 
-    1. call the learner's function; an exception becomes a report of their file and line,
-       and NotImplementedError (the blank's body) means "not written yet";
+    1. a body that is still the blank's (raise NotImplementedError) is "not written yet";
+       otherwise call the learner's function: an exception becomes a report of their file
+       and line and the shapes of the inputs, never a traceback;
     2. check what came back: how many values, their shapes;
     3. compare every output with the right answer, computed in float64 by finite
-       differences of the package's forward (or by an independent formula), and name the
-       entries that differ;
+       differences of the forward formula (or by the formula itself, for a value), and name
+       the entries that differ;
     4. call it again with float32 inputs: the outputs must stay float32;
     5. if it is wrong, try each catalogued mistake of that function on the same inputs: a
        mistake whose outputs are the learner's (on every output the mistake changes) is
@@ -30,7 +31,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-BLANK = "write me"                 # the message of every blank's NotImplementedError
 MATCH_TOL = 1e-6                   # a catalogued mistake is recognised within this relative error
 SHOWN_ENTRIES = 3                  # wrong entries listed per output
 
@@ -40,8 +40,8 @@ class Case:
     """One set of inputs for a function, and the right answer for them.
 
     args:   the inputs in the order of the learner's signature (float64 arrays, numbers, ...)
-    truth:  output name -> the right value in float64 (finite differences of the package's
-            forward, or an independent formula), named by ``source`` in the report
+    truth:  output name -> the right value in float64 (finite differences of the forward,
+            or the formula itself), and ``source`` says which, in the report
     label:  what the case tries ("moderate", "large"): mistakes can be recognised by which
             labels fail (a formula that is right for moderate logits, wrong for large ones)
     """
@@ -90,7 +90,7 @@ class Function:
 class Exercise:
     number: int
     module: str                    # the learner's file, without .py: "ex1_layers"
-    title: str                     # "a dense layer, ReLU and tanh: their backward (slides 7-8)"
+    title: str                     # "the backward of a dense layer, ReLU and tanh (slides 7-8)"
     functions: tuple
     peek: str                      # where the package's own answer is
 
@@ -132,7 +132,7 @@ def learner_modules(directory, modules):
             sys.modules.pop(name, None)
             where = f"{Path(e.filename).name}, line {e.lineno}" if e.filename else name
             raise LoadError(f"{name}.py does not load: {where}: SyntaxError: {e.msg}"
-                            + (f"\n    {e.text.strip()}" if e.text else "")) from None
+                            + (f": `{e.text.strip()}`" if e.text and e.text.strip() else "")) from None
         except Exception as e:                            # noqa: BLE001 (a learner's error, reported)
             sys.modules.pop(name, None)
             raise LoadError(f"{name}.py does not load: {describe_exception(e, directory)}") from None
@@ -287,7 +287,7 @@ def call(function, functions, args):
         try:
             outputs[name] = None if value is None else np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError):
-            return Outcome(problem=f"returns {name} as {type(value).__name__}, not numbers")
+            return Outcome(problem=f"returns {name} as {type(value).__name__}, not real numbers")
     return Outcome(outputs=outputs, raw=raw)
 
 

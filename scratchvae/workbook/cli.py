@@ -15,7 +15,7 @@ from pathlib import Path
 from ..machinery.config import ConfigError, TrainConfig
 from ..machinery.data import add_data_arguments, load
 from ..machinery.files import write_text_atomic
-from .checker import Checker, LoadError, describe_exception, learner_modules, wrap
+from .checker import Checker, LoadError, describe_exception, is_blank, learner_modules, wrap
 from .checks import EXERCISES
 from .training import LearnerFailed, Own, plot_runs, run
 
@@ -273,30 +273,39 @@ def own_functions(checker, load_module):
     """The learner's functions to train with (Own), and a line for each saying whose it is.
 
     A blank piece of exercises 1-4 that exercise 5 calls is replaced, in every loaded file, by
-    scratchvae's own, so that the rest of the learner's code can train.
+    scratchvae's own, so that the rest of the learner's code can train; then exercise 5 is
+    judged with those pieces in place.
     """
     vae_ex, adam_ex = EXERCISES[4], EXERCISES[5]
     directory, own, notes = Path(checker.directory), Own(), []
     if (directory / vae_ex.file).is_file():
-        module = load_module(vae_ex.module)
-        results = {r.name: r for r in checker.check_exercise(vae_ex)}
-        if results["vae_backward"].status != "not written":
-            own.vae_forward, own.vae_backward = module.vae_forward, module.vae_backward
-            notes.append(f"your vae_forward and vae_backward (exercise 5: {judged(results['vae_backward'])})")
+        module = defining(load_module(vae_ex.module), vae_ex)
+        if not is_blank(module.vae_backward):
             pieces = {(e.number, f.name): (e, f) for fn in vae_ex.functions
                       for e, f in checker.pieces(vae_ex, fn, module) if e is not vae_ex}
-            notes += [whose(checker, *pieces[key], load_module) for key in sorted(pieces)]
+            piece_notes = [whose(checker, *pieces[key], load_module) for key in sorted(pieces)]
+            backward = Checker(directory, EXERCISES, load_module).check_exercise(vae_ex)[1]   # pieces in place
+            own.vae_forward, own.vae_backward = module.vae_forward, module.vae_backward
+            notes += [f"your vae_forward and vae_backward (exercise 5: {judged(backward)})", *piece_notes]
     if own.vae_backward is None:
         notes.append("scratchvae's VAE.loss_and_grads (exercise 5's vae_backward is not written yet)")
     if (directory / adam_ex.file).is_file():
-        module = load_module(adam_ex.module)
-        result = checker.check_exercise(adam_ex)[0]
-        if result.status != "not written":
+        module = defining(load_module(adam_ex.module), adam_ex)
+        if not is_blank(module.adam_step):
             own.adam_step = module.adam_step
-            notes.append(f"your adam_step (exercise 6: {judged(result)})")
+            notes.append(f"your adam_step (exercise 6: {judged(checker.check_exercise(adam_ex)[0])})")
     if own.adam_step is None:
         notes.append("scratchvae's Adam (exercise 6's adam_step is not written yet)")
     return own, notes
+
+
+def defining(module, exercise):
+    """``module``, if it defines every function of ``exercise`` (else a LoadError saying which it lacks)."""
+    for function in exercise.functions:
+        if not callable(getattr(module, function.name, None)):
+            raise LoadError(f"{exercise.file} defines no function {function.name} (to get the blank back, "
+                            f"rename {exercise.file} and run scratchvae workbook start again)")
+    return module
 
 
 def whose(checker, exercise, function, load_module):
@@ -306,10 +315,14 @@ def whose(checker, exercise, function, load_module):
     if result.status != "not written":
         return f"your {function.name} (exercise {exercise.number}: {judged(result)})"
     blank = getattr(module, function.name)
-    for loaded in [load_module(m) for m in MODULES if (Path(checker.directory) / f"{m}.py").is_file()]:
-        for name, value in list(vars(loaded).items()):
+    for name in MODULES:
+        try:
+            loaded = load_module(name) if (Path(checker.directory) / f"{name}.py").is_file() else None
+        except LoadError:                                  # a file training does not use
+            continue
+        for attribute, value in list(vars(loaded or object()).items()):
             if value is blank:
-                setattr(loaded, name, function.reference)
+                setattr(loaded, attribute, function.reference)
     return f"scratchvae's {function.name} (yours, exercise {exercise.number}, is not written yet)"
 
 
