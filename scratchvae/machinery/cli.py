@@ -46,6 +46,7 @@ from .models import kinds, model_class
 from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, derive_streams,
                      fingerprint, train)
 from ..vae import LIKELIHOODS
+from ..workbook.cli import add_workbook_commands
 
 MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
     "train": "use a smaller --batch-size, --eval-batch, --hidden, --latent, --samples or --iwae-k",
@@ -212,6 +213,8 @@ def build_parser():
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
     _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
     p.set_defaults(run=_explore, command_parser=p)
+
+    add_workbook_commands(commands)      # scratchvae workbook start|check|train: workbook/cli.py
     return parser
 
 

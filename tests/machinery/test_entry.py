@@ -120,6 +120,7 @@ ENTRY_POINTS = {
     "cvae_run": (cvae_run.main, "python -m scratchvae.chapters.cvae_run", ["--data-dir", "D", "--out", "O"]),
     "inference": (inference.main, "python -m scratchvae.chapters.inference", ["C", "--data-dir", "D"]),
     "autoencoder_run": (autoencoder_run.main, "python -m scratchvae.chapters.autoencoder_run", ["C", "--out", "O"]),
+    "workbook": (cli.main, "scratchvae workbook train", ["workbook", "train", "W", "--data-dir", "D", "--out", "O"]),
 }
 INTEGER_FLAGS = {
     "train": ["--hidden", "--latent", "--samples", "--iwae-k", "--batch-size", "--epochs", "--seed", "--eval-batch",
@@ -132,12 +133,13 @@ INTEGER_FLAGS = {
     "beta_sweep": ["--epochs", "--seed"],
     "cvae_run": ["--hidden", "--latent", "--epochs", "--batch-size", "--seed", "--is-k", "--limit"],
     "inference": ["--n", "--steps", "--seed"],
+    "workbook": ["--hidden", "--latent", "--epochs", "--batch-size", "--seed"],
 }
 
 
 def entry_point(name, tmp_path, *extra):
     main, prog, argv = ENTRY_POINTS[name]
-    where = {"D": tmp_path / "data", "O": tmp_path / "out", "C": tmp_path / "checkpoint.npz"}
+    where = {"D": tmp_path / "data", "O": tmp_path / "out", "C": tmp_path / "checkpoint.npz", "W": tmp_path / "wb"}
     return main, prog, [str(where.get(a, a)) for a in argv] + list(extra)
 
 
@@ -175,8 +177,8 @@ def test_an_empty_out_or_data_dir_is_refused(name, tmp_path, capsys, monkeypatch
         changed[changed.index(flag) + 1] = ""
         code, err = run_main(main, changed, capsys)
         assert_one_line_error(code, err, prog, f"argument {flag}", "expected a path")
-    if name in ("resume", "evaluate", "sample", "explore", "inference", "autoencoder_run"):
-        changed = [a if a != str(tmp_path / "checkpoint.npz") else "" for a in argv]
+    if name in ("resume", "evaluate", "sample", "explore", "inference", "autoencoder_run", "workbook"):
+        changed = [a if a not in (str(tmp_path / "checkpoint.npz"), str(tmp_path / "wb")) else "" for a in argv]
         code, err = run_main(main, changed, capsys)
         assert_one_line_error(code, err, prog, "expected a path")
     assert sorted(os.listdir(tmp_path)) == []

@@ -274,6 +274,16 @@ def test_evaluate_stops_on_sigterm_in_the_importance_sampling(trained, data):
     assert stdout == ""
 
 
+def test_the_workbook_checker_stops_on_a_signal(tmp_path):
+    from scratchvae.machinery.cli import main
+    assert main(["workbook", "start", str(tmp_path / "wb")]) == 0
+    process = start_command("scratchvae.machinery.cli", ["workbook", "check", tmp_path / "wb"],
+                            "replace('scratchvae.workbook.cli:Checker', wait)")
+    wait_for(process)
+    code, _, err = stop_with(process, SIGTERM)
+    assert_stopped(code, err, "scratchvae workbook check", SIGTERM)
+
+
 def test_a_signal_at_the_last_step_of_train_is_not_lost(data, tmp_path):
     """A stop asked for in the last step of the last epoch: training completes and saves, and
     the command still stops with 128 + signum instead of carrying on as if nothing came."""
