@@ -314,13 +314,20 @@ def find_dataset(name, data_dir=None, download=True, progress=True, *,
     return target
 
 
+def _unlistable(directory):
+    """' (permission denied: ...)' after a directory that exists but this user may not list."""
+    if not isinstance(directory, Path) or not _is(directory, "dir") or os.access(directory, os.R_OK | os.X_OK):
+        return ""
+    return " (permission denied: this user may not list it)"
+
+
 def _not_found(name, missing, searched, failures):
     """The DataError for 'no copy here and none could be downloaded', with what to do."""
     if not os.environ.get(ENV_VAR):
         searched = [(f"${ENV_VAR}", "(not set)")] + searched
     lines = [f"{_info(name)['title']} not found: missing {', '.join(missing)}.",
              "Looked in:"]
-    lines += [f"  {where:<20} {directory}" for where, directory in searched]
+    lines += [f"  {where:<20} {directory}{_unlistable(directory)}" for where, directory in searched]
     lines += ["Could not download them:"] + [f"  {f}" for f in failures]
     lines += ["To provide them, put the files (.gz or uncompressed) in a directory and pass",
               "  --data-dir DIR  (data_dir=DIR in Python), or set SCRATCHVAE_DATA_DIR=DIR,",

@@ -263,6 +263,14 @@ def test_a_data_directory_the_user_cannot_list_is_exit_2_naming_it(name, unlista
     assert f"{unlistable}{os.sep}mnist" not in err
 
 
+def test_an_unlistable_scratchvae_data_dir_is_named_with_its_reason(unlistable, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SCRATCHVAE_DATA_DIR", str(unlistable))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, err = run_main(cli.main, ["train", "--no-download", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"$SCRATCHVAE_DATA_DIR {unlistable} (permission denied: this user may not list it)" in " ".join(err.split())
+
+
 # ------------------------------------------------------------------ a full disk names the file
 def fill(disk):
     """Leave no free byte on the tmpfs ``disk``."""
