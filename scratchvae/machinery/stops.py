@@ -17,7 +17,7 @@ Handlers are installed in the main thread only (Python runs them there).
 """
 import signal
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -38,31 +38,38 @@ def signal_name(signum):
     return f"Ctrl-C ({name})" if signum == signal.SIGINT else name
 
 
-_stopping = SimpleNamespace(now=False)     # set once a stop has been raised: the command is ending
+_state = SimpleNamespace(ending=False, holding=0, pending=None)   # ending: a stop was raised or an error is reported
+
+
+def _stop(signum):
+    """Raise Stopped(signum) now, or as the held() block around this line ends."""
+    if _state.holding:
+        _state.pending = _state.pending or signum
+        return
+    _state.ending = True
+    raise Stopped(signum)
 
 
 def _stop_now(signum, frame):
-    if _stopping.now:                          # already on its way out: let it say its last words
-        return
-    _stopping.now = True
-    raise Stopped(signum)
+    if not _state.ending:                      # once on its way out, it may say its last words
+        _stop(signum)
 
 
 @contextmanager
 def at_once():
     """For the block: a stop signal raises ``Stopped(signum)`` at once (in the main thread);
     signals after it, while the command says its last words, are ignored."""
-    _stopping.now = False
+    _state.ending, _state.holding, _state.pending = False, 0, None
     try:
         with _handling(_stop_now, takes_over=()):
             yield
     finally:
-        _stopping.now = False
+        _state.ending = False
 
 
 def ending():
     """The command is ending (an error is being reported): from now on stop signals are ignored."""
-    _stopping.now = True
+    _state.ending = True
 
 
 @contextmanager
@@ -72,12 +79,12 @@ def at_step_boundary():
     flag = SimpleNamespace(requested=False, signum=signal.SIGINT)
 
     def ask(signum, frame):
-        if _stopping.now:
+        if _state.ending:
             return
         if flag.requested:
-            _stopping.now = True
-            raise Stopped(signum)
-        flag.requested, flag.signum = True, signum
+            _stop(signum)
+        else:
+            flag.requested, flag.signum = True, signum
 
     with _handling(ask, takes_over=(_stop_now,)):
         yield flag
@@ -101,18 +108,16 @@ def _handling(handler, takes_over):
             signal.signal(s, previous[s])
 
 
-def held():
-    """For the block: stop signals wait (blocked) and arrive when it ends -- around the few lines
-    that create a temporary file and write down its name, so that no signal falls between."""
-    if not hasattr(signal, "pthread_sigmask"):               # pragma: no cover  (Windows)
-        return nullcontext()
-    return _masked()
-
-
 @contextmanager
-def _masked():
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+def held():
+    """For the block: a stop that would be raised waits until the block ends -- around the few
+    lines that create a temporary file and write down its name, so that no stop falls between."""
+    _state.holding += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _state.holding -= 1
+        if not _state.holding and _state.pending is not None:
+            signum, _state.pending = _state.pending, None
+            _state.ending = True
+            raise Stopped(signum)

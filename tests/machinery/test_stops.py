@@ -58,6 +58,20 @@ def test_at_once_raises_stopped_and_training_first_asks_then_stops():
     assert signal.getsignal(SIGTERM) is before and signal.getsignal(SIGINT) is signal.default_int_handler
 
 
+def test_a_stop_waits_for_the_end_of_a_held_block():
+    """files.py creates a temporary file and writes its name down inside held(): a signal there
+    stops the command only after both, so that the file is never left unnamed."""
+    import os
+    from scratchvae.machinery.stops import Stopped, at_once, held
+    done = []
+    with at_once():
+        with pytest.raises(Stopped) as stopped:
+            with held():
+                os.kill(os.getpid(), SIGHUP)
+                done.append("the name is written down")
+        assert done and stopped.value.signum == SIGHUP
+
+
 def test_a_handler_someone_else_installed_is_left_alone():
     """nohup ignores SIGHUP, a notebook has its own SIGINT handler: neither rule takes them over."""
     import os
