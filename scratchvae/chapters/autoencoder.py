@@ -204,6 +204,7 @@ def compare_with_vae(ae, vae, images, labels, rng, n_samples=100):
     empty = empty_prior_fraction of 10,000 prior samples, inside = the fraction of codes
     within the circle that holds 95 % of N(0, I) (K = 2))}.
     """
+    _need_count(n_samples, "n_samples")
     codes = {"autoencoder": ae.encode(images), "VAE": vae.encode(images)[0]}
     z = rng.standard_normal((n_samples, ae.latent_dim)).astype(ae.dtype)
     samples = {"autoencoder": ae.decode_mean(z), "VAE": vae.decode_mean(z)}
