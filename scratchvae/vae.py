@@ -480,12 +480,13 @@ def check_input(model, name, value, shape, data=False, also=None):
     if data and np.issubdtype(a.dtype, np.integer) and a.max() > 1:
         raise ValueError(f"{name} holds {a.dtype} values up to {a.max()}, like pixels 0..255: divide "
                          f"uint8 images by 255 (data.iterate_batches does) to get values in [0, 1]")
-    a = a.astype(model.dtype, copy=False)
+    with np.errstate(over="ignore"):                     # beyond the dtype's range: inf, refused below
+        a = a.astype(model.dtype, copy=False)
     lowest, highest = a.min(), a.max()                   # nan or inf anywhere propagates to both
     if not (np.isfinite(lowest) and np.isfinite(highest)):
         bad = a.size - np.count_nonzero(np.isfinite(a))
-        raise ValueError(f"{name} holds {bad:,} values that are nan or inf (as {model.dtype}); "
-                         f"every value must be finite")
+        raise ValueError(f"{name} holds {bad:,} {'value that is' if bad == 1 else 'values that are'} "
+                         f"nan or inf (as {model.dtype}); every value must be finite")
     if data and model.likelihood == "bernoulli" and (lowest < 0 or highest > 1):
         raise ValueError(f"{name} holds values in [{lowest:g}, {highest:g}], but the Bernoulli "
                          f"likelihood needs x in [0, 1] (grey levels or 0/1 pixels); rescale "
