@@ -349,6 +349,7 @@ def test_sample_and_sample_counts_must_be_positive(n):
 from scratchvae.chapters.autoencoder import Autoencoder
 from scratchvae.chapters.cvae import CVAE
 from scratchvae.chapters.iwae import IWAE
+from scratchvae.vae import check_input
 
 KINDS = {"vae": VAE, "iwae": lambda *a, **kw: IWAE(*a, k=2, **kw), "cvae": CVAE, "autoencoder": Autoencoder}
 
@@ -416,6 +417,9 @@ def test_every_kind_refuses_bad_x_eps_and_z_as_the_vae_does(kind, likelihood, da
     bad, message = _mistake(name, good[name], what, rng)
     with pytest.raises(ValueError, match=message):
         call(**{"x": good["x"], "e": good["eps"], "z": good["z"], {"eps": "e"}.get(name, name): bad})
+    shape = {"x": ("N", 6), "z": ("M", 2), "eps": ("L", n, 2)}[name]     # the method's refusal is the check's
+    with pytest.raises(ValueError, match=message):
+        check_input(model, name, bad, shape, data=name == "x")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

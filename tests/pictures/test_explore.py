@@ -26,7 +26,8 @@ from matplotlib.image import imread
 from scratchvae import VAE, Adam
 from scratchvae.machinery.cli import main
 from scratchvae.machinery.data import FILES
-from scratchvae.pictures.explore import CSP, _sha256, explorer_html, map_range, write_explorer
+from scratchvae.pictures.explore import (CSP, TEMPLATE, _sha256, content_security_policy, explorer_html, map_range,
+                                        write_explorer)
 from helpers import write_idx                    # a gzip IDX file of uint8 images or labels
 
 WINDOW = (1280, 980)
@@ -347,6 +348,13 @@ def test_the_csp_meta_tag_forbids_every_request():
     style, = re.findall(r"<style>(.*?)</style>", page, re.S)
     assert directives.pop("script-src") == [_sha256(script)] and directives.pop("style-src") == [_sha256(style)]
     assert not re.search(r"\sstyle\s*=|\son[a-z]+\s*=", page, re.I)        # no style or handler attributes
+    template = TEMPLATE.read_text(encoding="utf-8")
+    assert content_security_policy(template) == CSP
+    for changed in (template.replace("\n", "\r\n"),          # the parser reads CR LF as LF: another hash
+                    template.replace("</body>", "<script>x()</script></body>"),
+                    template.replace("const DATA", "__DATA__; const DATA")):
+        with pytest.raises(ValueError, match="one <script> and one <style>, fixed text"):
+            content_security_policy(changed)
     assert directives.pop("base-uri") == ["'none'"] and directives.pop("form-action") == ["'none'"]
     assert directives == {}                                         # nothing else allowed
     assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*[a-z]+:""", page, re.I)
