@@ -95,7 +95,7 @@ class Autoencoder:
     def reconstruction_error(self, x):
         """-log p(x|z) at z = encoder(x), per datapoint: (N,). The loss without its mean."""
         x = self._check_x(x)
-        out = self._decoder_forward(self.encode(x))             # a diverged encoder's inf: reported, not refused
+        out = self._decoder_forward(self.encode(x))             # a diverged code's inf: reported, not refused
         return -(bernoulli_log_likelihood(x, out) if self.likelihood == "bernoulli"
                  else gaussian_log_density(x, *out))
 

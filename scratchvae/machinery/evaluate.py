@@ -257,7 +257,7 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
 
 def _check_images(model, images_u8, labels=None, variational=True):
     """The images to evaluate: a non-empty uint8 array (N, D); a conditional model's labels (N,).
-    ``variational``: what the caller computes, an ELBO (q(z|x) and a prior), or -log p(x|z) of the autoencoder."""
+    ``variational``: what the caller computes, an ELBO (q(z|x) and a prior) or the autoencoder's -log p(x|z)."""
     if model.variational != variational:
         raise ValueError(f"{model.article} has no ELBO and no -log p(x) (no q(z|x), no prior): "
                          f"evaluate_reconstruction (or evaluate_losses) measures it" if variational else

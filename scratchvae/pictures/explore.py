@@ -55,7 +55,8 @@ def content_security_policy(template):
     """
     script = re.findall(r"<script>(.*?)</script>", template, re.S)
     style = re.findall(r"<style>(.*?)</style>", template, re.S)
-    if len(script) != 1 or len(style) != 1 or any(f in script[0] + style[0] for f in FIELDS) or "\r" in template:
+    fixed = len(script) == len(style) == 1 and not any(f in script[0] + style[0] for f in FIELDS)
+    if not fixed or "\r" in template:                   # (the HTML parser reads CR LF as LF: another hash)
         raise ValueError(f"{TEMPLATE}: the page needs one <script> and one <style>, fixed text (LF line ends)")
     return (f"default-src 'none'; script-src {_sha256(script[0])}; style-src {_sha256(style[0])}; "
             f"base-uri 'none'; form-action 'none'")
@@ -84,7 +85,7 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
     label_names : list      ten names for the legend (e.g. FASHION_LABELS), default the digits
     """
     check_explorable(model)
-    if label_names is not None and (len(label_names) != 10 or not all(isinstance(n, str) for n in label_names)):
+    if label_names is not None and (len(label_names) != 10 or not all(isinstance(s, str) for s in label_names)):
         raise ValueError(f"label_names must be ten strings, one per label, got {label_names!r:.80}")
     data = {"title": title, "model": {"input_dim": model.input_dim, "hidden_dims": list(model.hidden_dims),
                                       "latent_dim": model.latent_dim, "activation": model.activation,
