@@ -42,6 +42,7 @@ from .models import kinds, model_class
 from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
 from ..vae import LIKELIHOODS
+from ..workbook.cli import add_workbook_commands
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
@@ -252,6 +253,8 @@ def build_parser():
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
     _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
     p.set_defaults(run=_explore, command_parser=p)
+
+    add_workbook_commands(commands)      # scratchvae workbook start|check|train: workbook/cli.py
     return parser
 
 
