@@ -37,7 +37,7 @@ import numpy as np
 from scratchvae.chapters.autoencoder import Autoencoder, vae_reconstruction_error
 from scratchvae.chapters.beta_sweep import run_beta_sweep
 from scratchvae.machinery.arguments import Parser, nonnegative_int, path_arg, positive_int
-from scratchvae.machinery.data import add_data_arguments, iterate_batches, load
+from scratchvae.machinery.data import DataError, add_data_arguments, iterate_batches, load
 from scratchvae.machinery.entry import run, say_when_stopped
 from scratchvae.machinery.evaluate import evaluate
 from scratchvae.machinery.run_dir import hold_run_directories
@@ -109,6 +109,10 @@ def demo(args):
     test_split = load(args.dataset, args.test_split, args.data_dir, args.download)
     n_train = min(filter(None, (len(train_split), args.limit, settings.get("train_images"))))
     n_test = min(filter(None, (len(test_split), args.limit, settings.get("test_images"))))
+    if n_test < 2:                                       # before any training: docs/reliability.md
+        given = "--limit 1" if args.limit == 1 else f"{args.dataset} {test_split.split} holds one image"
+        raise DataError(f"{given}: the importance-sampled -log p(x) has no standard error on one test "
+                        f"image (it needs two)")
     # --quick and --limit take the first images of each split, and the runs record that
     # ("train[0:10000]"), so that `scratchvae resume` and `evaluate` find the same images
     train_split, test_split = train_split.first(n_train), test_split.first(n_test)

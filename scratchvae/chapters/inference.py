@@ -37,6 +37,7 @@ import numpy as np
 from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
 from ..layers import exp_no_subnormal
 from ..optim import Adam
+from ..vae import _need_count
 from .posterior import Q_SIGMAS, posterior_window, square_grid, variational_gap
 
 
@@ -104,6 +105,7 @@ def fit_q(model, x, rng, steps=500, n_samples=16, lr=0.05, final_lr=0.002, init=
     Shapes:      x (N, D) -> FittedQ with mu, logvar (N, K)
     """
     x = model._check_x(x)
+    _need_count(steps, "steps"), _need_count(n_samples, "n_samples")
     N, K = x.shape[0], model.latent_dim
     lam = np.zeros(2 * N * K, dtype=model.dtype)             # lambda = (mu, logvar), one flat vector
     dlam = np.zeros_like(lam)

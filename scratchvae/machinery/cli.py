@@ -299,6 +299,11 @@ def _evaluate(args, parser):
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
+    n_is = len(images) if args.limit is None else min(args.limit, len(images))
+    if model.variational and args.is_k and n_is < 2:                   # reliability.md: bad input
+        given = f"--limit {args.limit}" if n_is == args.limit else f"{dataset} {split} holds one image"
+        parser.error(f"{given}: the importance-sampled estimate on one image has no standard error "
+                     f"(it needs two): evaluate two or more images, or skip the estimate with --is-k 0")
     run_data = checkpoint["progress"].get("data", {}).get("test")          # None: not recorded
     now = fingerprint(images, labels)
     same_data = None if run_data is None else now == run_data
