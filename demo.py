@@ -18,14 +18,15 @@ What it does, each step one call into the package:
   6. what the KL term does: the 2-D VAE once per KL weight beta, figure 11   (scratchvae/chapters/beta_sweep.py)
   7. write OUT/explorer.html: the 2-D model in one page to open in a browser   (scratchvae/pictures/explore.py)
 Progress goes to stderr, the summary to stdout. Checkpoints go to OUT/main, OUT/latent2d and
-OUT/autoencoder2d (checkpoints already there are replaced only with --overwrite); Ctrl-C stops
-training cleanly after saving one (resume it with ``scratchvae resume
-OUT/main/checkpoint.npz``). No display is needed.
+OUT/autoencoder2d, which the demo locks from start to end as `scratchvae train` does (checkpoints
+already there are replaced only with --overwrite). Ctrl-C, SIGTERM or SIGHUP stop it in any
+phase; in training it first saves a checkpoint (resume it with ``scratchvae resume
+OUT/main/checkpoint.npz``). Every file is written whole or not at all, and the exit codes are
+those of every command (scratchvae/machinery/entry.py). No display is needed.
 """
 import argparse
 import dataclasses
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -35,10 +36,12 @@ import numpy as np
 
 from scratchvae.chapters.autoencoder import Autoencoder, vae_reconstruction_error
 from scratchvae.chapters.beta_sweep import run_beta_sweep
+from scratchvae.machinery.arguments import Parser, nonnegative_int, path_arg, positive_int
 from scratchvae.machinery.data import DataError, add_data_arguments, iterate_batches, load
+from scratchvae.machinery.entry import run, say_when_stopped
 from scratchvae.machinery.evaluate import evaluate
-from scratchvae.machinery.runner import (ConfigError, TrainConfig, TrainingDiverged, TrainingInterrupted,
-                                         derive_streams, train)
+from scratchvae.machinery.run_dir import hold_run_directories
+from scratchvae.machinery.runner import CHECKPOINT_NAME, ConfigError, TrainConfig, derive_streams, train
 from scratchvae.pictures.explore import FASHION_LABELS, MAX_POINTS, write_explorer
 from scratchvae.pictures.figures import FIGURES, make_figures
 
@@ -57,13 +60,14 @@ RUNS = {"main": "main VAE", "latent2d": "VAE with a 2-D latent space",      # OU
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
+        prog="demo.py", memory_advice="try --quick, or smaller splits (--train-split, --test-split)",
         description="Train a VAE and write the lecture's figures (reconstructions, samples, the 2-D "
                     "manifold and latent space, interpolation, training curves, the variational gap, "
                     "reparameterisation vs score-function gradients, inference gaps, the plain "
                     "autoencoder beside the VAE).")
     add_data_arguments(parser)
-    parser.add_argument("--out", type=Path, default=Path("out"), metavar="DIR",
+    parser.add_argument("--out", type=path_arg, default=Path("out"), metavar="DIR",
                         help="where the figures (and OUT/main, OUT/latent2d, OUT/autoencoder2d "
                              "checkpoints) go (default: out)")
     parser.add_argument("--overwrite", action="store_true",
@@ -71,11 +75,11 @@ def build_parser():
                              "(without it, the demo refuses to touch them)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 2 epochs on at most 10,000 images, smaller figures")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"epochs for each model (default: about {IMAGE_BUDGET:,} training images, "
                              f"at most {MAX_EPOCHS} epochs; 2 with --quick)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of everything (default: 1)")
-    parser.add_argument("--limit", type=int, default=None,      # tests: N images per split, least figure work
+    parser.add_argument("--seed", type=nonnegative_int, default=1, help="seed of everything (default: 1)")
+    parser.add_argument("--limit", type=positive_int, default=None,      # tests: N images per split, least figure work
                         help=argparse.SUPPRESS)
     return parser
 
@@ -92,25 +96,23 @@ def as_model_input(images_u8, binarize, seed):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Every way the demo ends is an exit code and one line (scratchvae/machinery/entry.py)."""
+    return run(build_parser(), argv, demo)
+
+
+def demo(args):
     settings = QUICK if args.quick else FULL
-    if args.epochs is not None and args.epochs < 1:
-        return fail(f"--epochs must be a positive integer, got {args.epochs}")
-    if args.limit is not None and args.limit < 1:
-        return fail(f"--limit must be a positive integer, got {args.limit}")
-    existing = [args.out / name / "checkpoint.npz" for name in RUNS
-                if (args.out / name / "checkpoint.npz").exists()]
-    if existing and not args.overwrite:                  # a trained model is never silently replaced
-        return fail(f"{existing[0]} already exists (an earlier run?): pass --overwrite to replace "
-                    f"the demo's checkpoints in {args.out}, or choose another --out")
+    runs = {name: args.out / name for name in RUNS}                 # OUT/main, OUT/latent2d, OUT/autoencoder2d
+    refuse_earlier_runs(runs.values(), args)                        # before loading anything
     start = time.perf_counter()
-    try:
-        train_split = load(args.dataset, args.train_split, args.data_dir, args.download)
-        test_split = load(args.dataset, args.test_split, args.data_dir, args.download)
-    except DataError as e:
-        return fail(str(e))
+    train_split = load(args.dataset, args.train_split, args.data_dir, args.download)
+    test_split = load(args.dataset, args.test_split, args.data_dir, args.download)
     n_train = min(filter(None, (len(train_split), args.limit, settings.get("train_images"))))
     n_test = min(filter(None, (len(test_split), args.limit, settings.get("test_images"))))
+    if n_test < 2:                                       # before any training: docs/reliability.md
+        given = "--limit 1" if args.limit == 1 else f"{args.dataset} {test_split.split} holds one image"
+        raise DataError(f"{given}: the importance-sampled -log p(x) has no standard error on one test "
+                        f"image (it needs two)")
     # --quick and --limit take the first images of each split, and the runs record that
     # ("train[0:10000]"), so that `scratchvae resume` and `evaluate` find the same images
     train_split, test_split = train_split.first(n_train), test_split.first(n_test)
@@ -118,30 +120,24 @@ def main(argv=None):
     test_images, test_labels = test_split.images, test_split.labels
     epochs = args.epochs or settings.get("epochs") or default_epochs(n_train)
 
-    try:
-        config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=train_split.split,
-                             test_split=test_split.split, binarize=args.binarize, download=args.download,
-                             hidden=(400,), latent=20, epochs=epochs, seed=args.seed,
-                             out=str(args.out / "main"))
-        config2d = dataclasses.replace(config, latent=2, out=str(args.out / "latent2d"))
-        # slides 3-5: the same data, budget and seed as the 2-D VAE, no KL
-        config_ae = dataclasses.replace(config2d, model=Autoencoder.kind, out=str(args.out / "autoencoder2d"))
-        runs = {}
-        for name, c in (("main", config), ("latent2d", config2d), ("autoencoder2d", config_ae)):
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, train_split=train_split.split,
+                         test_split=test_split.split, binarize=args.binarize, download=args.download,
+                         hidden=(400,), latent=20, epochs=epochs, seed=args.seed, out=str(runs["main"]))
+    configs = {"main": config, "latent2d": dataclasses.replace(config, latent=2, out=str(runs["latent2d"])),
+               # slides 3-5: the same data, budget and seed as the 2-D VAE, no KL
+               "autoencoder2d": dataclasses.replace(config, latent=2, model=Autoencoder.kind,
+                                                    out=str(runs["autoencoder2d"]))}
+    # the run directories are the demo's, under the lock `train` takes, from the check to the end:
+    # another run cannot write into them meanwhile, and train() refuses a checkpoint found there
+    with hold_run_directories(runs.values()):
+        refuse_earlier_runs(runs.values(), args)
+        trained = {}
+        for name, c in configs.items():
             say(f"== training the {RUNS[name]} ({c.epochs} epochs) ==")
-            runs[name] = train(c, train_images=train_images, test_images=test_images, overwrite=True)
-    except (ConfigError, ValueError) as e:
-        return fail(str(e))
-    except TrainingDiverged as e:
-        return fail(str(e), code=1)
-    except (TrainingInterrupted, KeyboardInterrupt) as stop:     # Ctrl-C, SIGTERM or SIGHUP
-        signum = getattr(stop, "signum", signal.SIGINT)
-        said = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        say(f"demo stopped by {said} (training state saved where the line above says)")
-        return 128 + signum
-    (model, history), (model2d, _), (autoencoder, _) = runs["main"], runs["latent2d"], runs["autoencoder2d"]
+            trained[name] = train(c, train_images=train_images, test_images=test_images, overwrite=args.overwrite)
+        (model, history), (model2d, _), (autoencoder, _) = trained["main"], trained["latent2d"], trained["autoencoder2d"]
+        say_when_stopped(f"the trained models are in {', '.join(map(str, runs.values()))}")
 
-    try:
         say(f"== evaluating: importance-sampled -log p(x) with k = {settings['is_k']} ==")
         seed = derive_streams(args.seed)["eval"]
         report = evaluate(model, test_images, is_k=0, seed=seed, binarize=args.binarize)
@@ -164,11 +160,6 @@ def main(argv=None):
                        title=f"scratchvae demo, {args.dataset}, 2-D latent space",
                        source=f"{args.dataset} {test_split.split}",
                        label_names=FASHION_LABELS if args.dataset == "fashion-mnist" else None)
-    except TrainingDiverged as e:                                     # a beta-sweep run
-        return fail(str(e), code=1)
-    except KeyboardInterrupt:
-        say(f"demo stopped by Ctrl-C; the trained models are in {', '.join(str(args.out / n) for n in RUNS)}")
-        return 130
 
     print(f"\nscratchvae demo: {args.dataset}, trained on {n_train:,} images ({train_split.split}), "
           f"tested on {n_test:,} ({test_split.split}), {epochs} epochs per model, seed {args.seed}")
@@ -189,13 +180,16 @@ def main(argv=None):
     return 0
 
 
+def refuse_earlier_runs(run_dirs, args):
+    """A trained model is never silently replaced: an earlier run's checkpoint needs --overwrite."""
+    existing = [d / CHECKPOINT_NAME for d in run_dirs if (d / CHECKPOINT_NAME).exists()]
+    if existing and not args.overwrite:
+        raise ConfigError(f"{existing[0]} already exists (an earlier run?): pass --overwrite to replace "
+                          f"the demo's checkpoints in {args.out}, or choose another --out")
+
+
 def say(text):
     print(text, file=sys.stderr, flush=True)
-
-
-def fail(message, code=2):
-    print(f"demo.py: error: {message}", file=sys.stderr)
-    return code
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ The real datasets are never part of the project. Tests that need them look in
 checkout (where CI puts them), and skip with a reason when they are absent.
 """
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,20 @@ def shared_mnist_dir():
 def shared_fashion_dir():
     """Directory holding the full real Fashion-MNIST (skips when absent)."""
     return _shared("fashion-mnist")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 KiB tmpfs (needs root and mount); skipped with the reason otherwise."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full-disk test needs root to mount a small tmpfs")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(where)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True)

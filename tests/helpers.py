@@ -1,7 +1,15 @@
 """Helpers the test files share: small data sets on disk, synthetic images, tiny checkpoints,
 and the check that a command's error is one line. (conftest.py's folder is on sys.path, so
 ``from helpers import ...`` works from every test folder.)"""
+import fcntl
 import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -83,6 +91,114 @@ def tiny_checkpoint(path, model, dataset="mnist"):
     kind = type(model).kind
     adam = Adam(model.flat_params, model.flat_grads)
     return save_checkpoint(path, model, adam, {"model": kind, "dataset": dataset}, [], {})
+
+
+@contextmanager
+def held_by_another_process(out, pid=4242):
+    """Hold ``out``'s run-directory lock as another process would: an flock on its own open
+    file description (the kernel refuses a second one even within one process), with the
+    holder's text a running training writes."""
+    from scratchvae.machinery.run_dir import LOCK_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.pwrite(fd, f"process {pid}\n".encode(), 0)
+        yield pid
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------ commands in a child process
+# A command started as its console script would be, after a few patches that hold it in one
+# phase: ``wait`` says READY on stderr and sleeps until a signal comes; ``gated`` batches say
+# READY and then wait for the file GO (so a signal can land inside a training step);
+# ``during(a, b, new)`` replaces b by new while a runs. The computation is unchanged.
+CHILD = """
+import importlib, os, sys, time
+sys.path[:0] = {paths!r}
+GO = {go!r}
+
+def wait(*args, **kwargs):
+    print("READY", file=sys.stderr, flush=True)
+    time.sleep(60)
+    print("no signal came", file=sys.stderr, flush=True)
+
+def _split(target):
+    module, name = target.split(":")
+    return importlib.import_module(module), name
+
+def replace(target, new):
+    module, name = _split(target)
+    setattr(module, name, new)
+
+def during(outer, inner, new):
+    module, name = _split(outer)
+    original = getattr(module, name)
+    def wrapped(*args, **kwargs):
+        replace(inner, new)
+        return original(*args, **kwargs)
+    setattr(module, name, wrapped)
+
+def gated(batches):
+    def gated_batches(*args, **kwargs):
+        for i, batch in enumerate(batches(*args, **kwargs)):
+            if i == 0:
+                print("READY", file=sys.stderr, flush=True)
+                while not os.path.exists(GO):
+                    time.sleep(0.01)
+            yield batch
+    return gated_batches
+
+def stub(*args, **kwargs):
+    return {{}}
+
+{patches}
+sys.exit(importlib.import_module({module!r}).main({argv!r}))
+"""
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_command(module, argv, patches="", go=None):
+    """Popen of ``module.main(argv)`` (e.g. "demo", "scratchvae.machinery.cli") after ``patches``."""
+    script = CHILD.format(paths=[str(REPO), str(REPO / "tests")], go=str(go), patches=patches,
+                          module=module, argv=[str(a) for a in argv])
+    return subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(process, text="READY"):
+    """Read the child's stderr up to the line starting with ``text``; return what came before it."""
+    seen = []
+    for line in process.stderr:
+        if line.startswith(text):
+            return "".join(seen)
+        seen.append(line)
+    process.wait()
+    raise AssertionError(f"the child ended (exit {process.returncode}) before {text!r}:\n{''.join(seen)}")
+
+
+def stop_with(process, signum, go=None, timeout=60):
+    """Send ``signum`` (then create ``go``, opening a gated step); return (exit code, stdout, stderr)."""
+    try:
+        process.send_signal(signum)
+        if go is not None:
+            time.sleep(0.3)                              # the handler has run: let the step go on
+            Path(go).touch()
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        process.kill()
+    return process.returncode, out, err
+
+
+def assert_stopped(code, err, prog, signum):
+    """128 + signum, no traceback, and the last line says which signal stopped ``prog``."""
+    said = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}[signum]
+    assert code == 128 + signum, (code, err)
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"{prog}: stopped by {said}"), err
+    return last
 
 
 # ---------------------------------------------------------------- what a figure drew

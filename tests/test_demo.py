@@ -15,6 +15,7 @@ import pytest
 import scratchvae.machinery.cli as cli
 from scratchvae.machinery.checkpoint import load_checkpoint
 from scratchvae.pictures.figures import FIGURES
+from helpers import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -104,7 +105,7 @@ def test_missing_data_is_one_clear_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "Ctrl-C (SIGINT)"), (signal.SIGTERM, "SIGTERM")])
 def test_a_stop_signal_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path, signum, said):
     """SIGINT (Ctrl-C) or SIGTERM during training: the trainer saves a checkpoint, the demo says
     which signal stopped it and exits with 128 + its number, as a shell reports it."""
@@ -121,14 +122,28 @@ def test_a_stop_signal_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path, sign
     finally:
         process.kill()
     assert process.returncode == 128 + signum
-    assert f"demo stopped by {said} (training state saved" in err and "Traceback" not in err
+    assert f"demo.py: stopped by {said}; the training state is saved in {out / 'main' / 'checkpoint.npz'}" in err
+    assert "Traceback" not in err
     assert (out / "main" / "checkpoint.npz").is_file()
 
 
-def test_a_bad_epoch_count_is_one_line_naming_that_option(tmp_path, capsys):
-    assert demo.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"]) == 2
+@pytest.mark.parametrize("extra, named", [(["--test-split", "test[:1]"], "mnist test[:1] holds one image"),
+                                          (["--limit", "1"], "--limit 1")])
+def test_one_test_image_is_one_line_before_any_training(tiny_data, tmp_path, capsys, extra, named):
+    """It printed '+/- 0.00 s.e.' over one image after training every model (docs/reliability.md:
+    one image where a standard error needs two is bad input)."""
+    out = tmp_path / "out"
+    assert demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--no-download", *extra]) == 2
     err = capsys.readouterr().err
-    assert err == "demo.py: error: --epochs must be a positive integer, got 0\n"
+    assert err.count("\n") == 1 and err.startswith("demo.py: error: ") and named in err and "no standard error" in err
+    assert not out.exists()
+
+
+def test_a_bad_epoch_count_is_one_line_naming_that_option(tmp_path, capsys):
+    code, err = run_main(demo.main, ["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"],
+                         capsys)
+    assert (code, err) == (2, "demo.py: error: argument --epochs: expected a positive integer, got '0' "
+                              "(see demo.py --help)\n")
 
 
 def test_the_demo_never_silently_replaces_checkpoints(tmp_path, capsys):

@@ -304,7 +304,7 @@ def fenced_command_lines(path):
 
 def parser_and_args(command):
     """(parser, argv) when ``command`` runs demo.py or scratchvae, else None."""
-    if not re.match(r"(python demo\.py|scratchvae|python -m scratchvae)(\s|$)", command):
+    if not re.match(r"(python demo\.py|scratchvae|python -m scratchvae(\.[\w.]+)?)(\s|$)", command):
         return None                                     # prose in a code block need not be shell
     words = shlex.split(command)
     if words[:2] == ["python", "demo.py"]:
@@ -315,6 +315,8 @@ def parser_and_args(command):
         return scratchvae.machinery.cli.build_parser(), words[1:]
     if words[:3] == ["python", "-m", "scratchvae"]:
         return scratchvae.machinery.cli.build_parser(), words[3:]
+    if words[:2] == ["python", "-m"] and words[2].startswith("scratchvae."):
+        return importlib.import_module(words[2]).build_parser(), words[3:]   # a chapter's command
     return None
 
 
@@ -342,12 +344,14 @@ def test_every_command_line_in_the_docs_parses(capsys):
     parsed = [(name, command) for name, command in doc_commands() if check_command(command)]
     names = {name for name, _ in parsed}
     assert len(parsed) >= 8 and {"README.md", "results.md"} <= names, parsed
+    assert any(command.startswith("python -m scratchvae.chapters.") for _, command in parsed), parsed
 
 
 def test_the_command_check_fails_on_a_wrong_flag(capsys):
     assert check_command("python demo.py --data-dir ../shared/data/mnist --train-split 'test[:9000]'")
     assert not check_command("pip install -e .")
     for wrong in ("python demo.py --data-directory DIR", "scratchvae train --hiden 400",
+                  "python -m scratchvae.chapters.beta_sweep --betas 1 --out OUT --seeds 2",
                   "scratchvae evaluate RUN/checkpoint.npz --is-k many"):
         with pytest.raises(AssertionError, match="does not parse"):
             check_command(wrong)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scratchvae"
 CORE = {"__init__.py", "__main__.py", "layers.py", "losses.py", "vae.py", "optim.py", "gradcheck.py", "train.py"}
-FOLDERS = {"chapters", "machinery", "pictures", "fast"}
+FOLDERS = {"chapters", "machinery", "pictures", "fast", "workbook"}
 
 
 def test_the_top_of_the_package_is_the_lecture_and_one_folder_per_role():

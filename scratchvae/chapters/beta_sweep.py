@@ -49,15 +49,17 @@ import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..pictures import plots
-from ..machinery.cli import _Parser, nonnegative_int, positive_int
-from ..machinery.data import BINARIZE, DATASETS, DataError, _binarize_arg, _split_arg, iterate_batches, load
+from ..machinery import entry
+from ..machinery.arguments import Parser, nonnegative_int, path_arg, positive_int
+from ..machinery.data import BINARIZE, DATASETS, _binarize_arg, _split_arg, iterate_batches, load
 from ..machinery.evaluate import evaluate_nelbo, substream
-from ..machinery.runner import ConfigError, TrainConfig, TrainingDiverged, derive_streams, train
+from ..machinery.files import write_text_atomic
+from ..machinery.run_dir import check_writable
+from ..machinery.runner import TrainConfig, derive_streams, train
 
 BETAS = (0.0, 0.1, 1.0, 4.0, 25.0)
 EPOCHS = 10                      # per beta: short runs (the demo's 2-D model trains 40 epochs)
@@ -172,11 +174,12 @@ def _beta(text):
 
 
 def build_parser():
-    p = _Parser(prog="python -m scratchvae.chapters.beta_sweep",
-                description="Train the 2-D VAE once per KL weight beta and draw the rate-distortion "
-                            "plane, each model's latent space and its samples from N(0, I).")
+    p = Parser(prog="python -m scratchvae.chapters.beta_sweep",
+               description="Train the 2-D VAE once per KL weight beta and draw the rate-distortion "
+                           "plane, each model's latent space and its samples from N(0, I).",
+               memory_advice="use smaller splits (--train-split, --test-split)")
     p.add_argument("--dataset", choices=list(DATASETS), default="mnist")
-    p.add_argument("--data-dir", type=Path, default=None, help="directory holding the IDX files")
+    p.add_argument("--data-dir", type=path_arg, default=None, help="directory holding the IDX files")
     p.add_argument("--train-split", type=_split_arg, default="train", help="e.g. train, 'test[:9000]'")
     p.add_argument("--test-split", type=_split_arg, default="test", help="e.g. test, 'test[9000:]'")
     p.add_argument("--no-download", dest="download", action="store_false", help="never download")
@@ -186,37 +189,33 @@ def build_parser():
                    help=f"KL weights (default: {' '.join(f'{b:g}' for b in BETAS)})")
     p.add_argument("--epochs", type=positive_int, default=EPOCHS, help=f"epochs per beta (default: {EPOCHS})")
     p.add_argument("--seed", type=nonnegative_int, default=1, help="seed of every run (default: 1)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
                    help="where 11_beta_sweep.png and beta_sweep.json go")
     return p
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command; every way it ends is an exit code and one line (machinery/entry.py)."""
+    return entry.run(build_parser(), argv, _sweep)
+
+
+def _sweep(args):
     start = time.perf_counter()
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        train_split = load(args.dataset, args.train_split, args.data_dir, args.download, progress=False)
-        test_split = load(args.dataset, args.test_split, args.data_dir, args.download, progress=False)
-        say = lambda text: print(text, file=sys.stderr, flush=True)
-        say(f"training {len(args.betas)} models of {args.epochs} epochs on {args.dataset} "
-            f"{args.train_split} ({len(train_split):,} images), testing on {args.test_split} "
-            f"({len(test_split):,})")
-        path = args.out / "11_beta_sweep.png"
-        results = run_beta_sweep(train_split.images, test_split.images, test_split.labels,
-                                 betas=args.betas, epochs=args.epochs, seed=args.seed, log=say,
-                                 figure_path=path, binarize=args.binarize)
-        keep = ("beta", "distortion", "rate", "nelbo", "objective", "active_units", "inside", "seconds")
-        (args.out / "beta_sweep.json").write_text(json.dumps(
-            [{**{k: r[k] for k in keep}, "code_mean": r["code_mean"].tolist(), "code_std": r["code_std"].tolist()}
-             for r in results], indent=1) + "\n")
-    except (DataError, ConfigError, ValueError, OSError) as e:          # bad input: data, split, directory
-        print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"{parser.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 1
+    check_writable(args.out)                          # before hours of training, not after
+    train_split = load(args.dataset, args.train_split, args.data_dir, args.download, progress=False)
+    test_split = load(args.dataset, args.test_split, args.data_dir, args.download, progress=False)
+    say = lambda text: print(text, file=sys.stderr, flush=True)
+    say(f"training {len(args.betas)} models of {args.epochs} epochs on {args.dataset} "
+        f"{args.train_split} ({len(train_split):,} images), testing on {args.test_split} "
+        f"({len(test_split):,})")
+    path = args.out / "11_beta_sweep.png"
+    results = run_beta_sweep(train_split.images, test_split.images, test_split.labels,
+                             betas=args.betas, epochs=args.epochs, seed=args.seed, log=say,
+                             figure_path=path, binarize=args.binarize)
+    keep = ("beta", "distortion", "rate", "nelbo", "objective", "active_units", "inside", "seconds")
+    write_text_atomic(args.out / "beta_sweep.json", json.dumps(
+        [{**{k: r[k] for k in keep}, "code_mean": r["code_mean"].tolist(), "code_std": r["code_std"].tolist()}
+         for r in results], indent=1) + "\n")
     print(table(results))
     print(f"\n{len(results)} models, {args.epochs} epochs each, on {len(train_split):,} training and "
           f"{len(test_split):,} test images, seed {args.seed}: wall time {time.perf_counter() - start:.0f} s")

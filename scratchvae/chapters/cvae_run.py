@@ -15,17 +15,19 @@ the figures and numbers are made from it).
 """
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from ..layers import ACTIVATIONS
+from ..machinery import entry
+from ..machinery.arguments import Parser, nonnegative_int, path_arg, positive_float, positive_int
 from ..machinery.checkpoint import CheckpointError, load_checkpoint, load_model
-from ..machinery.cli import _Parser, nonnegative_int, positive_float, positive_int
-from ..machinery.data import DataError, load
+from ..machinery.data import DataError, _split_arg, load
 from ..machinery.evaluate import importance_sampled_nll
+from ..machinery.files import write_text_atomic
 from ..pictures.plots import _figure, _save, _show_mosaic, mosaic
 from .cvae import CVAE
-from ..machinery.runner import CHECKPOINT_NAME, ConfigError, TrainConfig, TrainingDiverged, train
+from ..machinery.runner import CHECKPOINT_NAME, ConfigError, TrainConfig, train
 
 
 def binarize(images_u8, rng):
@@ -83,52 +85,52 @@ def load_comparison(path, dataset, input_dim):
     return vae
 
 
-def main(argv=None):
-    p = _Parser(prog="python -m scratchvae.chapters.cvae_run", description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = Parser(prog="python -m scratchvae.chapters.cvae_run", description=__doc__.split("\n\n")[0],
+               memory_advice="use a smaller --hidden, --latent, --batch-size, --is-k or --limit")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--train-split", default="test[:9000]")
-    p.add_argument("--test-split", default="test[9000:]")
+    p.add_argument("--data-dir", type=path_arg, required=True)
+    p.add_argument("--train-split", type=_split_arg, default="test[:9000]")
+    p.add_argument("--test-split", type=_split_arg, default="test[9000:]")
     p.add_argument("--hidden", type=positive_int, nargs="+", default=[200, 200])
     p.add_argument("--latent", type=positive_int, default=50)
-    p.add_argument("--activation", default="tanh")
+    p.add_argument("--activation", default="tanh", choices=list(ACTIVATIONS))
     p.add_argument("--epochs", type=positive_int, default=5)
     p.add_argument("--batch-size", type=positive_int, default=20)
     p.add_argument("--lr", type=positive_float, default=1e-3)
     p.add_argument("--seed", type=nonnegative_int, default=1)
     p.add_argument("--is-k", type=positive_int, default=5000, help="importance samples for the bounds")
     p.add_argument("--limit", type=positive_int, default=1000, help="test images for the bounds (at least 2)")
-    p.add_argument("--compare", type=Path, help="an unconditional VAE's checkpoint.npz, same data")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
+    p.add_argument("--compare", type=path_arg, help="an unconditional VAE's checkpoint.npz, same data")
+    p.add_argument("--out", type=path_arg, required=True)
+    return p
+
+
+def main(argv=None):
+    """The command; every way it ends is an exit code and one line (machinery/entry.py)."""
+    return entry.run(build_parser(), argv, _run)
+
+
+def _run(args):
     if args.limit < 2:                                                # the standard errors divide by n - 1
-        p.error(f"argument --limit: the standard errors need at least 2 test images, got {args.limit}")
-
-    def fail(message, code=2):                                       # 2: bad input; 1: training failed
-        print(f"{p.prog}: error: {message}", file=sys.stderr)
-        return code
-
-    try:
-        train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
-        test_set = load(args.dataset, args.test_split, args.data_dir, download=False, progress=False)
-        if len(test_set) < 2:
-            return fail(f"--test-split {args.test_split} holds only {len(test_set)} image; "
+        raise ConfigError(f"--limit: the standard errors need at least 2 test images, got {args.limit}")
+    train_set = load(args.dataset, args.train_split, args.data_dir, download=False, progress=False)
+    test_set = load(args.dataset, args.test_split, args.data_dir, download=False, progress=False)
+    if len(test_set) < 2:
+        raise DataError(f"--test-split {args.test_split} holds only {len(test_set)} image; "
                         f"the standard errors need at least 2")
-        pixels = int(np.prod(test_set.images.shape[1:]))
-        vae = load_comparison(args.compare, args.dataset, pixels) if args.compare else None   # before training
-        config = TrainConfig(model=CVAE.kind, dataset=args.dataset, data_dir=args.data_dir,
-                             train_split=args.train_split, test_split=args.test_split, binarize="dynamic",
-                             download=False, hidden=args.hidden, latent=args.latent, activation=args.activation,
-                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             out=str(args.out))
-        previous = args.out / CHECKPOINT_NAME
-        model, _ = train(config, resume=previous if previous.exists() else None,
-                         train_images=train_set.images, test_images=test_set.images,
-                         train_labels=train_set.labels, test_labels=test_set.labels)
-    except (DataError, ConfigError, CheckpointError) as e:
-        return fail(e)
-    except TrainingDiverged as e:                                     # as scratchvae train says it
-        return fail(e, code=1)
+    pixels = int(np.prod(test_set.images.shape[1:]))
+    vae = load_comparison(args.compare, args.dataset, pixels) if args.compare else None   # before training
+    config = TrainConfig(model=CVAE.kind, dataset=args.dataset, data_dir=args.data_dir,
+                         train_split=args.train_split, test_split=args.test_split, binarize="dynamic",
+                         download=False, hidden=args.hidden, latent=args.latent, activation=args.activation,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         out=str(args.out))
+    previous = args.out / CHECKPOINT_NAME
+    model, _ = train(config, resume=previous if previous.exists() else None,
+                     train_images=train_set.images, test_images=test_set.images,
+                     train_labels=train_set.labels, test_labels=test_set.labels)
+    entry.say_when_stopped(f"the trained model is {previous}")
     flat = lambda s: s.images.reshape(len(s.images), -1)
     rng = np.random.default_rng(args.seed + 2)
     x_test = binarize(flat(test_set)[:args.limit], rng)                  # one draw, for both models
@@ -151,7 +153,7 @@ def main(argv=None):
     plot_draw_me(draw_me_a_digit(model, 12, np.random.default_rng(args.seed + 4)), args.out / "cvae_draw_me_a_7.png")
     picks = [int(np.flatnonzero(y_test == c)[0]) for c in range(10) if np.any(y_test == c)][:6]
     plot_same_hand(same_hand_every_digit(model, x_test[picks], y_test[picks]), args.out / "cvae_same_hand.png")
-    (args.out / "cvae_results.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(args.out / "cvae_results.json", json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0
 

@@ -37,6 +37,7 @@ import numpy as np
 from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
 from ..layers import exp_no_subnormal
 from ..optim import Adam
+from ..vae import _need_count
 from .posterior import Q_SIGMAS, posterior_window, square_grid, variational_gap
 
 
@@ -104,6 +105,7 @@ def fit_q(model, x, rng, steps=500, n_samples=16, lr=0.05, final_lr=0.002, init=
     Shapes:      x (N, D) -> FittedQ with mu, logvar (N, K)
     """
     x = model._check_x(x)
+    _need_count(steps, "steps"), _need_count(n_samples, "n_samples")
     N, K = x.shape[0], model.latent_dim
     lam = np.zeros(2 * N * K, dtype=model.dtype)             # lambda = (mu, logvar), one flat vector
     dlam = np.zeros_like(lam)
@@ -197,47 +199,55 @@ def grids_holding(model, x, mu, logvar, points=201):
             for i in range(len(x))]
 
 
+def build_parser():
+    from ..machinery.arguments import Parser, nonnegative_int, path_arg, positive_int
+    from ..machinery.data import DATASETS, _split_arg
+
+    parser = Parser(prog="python -m scratchvae.chapters.inference",
+                    description="approximation and amortisation gaps of a 2-D-latent VAE",
+                    memory_advice="use fewer images (--n)")
+    parser.add_argument("checkpoint", type=path_arg)
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS))
+    parser.add_argument("--data-dir", type=path_arg, default=None)
+    parser.add_argument("--split", type=_split_arg, default="test[9000:]")
+    parser.add_argument("--n", type=positive_int, default=100, help="images (default 100, at least 2)")
+    parser.add_argument("--steps", type=positive_int, default=500, help="Adam steps on lambda (default 500)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    return parser
+
+
 def main(argv=None):
     """python -m scratchvae.chapters.inference CHECKPOINT --data-dir DIR --split 'test[9000:]' --n 100
 
     Prints log p(x), ELBO(q*), ELBO(q_encoder) and the two gaps averaged over the first n
     images of the split (grey levels / 255, as the demo trains), for a 2-D-latent checkpoint.
+    Every way it ends is an exit code and one line (machinery/entry.py).
     """
-    import sys
+    from ..machinery import entry
+    return entry.run(build_parser(), argv, _gaps_command)
+
+
+def _gaps_command(args):
     import time
 
     from ..machinery.checkpoint import CheckpointError, load_model
-    from ..machinery.cli import _Parser, nonnegative_int, positive_int
+    from ..machinery.config import ConfigError
     from ..machinery.data import DataError, load
 
-    parser = _Parser(prog="python -m scratchvae.chapters.inference",
-                     description="approximation and amortisation gaps of a 2-D-latent VAE")
-    parser.add_argument("checkpoint")
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--split", default="test[9000:]")
-    parser.add_argument("--n", type=positive_int, default=100, help="images (default 100, at least 2)")
-    parser.add_argument("--steps", type=positive_int, default=500, help="Adam steps on lambda (default 500)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    args = parser.parse_args(argv)
     if args.n < 2:                                           # the standard errors divide by n - 1
-        parser.error(f"argument --n: the standard errors need at least 2 images, got {args.n}")
-    try:
-        model = load_model(args.checkpoint)
-        if not model.variational or model.conditional:       # (an IWAE is saved as a VAE)
-            raise ValueError(f"{args.checkpoint} holds {model.article}; this needs an unconditional VAE checkpoint")
-        if model.latent_dim != 2:
-            raise ValueError(f"needs a model with latent_dim 2, this one has {model.latent_dim}")
-        split = load(args.dataset, args.split, args.data_dir, download=False)
-        pixels = int(np.prod(split.images.shape[1:]))
-        if model.input_dim != pixels:
-            raise ValueError(f"the model has {model.input_dim} pixels, the images of {args.split} have {pixels}")
-        if len(split) < 2:
-            raise ValueError(f"--split {args.split} holds only {len(split)} image; "
-                             f"the standard errors need at least 2")
-    except (CheckpointError, DataError, ValueError) as e:
-        print(f"python -m scratchvae.chapters.inference: error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--n: the standard errors need at least 2 images, got {args.n}")
+    model = load_model(args.checkpoint)
+    if not model.variational or model.conditional:           # (an IWAE is saved as a VAE)
+        raise CheckpointError(f"{args.checkpoint} holds {model.article}; this needs an unconditional VAE checkpoint")
+    if model.latent_dim != 2:
+        raise CheckpointError(f"{args.checkpoint}: needs a model with latent_dim 2, this one has {model.latent_dim}")
+    split = load(args.dataset, args.split, args.data_dir, download=False)
+    pixels = int(np.prod(split.images.shape[1:]))
+    if model.input_dim != pixels:
+        raise DataError(f"the model has {model.input_dim} pixels, the images of {args.split} have {pixels}")
+    if len(split) < 2:
+        raise DataError(f"--split {args.split} holds only {len(split)} image; "
+                        f"the standard errors need at least 2")
     x = split.images[:args.n].reshape(min(args.n, len(split.images)), -1).astype(model.dtype) / 255
     start = time.perf_counter()
     g = gaps_on_grid(model, x, np.random.default_rng(args.seed), steps=args.steps)

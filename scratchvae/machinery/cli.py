@@ -16,10 +16,11 @@ so for the others).
 Each flag maps onto a ``TrainConfig`` field (config.py) or an argument of evaluate.py.
 Progress goes to stderr; results go to stdout (``evaluate --json``: one JSON object, alone).
 
-Exit codes: 0 done; 1 training diverged or an output could not be written; 2 a bad
-argument, data set or checkpoint (one line on stderr); 128 + the signal's number when
-stopped by one: 130 Ctrl-C, 143 SIGTERM (kill, timeout), 129 SIGHUP (terminal closed) --
-training saves a checkpoint first.
+Every command runs through entry.py. Exit codes: 0 done; 1 training diverged or the disk
+is full (the line names the file); 2 a bad argument, data set, checkpoint or output path, or
+sizes that do not fit in memory (one line on stderr); 128 + the signal's number when
+stopped by one, in any phase: 130 Ctrl-C, 143 SIGTERM (kill, timeout), 129 SIGHUP (terminal
+closed) -- training saves a checkpoint first, and no temporary file stays behind.
 """
 import argparse
 import dataclasses
@@ -31,34 +32,30 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from . import entry
+from .arguments import (Parser, image_count, nonnegative_float, nonnegative_int, path_arg, positive_float,
+                        positive_int)
 from .checkpoint import CheckpointError, load_checkpoint, load_model
 from .data import DataError, _named_for_other, add_data_arguments, iterate_batches, load
 from .evaluate import evaluate, evaluate_losses, format_report
 from ..pictures.explore import FASHION_LABELS, MAX_POINTS, check_explorable, write_explorer
 from ..fast.fused_eval import unsupported_reason as fast_eval_refuses
 from ..layers import ACTIVATIONS
-from .files import write_bytes_atomic
+from .files import WriteError, write_bytes_atomic
 from .models import kinds, model_class
-from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
-                    TrainingInterrupted, derive_streams, fingerprint, train)
+from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, derive_streams,
+                     fingerprint, train)
 from ..vae import LIKELIHOODS
+from ..workbook.cli import add_workbook_commands
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
-    "train": "use a smaller --batch-size, --eval-batch or --hidden",
+    "train": "use a smaller --batch-size, --eval-batch, --hidden, --latent, --samples or --iwae-k",
     "resume": "use a smaller --eval-batch",
     "evaluate": "use a smaller --batch-size or --is-k",
     "sample": "ask for fewer images (--n) or a smaller --scale",
     "explore": "put fewer digits on the map (--points)",
 }
 MAX_PNG_PIXELS = 50_000_000          # `sample`: a larger grid is surely a typo (and gigabytes of memory)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad value is ONE line on stderr (no usage block), exit code 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -73,47 +70,11 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 
 # ---------------------------------------------------------------------------------------
-# Argument types: each rejects a bad value with a message that says what is expected
-# ---------------------------------------------------------------------------------------
-
-def _number(text, kind, ok, what):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not (math.isfinite(value) and ok(value)):
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
-def positive_int(text):
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def nonnegative_int(text):
-    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
-
-
-def positive_float(text):
-    return _number(text, float, lambda v: v > 0, "a number > 0")
-
-
-def nonnegative_float(text):
-    return _number(text, float, lambda v: v >= 0, "a number >= 0")
-
-
-def image_count(text):
-    """--limit: a positive integer, or 'all'."""
-    return None if text.strip().lower() == "all" else _number(text, int, lambda v: v >= 1,
-                                                               "a positive integer or 'all'")
-
-
-# ---------------------------------------------------------------------------------------
 # The parser
 # ---------------------------------------------------------------------------------------
 
 def build_parser():
-    parser = _Parser(prog="scratchvae", formatter_class=_HelpFormatter, description="A Variational Autoencoder from scratch in "
+    parser = Parser(prog="scratchvae", formatter_class=_HelpFormatter, description="A Variational Autoencoder from scratch in "
                      "NumPy: train it, resume it, evaluate it, sample from it.",
                      epilog="Run 'scratchvae COMMAND --help' for the flags of each command.")
     parser.add_argument("--version", action="version", version=f"scratchvae {__version__}")
@@ -126,7 +87,7 @@ def build_parser():
                             "conditional VAE); write RUN_DIR/checkpoint.npz and "
                             "RUN_DIR/history.{json,csv} after every epoch. Ctrl-C (or SIGTERM, SIGHUP) saves and "
                             "stops; one training at a time per RUN_DIR.",
-                            formatter_class=_HelpFormatter)
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["train"])
     add_data_arguments(p)
     model = p.add_argument_group("model")
     model.add_argument("--model", choices=list(kinds()), default=d.model,
@@ -160,26 +121,26 @@ def build_parser():
                      help="images per forward pass when evaluating")
     _add_speed_arguments(p, d)
     output = p.add_argument_group("output")
-    output.add_argument("--out", type=Path, default=Path("run"), metavar="RUN_DIR",
+    output.add_argument("--out", type=path_arg, default=Path("run"), metavar="RUN_DIR",
                         help="run directory for checkpoint.npz and history.json/.csv")
     output.add_argument("--overwrite", action="store_true",
                         help="replace an existing RUN_DIR/checkpoint.npz instead of refusing")
     p.set_defaults(run=_train, command_parser=p)
 
     p = commands.add_parser("resume", help="continue training from a checkpoint",
-                            formatter_class=_HelpFormatter,
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["resume"],
                             description="Continue a run exactly where its checkpoint stopped (end "
                             "of an epoch, or the step where Ctrl-C stopped it).")
-    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     p.add_argument("--epochs", type=positive_int,
                    help="total number of epochs to reach (default: the run's own --epochs)")
     p.add_argument("--lr", type=positive_float,
                    help="change the learning rate (the continuation then differs from the "
                         "uninterrupted run)")
-    p.add_argument("--data-dir", type=Path, help="where the data is now (default: as in training)")
+    p.add_argument("--data-dir", type=path_arg, help="where the data is now (default: as in training)")
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
                    help="never download the data")
-    p.add_argument("--out", type=Path, metavar="RUN_DIR",
+    p.add_argument("--out", type=path_arg, metavar="RUN_DIR",
                    help="where to write (default: the checkpoint's directory)")
     p.add_argument("--eval-batch", type=positive_int, help="images per forward pass when evaluating")
     _add_speed_arguments(p, None)
@@ -193,8 +154,8 @@ def build_parser():
                             "bounds on -log p(x|y). An autoencoder has neither (no q(z|x), no prior): "
                             "its test reconstruction -log p(x|z) is reported. The data flags default "
                             "to the run's own.",
-                            formatter_class=_HelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["evaluate"])
+    p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     add_data_arguments(p, train_split=False)
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
     _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
@@ -220,8 +181,8 @@ def build_parser():
                             "means as a PNG grid (slide 6: digits from Gaussian noise). A conditional "
                             "VAE decodes with a label: --digit 7 draws sevens; without --digit, one row "
                             "per class y = 0..9, each column one z decoded with every label.",
-                            formatter_class=_HelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["sample"])
+    p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
     p.add_argument("--digit", type=nonnegative_int, default=None,
                    help="a conditional VAE's checkpoint (train --model cvae) only: draw this class, "
                         "e.g. --digit 7 for sevens (default: one row per class, the columns sharing z, "
@@ -233,7 +194,7 @@ def build_parser():
                    help="images per row (default: ceil(sqrt(n)); see --n for a conditional VAE)")
     p.add_argument("--scale", type=positive_int, default=2, help="PNG pixels per image pixel")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of z")
-    p.add_argument("--out", type=Path, default=Path("samples.png"), help="the PNG file to write")
+    p.add_argument("--out", type=path_arg, default=Path("samples.png"), help="the PNG file to write")
     p.set_defaults(run=_sample, command_parser=p)
 
     p = commands.add_parser("explore", help="write one HTML page to explore the latent space in a browser",
@@ -243,15 +204,17 @@ def build_parser():
                             "digit on with q(z|x), its reconstruction and its negative ELBO, and a "
                             "slider per latent dimension. The data flags default to the run's own; "
                             "when the run's data cannot be found, the map has no test digits.",
-                            formatter_class=_HelpFormatter)
-    p.add_argument("checkpoint", type=Path, help="RUN_DIR/checkpoint.npz")
-    p.add_argument("--out", type=Path, default=Path("explorer.html"), help="the HTML file to write")
+                            formatter_class=_HelpFormatter, memory_advice=MEMORY_ADVICE["explore"])
+    p.add_argument("checkpoint", type=path_arg, help="RUN_DIR/checkpoint.npz")
+    p.add_argument("--out", type=path_arg, default=Path("explorer.html"), help="the HTML file to write")
     p.add_argument("--points", type=nonnegative_int, default=MAX_POINTS,
                    help="encoded test digits on the map, the first of the test split (0: none)")
     add_data_arguments(p, train_split=False)
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
     _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
     p.set_defaults(run=_explore, command_parser=p)
+
+    add_workbook_commands(commands)      # scratchvae workbook start|check|train: workbook/cli.py
     return parser
 
 
@@ -278,7 +241,7 @@ def _train(args, parser):
                              engine=args.engine, threads=args.threads)
     except ConfigError as e:
         parser.error(str(e))
-    return _run_training("train", config, None, args.overwrite)
+    return _run_training(config, None, args.overwrite)
 
 
 def _add_speed_arguments(parser, defaults):
@@ -306,17 +269,11 @@ def _resume(args, parser):
         raise DataError(f"data directory {args.data_dir} is named after the dataset "
                         f"{Path(args.data_dir).name!r}, but this run trained on {saved.dataset!r}: "
                         f"point --data-dir at the {saved.dataset} files")
-    return _run_training("resume", dataclasses.replace(saved, **changes), args.checkpoint, False)
+    return _run_training(dataclasses.replace(saved, **changes), args.checkpoint, False)
 
 
-def _run_training(command, config, resume, overwrite):
-    try:
-        model, history = train(config, resume=resume, overwrite=overwrite)
-    except TrainingDiverged as e:
-        print(f"scratchvae {command}: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except TrainingInterrupted as e:
-        return 128 + int(e.signum)                       # train() has said where it saved
+def _run_training(config, resume, overwrite):
+    model, history = train(config, resume=resume, overwrite=overwrite)   # a stop or divergence: entry.py says it
     if history:
         last = history[-1]
         where = f"; checkpoint {Path(config.out) / CHECKPOINT_NAME}" if config.out else ""
@@ -342,6 +299,11 @@ def _evaluate(args, parser):
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
+    n_is = len(images) if args.limit is None else min(args.limit, len(images))
+    if model.variational and args.is_k and n_is < 2:                   # reliability.md: bad input
+        given = f"--limit {args.limit}" if n_is == args.limit else f"{dataset} {split} holds one image"
+        parser.error(f"{given}: the importance-sampled estimate on one image has no standard error "
+                     f"(it needs two): evaluate two or more images, or skip the estimate with --is-k 0")
     run_data = checkpoint["progress"].get("data", {}).get("test")          # None: not recorded
     now = fingerprint(images, labels)
     same_data = None if run_data is None else now == run_data
@@ -461,8 +423,8 @@ def _explore(args, parser):
     try:
         size = write_explorer(args.out, model, images=images, labels=labels, title=str(args.checkpoint),
                               source=source, label_names=FASHION_LABELS if dataset == "fashion-mnist" else None)
-    except OSError as e:
-        raise ConfigError(f"cannot write {args.out}: {e.strerror or e}") from None
+    except OSError as e:                                 # (its folder, say, is a file): name the page
+        raise e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror, str(args.out)) from None
     shown = f"{len(images):,} test digits ({source})" if images is not None else "no test digits"
     print(f"wrote {args.out}: {size / 1e6:.1f} MB, {shown} on the map; open it in a browser "
           f"(from disk, no server needed)")
@@ -508,22 +470,5 @@ def _progress_line(what):
 # ---------------------------------------------------------------------------------------
 
 def main(argv=None):
-    """Entry point of the ``scratchvae`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args, args.command_parser)
-    except (DataError, CheckpointError, ConfigError) as e:
-        print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as e:
-        print(f"scratchvae {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except MemoryError as e:
-        detail = f" ({e})" if str(e) else ""
-        print(f"scratchvae {args.command}: error: not enough memory{detail}; "
-              f"{MEMORY_ADVICE[args.command]}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"scratchvae {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Entry point of the ``scratchvae`` console script; returns the exit code (entry.py)."""
+    return entry.run(build_parser(), argv, lambda args: args.run(args, args.command_parser))

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import file_mode
+from ..vae import _is_count
+from .arguments import path_arg
+from .files import TEMPORARIES, file_mode
+from .stops import held
 
 
 class DataError(ValueError):
@@ -206,11 +209,20 @@ def cache_dir(name):
 
 
 def _file_in(directory, base):
-    """The file holding ``base`` in ``directory``: uncompressed if present, else .gz, else None."""
+    """The file holding ``base`` in ``directory``: uncompressed if present, else .gz, else None
+    (also when the directory may not be searched: its permissions are checked by the caller)."""
     for candidate in (directory / base, directory / f"{base}.gz"):
-        if candidate.is_file():
+        if _is(candidate, "file"):
             return candidate
     return None
+
+
+def _is(path, what):
+    """path.is_file() or path.is_dir(), False when the parent may not be searched (PermissionError)."""
+    try:
+        return path.is_file() if what == "file" else path.is_dir()
+    except OSError:
+        return False
 
 
 def _splits_in(directory):
@@ -220,7 +232,7 @@ def _splits_in(directory):
 
 def _dataset_dir(directory, name):
     """``directory/<name>`` if that is a folder (one per dataset), else ``directory``."""
-    return directory / name if (directory / name).is_dir() else directory
+    return directory / name if _is(directory / name, "dir") else directory
 
 
 def _named_for_other(directory, name):
@@ -230,7 +242,12 @@ def _named_for_other(directory, name):
 
 def _check_explicit_dir(directory, name, splits):
     """An explicitly given directory must hold ``splits``; otherwise say what it does hold."""
-    if not directory.is_dir():
+    try:
+        found = directory.is_dir()
+    except PermissionError:                        # a directory above it may not be searched
+        raise DataError(f"data directory {directory}: permission denied: this user may not "
+                        f"reach it") from None
+    if not found:
         raise DataError(f"data directory {directory} does not exist or is not a directory")
     if not os.access(directory, os.R_OK | os.X_OK):
         raise DataError(f"data directory {directory}: permission denied: this user may not list "
@@ -298,13 +315,20 @@ def find_dataset(name, data_dir=None, download=True, progress=True, *,
     return target
 
 
+def _unlistable(directory):
+    """' (permission denied: ...)' after a directory that exists but this user may not list."""
+    if not isinstance(directory, Path) or not _is(directory, "dir") or os.access(directory, os.R_OK | os.X_OK):
+        return ""
+    return " (permission denied: this user may not list it)"
+
+
 def _not_found(name, missing, searched, failures):
     """The DataError for 'no copy here and none could be downloaded', with what to do."""
     if not os.environ.get(ENV_VAR):
         searched = [(f"${ENV_VAR}", "(not set)")] + searched
     lines = [f"{_info(name)['title']} not found: missing {', '.join(missing)}.",
              "Looked in:"]
-    lines += [f"  {where:<20} {directory}" for where, directory in searched]
+    lines += [f"  {where:<20} {directory}{_unlistable(directory)}" for where, directory in searched]
     lines += ["Could not download them:"] + [f"  {f}" for f in failures]
     lines += ["To provide them, put the files (.gz or uncompressed) in a directory and pass",
               "  --data-dir DIR  (data_dir=DIR in Python), or set SCRATCHVAE_DATA_DIR=DIR,",
@@ -338,7 +362,9 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    with held():                                   # a stop signal waits until the name is written down
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        TEMPORARIES.add(tmp)
     try:
         os.fchmod(fd, file_mode())                 # mkstemp makes it 0600; cached data follows the umask
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -379,6 +405,7 @@ def download(url, target, md5, progress=True, timeout=DOWNLOAD_TIMEOUT, size=Non
     finally:
         if os.path.exists(tmp):                 # failed or interrupted: keep nothing
             os.remove(tmp)
+        TEMPORARIES.discard(tmp)
     return target
 
 
@@ -509,8 +536,8 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
         got = getattr(images_u8, "dtype", type(images_u8).__name__)
         raise TypeError(f"images_u8 must be a uint8 array (N, D), got {got} "
                         f"{getattr(images_u8, 'shape', '')}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not _is_count(batch_size):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r:.60}")
     if binarize in RENAMED_BINARIZE:
         raise ValueError(f"binarize: {RENAMED_BINARIZE[binarize]}")
     if binarize not in BINARIZE:
@@ -583,7 +610,7 @@ def add_data_arguments(parser, train_split=True, test_split=True):
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=list(DATASETS), default="mnist",
                        help="which dataset (default: mnist)")
-    group.add_argument("--data-dir", type=Path, default=None,
+    group.add_argument("--data-dir", type=path_arg, default=None,
                        help=f"directory holding the IDX files (.gz or not), or a directory with "
                             f"a subdirectory per dataset; default: ${ENV_VAR}, then the user "
                             f"cache, then download")

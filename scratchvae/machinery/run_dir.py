@@ -15,13 +15,13 @@ import json
 import os
 import tempfile
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 
 from .checkpoint import CheckpointError, load_parameters, save_checkpoint
 from .config import ConfigError
-from .files import write_text_atomic
+from .files import WriteError, write_text_atomic
 
 try:
     import fcntl                                          # the run directory's lock (POSIX)
@@ -139,6 +139,8 @@ def file_identity(path):
 
 
 LOCK_NAME = ".scratchvae.lock"
+LOCK_TEXT_BYTES = 64             # "process 1234", padded: written in place, in one write, never truncated
+_HELD = {}                       # the run directories this process holds: (st_dev, st_ino) -> depth
 
 
 @contextmanager
@@ -149,31 +151,60 @@ def exclusive(out):
     process holding it) instead of both writing, the later silently replacing the other's
     checkpoint. The kernel releases the lock when its process ends, however it ends: after a
     kill -9 there is no stale lock to clean up. (Without fcntl, as on Windows: no lock.)
+    The process that holds ``out`` may enter again (the demo holds its run directories from
+    its check to the end, around the trainings that lock them too).
+
+    The lock file says who holds it. Its text is written in place, never renamed over (a
+    second run would lock the new file while the first held the old one) and never truncated:
+    one write of LOCK_TEXT_BYTES bytes, so a failed write (a full disk: WriteError naming the
+    file) leaves the previous text whole.
     """
     if fcntl is None:
         yield
         return
     path = out / LOCK_NAME
     try:
-        f = open(path, "a+", encoding="utf-8")
+        key = (os.stat(out).st_dev, os.stat(out).st_ino)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)     # not O_APPEND: the text goes at offset 0
     except OSError as e:
         raise ConfigError(f"cannot create the lock file {path}: {e.strerror or e}") from None
-    with f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read(100).strip()
-            raise ConfigError(f"another training is writing to {out} ({holder or 'a running process'}); "
-                              f"wait for it to end, or choose another output directory (--out)") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()}\n")
-        f.flush()
+    try:
+        if key not in _HELD:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, LOCK_TEXT_BYTES, 0).decode("utf-8", "replace").strip()
+                raise ConfigError(f"another training is writing to {out} ({holder or 'a running process'}); "
+                                  f"wait for it to end, or choose another output directory (--out)") from None
+            except OSError as e:
+                raise ConfigError(f"cannot lock {path}: {e.strerror or e}") from None
+            try:
+                os.pwrite(fd, f"process {os.getpid()}".ljust(LOCK_TEXT_BYTES - 1).encode() + b"\n", 0)
+            except OSError as e:
+                raise WriteError(e.errno, e.strerror or str(e), str(path)) from None
+        _HELD[key] = _HELD.get(key, 0) + 1
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+    finally:
+        os.close(fd)                                          # closing the last descriptor unlocks
+
+
+def hold_run_directories(outs):
+    """Create each run directory in ``outs`` (check_writable) and hold it (exclusive) until the
+    returned ExitStack closes: ``with hold_run_directories([a, b]): ...``."""
+    held = ExitStack()
+    try:
+        for out in outs:
+            check_writable(out)
+            held.enter_context(exclusive(out))
+    except BaseException:
+        held.close()
+        raise
+    return held
 
 
 def remove_stale_temporaries(out, log):

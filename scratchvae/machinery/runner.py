@@ -33,11 +33,9 @@ same losses, same parameters, bit for bit (tests/machinery/test_runner.py checks
 """
 import math
 import signal
-import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -50,6 +48,7 @@ from .data import DataError, iterate_batches, load
 from .evaluate import evaluate_losses, substream
 from .models import model_class
 from .progress import Log, describe_run
+from .stops import at_step_boundary
 from .run_dir import (CHECKPOINT_NAME, HISTORY_NAMES, check_writable, exclusive, file_identity, fingerprint,
                       remove_stale_temporaries, restore, save, write_history)
 
@@ -202,7 +201,7 @@ def _train(config, checkpoint, ckpt_path, log, given):
 
     x_buffer = np.empty((min(config.batch_size, N), D), dtype=np.float32)   # every batch lands here
     session_epoch_seconds = []
-    with _stop_requests() as interrupt, _engine(config, model, optimizer, min(config.batch_size, N)) as fused:
+    with at_step_boundary() as interrupt, _engine(config, model, optimizer, min(config.batch_size, N)) as fused:
         for epoch in range(position["epochs_done"] + 1, config.epochs + 1):
             data_state_at_epoch_start = data_rng.bit_generator.state
             batches = iterate_batches(train_x, config.batch_size, data_rng, binarize=config.binarize,
@@ -286,9 +285,9 @@ def _train(config, checkpoint, ckpt_path, log, given):
             session_epoch_seconds.append(time.perf_counter() - t_start)
             left = (config.epochs - epoch) * float(np.mean(session_epoch_seconds))
             log.epoch(record, config.epochs, left)
-            if interrupt.requested and epoch < config.epochs:
+            if interrupt.requested:                      # (after the last epoch too: a stop is never lost)
                 raise _interrupted(ckpt_path, epoch + 1, 0, steps_per_epoch, model, history, log,
-                                   interrupt.signum)
+                                   interrupt.signum, complete=epoch == config.epochs)
     return model, history
 
 
@@ -377,10 +376,12 @@ def _advice(config, resuming, variational):
     return f"Try a smaller learning rate (lr={config.lr:g}) or a KL warm-up (warmup_epochs)."
 
 
-def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log, signum):
-    where = f"epoch {epoch}, after step {step}/{steps_per_epoch}" if step else f"the start of epoch {epoch}"
-    saved = (f"saved {ckpt_path}; continue with: scratchvae resume {ckpt_path}"
-             if ckpt_path is not None else "nothing saved (no output directory)")
+def _interrupted(ckpt_path, epoch, step, steps_per_epoch, model, history, log, signum, complete=False):
+    """The TrainingInterrupted to raise (and its line in the log); ``complete``: after the last epoch."""
+    where = (f"the end of training (all {epoch - 1} epochs done)" if complete else
+             f"epoch {epoch}, after step {step}/{steps_per_epoch}" if step else f"the start of epoch {epoch}")
+    saved = ("nothing saved (no output directory)" if ckpt_path is None else f"saved {ckpt_path}" if complete
+             else f"saved {ckpt_path}; continue with: scratchvae resume {ckpt_path}")
     message = f"interrupted by {signal.Signals(signum).name} at {where}: {saved}"
     log.line(message)
     return TrainingInterrupted(message, checkpoint=ckpt_path, epoch=epoch, step=step,
@@ -398,36 +399,3 @@ def _engine(config, model, optimizer, batch_rows):
         return
     with FusedStep(model, optimizer, batch_rows, workers=config.threads) as fused:
         yield fused
-
-
-# Ctrl-C (SIGINT), and what `kill`, `timeout`, job schedulers (SIGTERM) and a closed terminal
-# (SIGHUP) send: each asks training to save and stop.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-@contextmanager
-def _stop_requests():
-    """While training, the first stop signal only sets ``flag.requested`` (and ``flag.signum``;
-    the loop then saves at the next step boundary and stops); a second one raises
-    KeyboardInterrupt at once. Only in the main thread, and only for signals whose handler
-    is still Python's default (nobody else has installed one)."""
-    flag = SimpleNamespace(requested=False, signum=signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested, flag.signum = True, signum
-
-    defaults = {signal.SIGINT: signal.default_int_handler}
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    ours = [s for s in STOP_SIGNALS if previous[s] is defaults.get(s, signal.SIG_DFL)]
-    for s in ours:
-        signal.signal(s, handler)
-    try:
-        yield flag
-    finally:
-        for s in ours:
-            signal.signal(s, previous[s])

@@ -24,6 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from PIL import Image                         # matplotlib's own dependency
 
+from ..machinery.files import write_bytes_atomic
+
 DPI = 100
 IMAGE_CMAP = "gray_r"                         # ink dark on white paper
 DIGIT_NAMES = [str(d) for d in range(10)]
@@ -41,15 +43,16 @@ def _save(fig, path, dpi):
 
     A palette PNG is 2-4 times smaller than matplotlib's RGBA one, and exact for figures
     of at most 256 colours (the grey image grids); plots with more colours lose only
-    imperceptible shades. No dithering, so the same figure gives the same bytes.
+    imperceptible shades. No dithering, so the same figure gives the same bytes. Written
+    through machinery/files.py: a failed write (a full disk, a stop signal) keeps the
+    previous figure whole and leaves no temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.set_dpi(dpi)
     buffer, (width, height) = fig.canvas.print_to_buffer()            # RGBA bytes
     rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 4)[..., :3]
     image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(256, dither=Image.Dither.NONE)
-    image.save(path, format="PNG", optimize=True)
+    write_bytes_atomic(path, lambda f: image.save(f, format="PNG", optimize=True))
     return path
 
 

@@ -18,7 +18,7 @@ from matplotlib.image import imread
 from scratchvae.machinery.checkpoint import load_checkpoint
 from scratchvae.machinery.cli import main
 from scratchvae.machinery.data import FILES
-from helpers import write_idx
+from helpers import held_by_another_process, write_idx
 
 TINY_MODEL = ["--hidden", "16", "--latent", "2", "--batch-size", "32", "--eval-batch", "50"]
 
@@ -201,6 +201,23 @@ def test_evaluate_bad_arguments(trained, capsys, extra):
     one_error_line(capsys, "evaluate")
 
 
+@pytest.mark.parametrize("extra, named", [(["--limit", "1"], "--limit 1"),
+                                          (["--test-split", "test[:1]"], "mnist test[:1] holds one image"),
+                                          (["--test-split", "test[-1:]", "--limit", "5"], "test[-1:] holds one image"),
+                                          (["--limit", "1", "--engine", "fused"], "--limit 1")])
+def test_evaluate_on_one_image_has_no_standard_error_and_says_so(trained, capsys, extra, named):
+    """It printed '+/- 0.000 s.e.'; docs/reliability.md calls one image where a standard error
+    needs two bad input: one line, exit 2, before any work."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(trained), "--is-k", "5", *extra])
+    assert exit_.value.code == 2
+    err = one_error_line(capsys, "evaluate")
+    assert named in err and "no standard error" in err and "--is-k 0" in err
+    assert main(["evaluate", str(trained), "--is-k", "0", *extra, "--json"]) == 0   # no estimate: fine
+    report = json.loads(capsys.readouterr().out)
+    assert report["is_nll"] is None and report["is_nll_sem"] is None
+
+
 def test_evaluate_with_the_fused_engine_gives_the_same_report(trained, capsys):
     reports = []
     for engine in ("plain", "fused"):
@@ -338,8 +355,7 @@ def test_sample_replaces_its_png_atomically_and_keeps_it_when_the_write_fails(tr
 
 
 def test_a_second_training_into_a_running_runs_directory_is_one_line(data_dir, tmp_path, capsys):
-    from scratchvae.machinery.run_dir import exclusive
-    with exclusive(tmp_path):                                   # as if another run held it
+    with held_by_another_process(tmp_path):
         assert main(train_args(data_dir, tmp_path, "--overwrite")) == 2
     assert "another training is writing to" in one_error_line(capsys, "train")
     assert not (tmp_path / "checkpoint.npz").exists()

@@ -5,9 +5,7 @@ no data files are needed). The default run tries a few random moments; ``pytest 
 tries many (the counts are in docs/reliability.md).
 """
 import json
-import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -157,23 +155,6 @@ def test_two_trainings_into_one_directory_one_refuses_and_kill_9_leaves_no_stale
     train(config(out, epochs=done + 1), resume=out / "checkpoint.npz", train_images=TRAIN,
           test_images=TEST, log=False)
     assert check_consistent(out) == done + 1
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 320 KiB tmpfs (needs root and mount); skipped with the reason otherwise."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a full-disk test needs root to mount a small tmpfs")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(where)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
 
 
 def test_a_full_disk_leaves_every_earlier_file_intact(small_disk):

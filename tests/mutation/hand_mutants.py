@@ -9,6 +9,7 @@ The first six are the slips an independent review made and no test noticed (issu
 CORE = ["tests/test_layers.py", "tests/test_losses.py", "tests/test_vae.py", "tests/test_optim.py",
         "tests/test_gradcheck.py"]
 CHAPTERS = ["tests/chapters"]
+ESCAPED = 'return text.replace("<", "\\\\u003c").replace(">", "\\\\u003e").replace("&", "\\\\u0026")'
 
 HAND_MUTANTS = [
     # ---- the review's slips
@@ -25,8 +26,11 @@ HAND_MUTANTS = [
          tests=["tests/chapters/test_inference.py", "tests/pictures/test_plots.py"]),
     dict(name="cvae_run: the gain log p(y|x) with its sign flipped", file="scratchvae/chapters/cvae_run.py",
          old="diff = nll_vae - nll ", new="diff = nll - nll_vae ", tests=["tests/chapters/test_cvae.py"]),
-    dict(name="explorer: the escaping of </ in the embedded data removed", file="scratchvae/pictures/explore.py",
-         old='.replace("</", "<\\\\/")', new="", tests=["tests/pictures/test_explore_data_block.py"]),
+    dict(name="explorer: the escaping of the embedded data removed", file="scratchvae/pictures/explore.py",
+         old=ESCAPED, new="return text", tests=["tests/pictures/test_explore_data_block.py"]),
+    dict(name="explorer: only </ escaped (an unclosed <!--<script> then swallows the page)",
+         file="scratchvae/pictures/explore.py", old=ESCAPED, new='return text.replace("</", "<\\\\/")',
+         tests=["tests/pictures/test_explore_data_block.py"]),
     dict(name="beta sweep: the radius of the 95 % circle", file="scratchvae/chapters/beta_sweep.py",
          old="CIRCLE_95 = math.sqrt(-2 * math.log(0.05))", new="CIRCLE_95 = math.sqrt(-2 * math.log(0.1))",
          tests=["tests/chapters/test_beta_sweep.py"]),
