@@ -149,13 +149,50 @@ def test_difference_stderr_matches_the_known_variance():
 def test_difference_stderr_and_variance_ratio_of_hand_made_estimates():
     """Three repeats written out: the unbiased (n - 1) variances, worked by hand."""
     from scratchvae.chapters.estimators import EstimatorComparison
-    r = np.array([1.0, 2.0, 4.0]).reshape(3, 1, 1)                     # reparam: mean 7/3, var (ddof 1) 7/3
-    s = np.array([0.0, 3.0, 9.0]).reshape(3, 1, 1)                     # score: mean 4, var (ddof 1) 21
+    r = np.array([[1.0, 0.0], [2.0, 0.0], [4.0, 3.0]]).reshape(3, 1, 2)  # reparam: var (ddof 1) 7/3 and 3
+    s = np.array([[0.0, 1.0], [3.0, 1.0], [9.0, 4.0]]).reshape(3, 1, 2)  # score: var (ddof 1) 21 and 3
     c = EstimatorComparison(n_samples=5, n_reference=100, reparam_mu=r, reparam_sigma=2 * r, score_mu=s,
-                            score_sigma=s, reference_mu=np.zeros((1, 1)), reference_sigma=np.zeros((1, 1)))
+                            score_sigma=s, reference_mu=np.zeros((1, 2)), reference_sigma=np.zeros((1, 2)))
     reference_var = 5 * (7 / 3) / 100                                  # S Var_r(reparam) / n_reference
     assert c.difference_stderr("reparam", "mu")[0, 0] == pytest.approx(np.sqrt((7 / 3) / 3 + reference_var))
     assert c.difference_stderr("score", "mu")[0, 0] == pytest.approx(np.sqrt(21 / 3 + reference_var))
     assert c.difference_stderr("score", "sigma")[0, 0] == pytest.approx(np.sqrt(21 / 3 + 4 * reference_var))
-    ratio_mu, ratio_sigma = c.variance_ratio()                          # the ratio of the (ddof 0) variances
-    assert ratio_mu[0, 0] == pytest.approx(21 / (7 / 3)) and ratio_sigma[0, 0] == pytest.approx(21 / (4 * 7 / 3))
+    assert c.difference_stderr("reparam", "mu")[0, 1] == pytest.approx(np.sqrt(3 / 3 + 5 * 3 / 100))
+    ratio_mu, ratio_sigma = c.variance_ratio()                          # per coordinate: Var(score) / Var(reparam)
+    np.testing.assert_allclose(ratio_mu, [[21 / (7 / 3), 1.0]])
+    np.testing.assert_allclose(ratio_sigma, [[21 / (4 * 7 / 3), 1 / 4]])
+
+
+def test_the_score_function_terms_written_out_for_given_noise():
+    """For the eps it is given: z = mu + sigma eps, and the terms f(z) eps / sigma and
+    f(z) (eps^2 - 1) / sigma (the module docstring's d log q / dmu and d log q / dsigma)."""
+    from scratchvae.chapters.estimators import score_function_terms
+    rng = np.random.default_rng(0)
+    mu, sigma, eps = rng.standard_normal((2, 3)), rng.uniform(0.5, 2, (2, 3)), rng.standard_normal((4, 2, 3))
+    f = lambda z: np.sum(np.sin(z), axis=-1) + 0.3 * z[..., 0]          # not symmetric in z - mu
+    terms_mu, terms_sigma = score_function_terms(f, mu, sigma, eps)
+    f_z = f(mu + sigma * eps)[..., None]
+    np.testing.assert_allclose(terms_mu, f_z * eps / sigma, rtol=1e-12)
+    np.testing.assert_allclose(terms_sigma, f_z * (eps ** 2 - 1) / sigma, rtol=1e-12)
+
+
+def test_compare_estimators_takes_one_sample_and_two_repeats_and_counts_its_reference():
+    """n_samples 1 and n_repeats 2 are the smallest it takes; for a linear f the reference is the
+    constant gradient c exactly, averaged over exactly n_reference draws made chunk at a time."""
+    c = np.array([0.5, -2.0])
+    f, grad_f = (lambda z: z @ c), (lambda z: np.broadcast_to(c, z.shape).copy())
+    mu, sigma = np.zeros((1, 2)), np.ones((1, 2))
+    result = compare_estimators(f, grad_f, mu, sigma, 1, 2, np.random.default_rng(0), n_reference=50, chunk=20)
+    assert result.n_reference == 50 and result.reparam_mu.shape == (2, 1, 2)
+    np.testing.assert_allclose(result.reference_mu, [c], rtol=1e-15)
+    for S, R, message in ((0, 2, "n_samples must be an integer >= 1"), (1, 1, "n_repeats must be an integer >= 2")):
+        with pytest.raises(ValueError, match=message):
+            compare_estimators(f, grad_f, mu, sigma, S, R, np.random.default_rng(0))
+
+
+def test_the_decoders_gradient_stays_in_the_models_dtype():
+    model = VAE(6, [7], 2, seed=0)                                      # float32
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    f, grad_f = decoder_log_likelihood(model, x)
+    z = np.random.default_rng(1).standard_normal((4, 3, 2))            # float64 samples
+    assert f(z).dtype == np.float32 and grad_f(z).dtype == np.float32

@@ -206,3 +206,105 @@ def test_exact_gap_is_one_201_point_grid_per_datapoint_in_the_window_of_a_101_po
         assert g.grid.shape == (201, 201) and g.log_px.shape == (1,)
         np.testing.assert_array_equal(g.grid.z1, expected.grid.z1)
         assert g.log_px[0] == expected.log_px[0] and g.elbo[0] == expected.elbo[0]
+
+
+def window_by_its_docstring(model, x, coarse_points=101, threshold=23.0):
+    """posterior_window's two steps written out: the coarse grid over [-R, R]^2, R = max(5, max |mu| +
+    8 sigma), doubled until no posterior puts more than 1e-9 of its mass on the outermost ring; per
+    datapoint, the box of the coarse cells within ``threshold`` nats of the largest log p(x, z),
+    grown by two cells and joined with mu +- 8 sigma, and the square around it."""
+    mu, logvar = (a.astype(np.float64) for a in model.encode(x))
+    sigma = np.exp(0.5 * logvar)
+    R = max(5.0, np.max(np.abs(mu) + 8 * sigma))
+    while True:
+        h = 2 * R / coarse_points
+        axis = -R + (np.arange(coarse_points) + 0.5) * h
+        Z1, Z2 = np.meshgrid(axis, axis)
+        z = np.column_stack([Z1.ravel(), Z2.ravel()])
+        log_joint = np.stack([log_p_x_and_z(model, xi, z) for xi in x])            # (N, G)
+        post = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+        post = (post / post.sum(axis=1, keepdims=True)).reshape(len(x), coarse_points, coarse_points)
+        ring = post.sum(axis=(1, 2)) - post[:, 1:-1, 1:-1].sum(axis=(1, 2))
+        if np.all(ring < 1e-9) or R >= 80:
+            break
+        R *= 2
+    centers, half_widths = [], []
+    for i in range(len(x)):
+        bulk = z[log_joint[i] >= log_joint[i].max() - threshold]
+        lo = np.minimum(bulk.min(axis=0) - 2 * h, mu[i] - 8 * sigma[i])
+        hi = np.maximum(bulk.max(axis=0) + 2 * h, mu[i] + 8 * sigma[i])
+        centers.append((lo + hi) / 2)
+        half_widths.append(np.max(hi - lo) / 2)
+    return np.array(centers), np.array(half_widths), R
+
+
+def log_p_x_and_z(model, x, z):
+    """log p(x|z) + log N(z; 0, I) for a Gaussian decoder, written out."""
+    mean, logvar = model.decode(z)
+    return (-0.5 * np.sum(np.log(2 * np.pi) + logvar + (x - mean) ** 2 / np.exp(logvar), axis=1)
+            - 0.5 * np.sum(z ** 2, axis=1) - np.log(2 * np.pi))
+
+
+def test_the_window_is_built_as_its_docstring_says_doubling_for_a_far_posterior():
+    """A linear-Gaussian model whose posterior sits near z = 11 (and the encoder's q near 0): the
+    coarse grid must double from R = 8-ish to 16 to hold it; the window is then exactly the box
+    the docstring describes."""
+    model, b, _, posterior_mean, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    for name in ("enc.mu.W", "enc.mu.b", "enc.logvar.W", "enc.logvar.b"):
+        model.params[name][...] = 0.0                                         # q = N(0, I): R starts at 8
+    A = model.params["dec.mean.W"].T
+    x = (b + A @ np.array([11.0, -6.0]))[None] + 0.01 * data(1)            # z = (11, -6) explains it
+    centers, half_widths = posterior_window(model, x)
+    expected_centers, expected_half, R = window_by_its_docstring(model, x)
+    assert R == 16.0                                                          # 8, doubled once
+    np.testing.assert_allclose(centers, expected_centers, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(half_widths, expected_half, rtol=1e-12)
+    assert np.all(np.abs(posterior_mean(x)[0] - centers[0]) + 6 * np.sqrt(np.diag(S)) <= half_widths[0])
+    near = data(2) * 0.5                                                      # posteriors near 0: no doubling
+    got, want = posterior_window(model, near), window_by_its_docstring(model, near)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+
+
+def test_variational_gap_keeps_every_array_it_computes_and_the_mass_on_the_edge():
+    """Its fields, each against this test's own computation: the encoder's q (float64), log p(x, z),
+    log q on the grid, and the posterior mass in the outermost ring of cells of a grid too small
+    to hold the posterior."""
+    model, b, evidence_cov, _, _ = linear_gaussian(seed=6)
+    x = data(2)
+    grid = square_grid((0.0, 0.0), 1.0, 12)                                   # +-1: cuts the posterior
+    gap = variational_gap(model, x, grid)
+    mu, logvar = model.encode(x)
+    np.testing.assert_array_equal(gap.mu, mu) and np.testing.assert_array_equal(gap.logvar, logvar)
+    assert gap.mu.dtype == gap.logvar.dtype == np.float64
+    log_joint = np.stack([log_p_x_and_z(model, xi, grid.points) for xi in x])
+    np.testing.assert_allclose(gap.log_joint, log_joint, rtol=1e-12)
+    log_q = -0.5 * np.sum(np.log(2 * np.pi) + logvar[:, None] + (grid.points - mu[:, None]) ** 2
+                          / np.exp(logvar[:, None]), axis=2)
+    np.testing.assert_allclose(gap.log_q, log_q, rtol=1e-12)
+    mass = np.exp(log_joint - gap.log_px[:, None]) * grid.cell_area            # posterior mass per cell
+    ring = mass.reshape(2, 12, 12)
+    edge = ring.sum(axis=(1, 2)) - ring[:, 1:-1, 1:-1].sum(axis=(1, 2))
+    np.testing.assert_allclose(gap.edge_mass, edge, rtol=1e-10)
+    assert np.all(gap.edge_mass > 0.05)                                       # the test has something to find
+
+
+def test_a_float32_models_grid_values_are_its_float32_products_and_float64_sums():
+    """log_joint_on_grid computes x . l in the model's dtype (float32 here) and sums softplus in float64."""
+    from scratchvae.layers import softplus
+    model = VAE(D, [4], 2, seed=1)
+    x = np.random.default_rng(0).random((2, D))
+    grid = square_grid((0.0, 0.0), 2.0, 5)
+    logits = model.decode(grid.points)                                        # float32
+    expected = x.astype(np.float32) @ logits.T - softplus(logits).sum(axis=1, dtype=np.float64)
+    expected = expected - 0.5 * np.sum(grid.points ** 2, axis=1) - np.log(2 * np.pi)
+    np.testing.assert_allclose(log_joint_on_grid(model, x, grid), expected, rtol=1e-13)   # float64 x . l: 1e-7 off
+
+
+def test_logsumexp_keeps_the_other_axes_and_a_grid_needs_a_positive_width():
+    a = np.random.default_rng(0).standard_normal((2, 1, 5))
+    got = logsumexp(a, axis=-1)
+    assert got.shape == (2, 1)
+    np.testing.assert_allclose(got, np.log(np.exp(a).sum(axis=-1)), rtol=1e-14)
+    with pytest.raises(ValueError, match="half_width must be positive"):
+        square_grid((0, 0), 0.0, 5)
