@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scratchvae import VAE
-from scratchvae.machinery.evaluate import (ESTIMATOR, evaluate, evaluate_nelbo, format_report,
+from scratchvae.machinery.evaluate import (ESTIMATOR, active_units, evaluate, evaluate_nelbo, format_report,
                                  importance_sampled_nll, substream)
 
 
@@ -332,3 +332,145 @@ def test_counts_are_integers_or_refused(where, value):
     name = where.split()[-1]
     with pytest.raises(ValueError, match=rf"^{name}\b.* must be an integer >= {0 if name == 'is_k' else 1}"):
         call()
+
+
+# ------------------------------------------------------------------ the report, number by number
+def test_the_report_is_its_two_measures_on_their_own_streams_with_its_defaults():
+    """evaluate = evaluate_nelbo(seed) on every image + importance_sampled_nll on the first
+    is_limit images (binarised from substream 2, eps from substream 3, batches of is_batch); its
+    defaults are k = 1000 on the first 1,000 images, batches of 1,000 and 100."""
+    model, images = small_bernoulli_model(), binary_images(12)
+    report = evaluate(model, images, is_k=7, is_limit=5, seed=4, binarize="dynamic", is_batch=3)
+    bound = evaluate_nelbo(model, images, seed=4, binarize="dynamic")
+    x = (np.random.default_rng(substream(4, 2)).random((5, 16), dtype=np.float32) < images[:5] / np.float32(255))
+    nll = importance_sampled_nll(model, x.astype(np.float32), 7, rng=np.random.default_rng(substream(4, 3)),
+                                 batch_size=3)
+    assert report == {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"], "n": 12,
+                      "active_units": bound["active_units"], "latent_dim": 2, "is_nll": pytest.approx(nll.mean()),
+                      "is_nll_sem": pytest.approx(nll.std(ddof=1) / np.sqrt(5)), "is_k": 7, "is_n": 5,
+                      "estimator": f"{ESTIMATOR}, k=7", "binarize": "dynamic", "conditional": False}
+    assert evaluate(model, images, is_k=0) == {**evaluate(model, images, is_k=0, seed=0), "is_n": 0}
+    assert evaluate(model, images, is_k=0)["is_nll_sem"] is None and evaluate(model, images, is_k=0)["is_n"] == 0
+    small = evaluate(model, images, is_k=3, is_limit=None)               # is_limit None: every image
+    assert small["is_n"] == 12
+    default = evaluate(model, images[:4], is_k=3)
+    assert default == evaluate(model, images[:4], is_k=3, is_limit=1000, seed=0, batch_size=1000, is_chunk=10,
+                               is_batch=100)
+    import inspect
+    defaults = {k: v.default for k, v in inspect.signature(evaluate).parameters.items()}
+    assert (defaults["is_k"], defaults["is_limit"], defaults["batch_size"]) == (1000, 1000, 1000)
+
+
+def test_a_conditional_models_report_is_its_bounds_given_the_labels():
+    cvae, images = CVAE(16, [8], 2, n_classes=4, seed=1), binary_images(6)
+    labels = np.array([0, 1, 2, 3, 0, 1])
+    report = evaluate(cvae, images, labels=labels, is_k=5, is_limit=4, seed=2, is_batch=2)
+    bound = evaluate_nelbo(cvae, images, labels=labels, seed=2)
+    x = images[:4].astype(np.float32) / 255
+    nll = importance_sampled_nll(cvae, x, 5, rng=np.random.default_rng(substream(2, 3)), batch_size=2,
+                                 labels=labels[:4])
+    assert report["test_nelbo"] == bound["nelbo"] and report["conditional"] is True
+    assert report["is_nll"] == pytest.approx(nll.mean(), rel=1e-12)
+    shuffled = evaluate(cvae, images, labels=(labels + 1) % 4, is_k=5, is_limit=4, seed=2, is_batch=2)
+    assert shuffled["test_nelbo"] != report["test_nelbo"] and shuffled["is_nll"] != report["is_nll"]
+
+
+def test_the_fused_evaluation_is_the_same_report_and_refuses_what_it_cannot_compute():
+    model, images = small_bernoulli_model(), binary_images(6)
+    plain, fused = (evaluate(model, images, is_k=6, is_limit=4, engine=e) for e in ("plain", "fused"))
+    assert fused["is_nll"] == pytest.approx(plain["is_nll"], rel=1e-6) and fused["is_n"] == 4
+    assert fused["is_nll_sem"] == pytest.approx(plain["is_nll_sem"], rel=1e-4)
+    assert {k: v for k, v in fused.items() if not k.startswith("is_nll")} == \
+        {k: v for k, v in plain.items() if not k.startswith("is_nll")}
+    with pytest.raises(ValueError, match="engine must be 'plain' or 'fused'"):
+        evaluate(model, images, engine="Fused")
+    with pytest.raises(ValueError, match="the fused evaluation cannot evaluate this model"):
+        evaluate(CVAE(16, [8], 2, n_classes=4, seed=1), images, labels=np.zeros(6, np.int64), engine="fused")
+    with pytest.raises(ValueError, match="the fused evaluation cannot evaluate this model"):
+        evaluate(VAE(16, [8], 2, activation="tanh", seed=0), images, engine="fused")
+
+
+def test_the_report_reads_as_lines_for_each_kind_of_bound():
+    report = {"test_nelbo": 101.23456, "test_rec": 90.5, "test_kl": 10.73456, "n": 12345, "active_units": 3,
+              "latent_dim": 20, "is_nll": 97.0001, "is_nll_sem": 0.4567, "estimator": f"{ESTIMATOR}, k=50",
+              "is_n": 1000, "conditional": False}
+    assert format_report(report) == (
+        "test negative ELBO     101.235 nats  (rec 90.500 + KL 10.735; 12,345 images, one z sample each)\n"
+        "active latent units    3 of 20  (Var_x E_q[z_u] > 0.01, Burda et al. 2016)\n"
+        "test -log p(x)        97.000 nats  (+/- 0.457 s.e.; importance-sampled (IWAE) bound, k=50; first 1,000 images)")
+    assert format_report({**report, "conditional": True}, what="train").splitlines()[2].startswith(
+        "train -log p(x|y)      97.000 nats")
+    assert format_report({**report, "is_nll": None, "active_units": None}).count("\n") == 0
+
+
+def test_progress_counts_every_datapoint_sample_and_the_estimate_is_float64():
+    model = small_bernoulli_model()
+    x = binary_images(5).astype(np.float32) / 255
+    calls = []
+    nll = importance_sampled_nll(model, x, 7, rng=np.random.default_rng(0), chunk=3, batch_size=2,
+                                 progress=lambda done, total: calls.append((done, total)))
+    assert nll.dtype == np.float64
+    assert calls[-1] == (35, 35) and all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
+    assert [d for d, _ in calls[:3]] == [6, 12, 14]                      # 3 x 2, 3 x 2, 1 x 2: the first batch
+    eps = np.random.default_rng(0).standard_normal((3, 2, 2), dtype=np.float32)       # the first chunk's draw
+    log_w = model.log_weights(x[:2], eps)
+    assert np.all(log_w.max(axis=0) <= -nll[:2] + np.log(7) + 1e-6)     # (its weights are among the 7)
+
+
+def test_each_datapoint_of_a_batch_gets_its_own_running_maximum():
+    """Two images 900 nats apart in one batch (more than the 707 nats below which exp underflows in
+    float64): each -log p(x) is the one it gets alone."""
+    model = VAE(36, [8], 2, seed=0)
+    model.params["dec.logits.W"][...] *= 0.01
+    model.params["dec.logits.b"][...] = -25.0
+    x = np.stack([np.zeros(36), np.ones(36)]).astype(np.float32)
+    both = importance_sampled_nll(model, x, 20, rng=np.random.default_rng(0), batch_size=2)
+    alone = [importance_sampled_nll(model, x[i:i + 1], 20, rng=np.random.default_rng(1), batch_size=1)[0]
+             for i in range(2)]
+    assert both[1] - both[0] > 850
+    np.testing.assert_allclose(both, alone, atol=0.5)                   # other draws, the same numbers
+
+
+def test_a_conditional_models_labels_follow_their_images_through_the_batches():
+    cvae = CVAE(16, [8], 2, n_classes=4, seed=1)
+    x = binary_images(5).astype(np.float32) / 255
+    labels = np.array([3, 0, 2, 1, 3])
+    one_go = importance_sampled_nll(cvae, x, 4, rng=np.random.default_rng(0), batch_size=5, labels=labels)
+    eps = np.random.default_rng(0).standard_normal((4, 5, 2), dtype=np.float32)
+    direct = -(np.logaddexp.reduce(cvae.log_weights(x, labels, eps).astype(np.float64), axis=0) - np.log(4))
+    np.testing.assert_allclose(one_go, direct, rtol=1e-10)
+    by_two = importance_sampled_nll(cvae, x, 4, rng=np.random.default_rng(0), batch_size=2, labels=labels)
+    replay = np.random.default_rng(0)
+    for start in (0, 2, 4):
+        xb, yb = x[start:start + 2], labels[start:start + 2]
+        eps = replay.standard_normal((4, len(xb), 2), dtype=np.float32)
+        expected = -(np.logaddexp.reduce(cvae.log_weights(xb, yb, eps).astype(np.float64), axis=0) - np.log(4))
+        np.testing.assert_allclose(by_two[start:start + 2], expected, rtol=1e-10)
+
+
+def test_the_autoencoders_loss_is_its_mean_reconstruction_error_over_every_batch():
+    ae, images = Autoencoder(16, [8], 2, seed=0), binary_images(7)
+    got = evaluate_reconstruction(ae, images, batch_size=3, seed=5, binarize="dynamic")
+    x = (np.random.default_rng(substream(5, 0)).random((7, 16), dtype=np.float32) < images / np.float32(255))
+    assert got == {"rec": pytest.approx(ae.reconstruction_error(x.astype(np.float32)).mean(), rel=1e-6), "n": 7}
+    assert evaluate_losses(ae, images, batch_size=3, seed=5, binarize="dynamic") == got
+    assert evaluate_reconstruction(ae, images) == evaluate_reconstruction(ae, images, batch_size=1000, seed=0,
+                                                                          binarize="none")
+
+
+def test_a_diverged_model_is_measured_as_inf_or_nan_without_a_numpy_warning():
+    import warnings
+    model, ae = small_bernoulli_model(), Autoencoder(16, [8], 2, seed=0)
+    model.params["enc.logvar.b"][...] = 200.0                          # sigma = exp(100): inf in float32
+    ae.params["dec.logits.W"][...] = 1e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not np.isfinite(evaluate_nelbo(model, binary_images(4))["nelbo"])
+        assert not np.isfinite(evaluate_reconstruction(ae, binary_images(4))["rec"])
+
+
+def test_active_units_are_measured_in_float64():
+    mu = np.array([[0.0, 1.0], [0.2, 1.0], [0.4, 1.0]], np.float32)
+    count, activity = active_units(mu)
+    assert activity.dtype == np.float64 and count == 1
+    np.testing.assert_allclose(activity, [np.var([0.0, 0.2, 0.4]), 0.0], rtol=1e-7)
