@@ -331,6 +331,19 @@ def report(rows, hand, stale):
     return "\n".join(lines)
 
 
+def equivalents_markdown():
+    """The equivalent mutants as docs/mutation.md lists them: one bullet per reason, its mutants below."""
+    by_reason = {}
+    for name, (line, reason) in EQUIVALENT.items():
+        by_reason.setdefault(reason, []).append((name, line))
+    lines = []
+    for reason, mutants in by_reason.items():
+        modules = sorted({n.split(".x", 1)[0].replace(".", "/") + ".py" for n, _ in mutants})
+        lines.append(f"- **{len(mutants)} in {', '.join(f'`{m}`' for m in modules)}**: {reason}.")
+        lines += [f"  - `{name.split('.')[-1]}`: `{line}`" for name, line in mutants]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     global SOURCE, WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -363,6 +376,7 @@ def main(argv=None):
     hand = json.loads(hand_path.read_text()) if hand_path.exists() else {}
     rows, survivors, stale = collect()
     (WORK / "survivors.txt").write_text("\n".join(survivors))
+    (WORK / "equivalent.md").write_text(equivalents_markdown() + "\n")
     (WORK / "report.json").write_text(json.dumps({"machine": machine(), "rows": rows, "hand": hand}, indent=1))
     print(report(rows, hand, stale))
     print(f"\nmachine: {machine()}; wall time {time.time() - start:.0f} s; survivors' diffs: "
