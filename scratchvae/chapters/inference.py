@@ -248,6 +248,7 @@ def gaps_on_grid(model, x, rng, points=201, modes=MODE_STARTS, log=None, **fit_k
         if mass[r] < 1 - 1e-6:                                        # not held: a grid of its own
             own[r] = grids_holding(model, x[i:i + 1], *lam, points)[0]
             (elbo[r],), (mass[r],) = elbo_on_grid(own[r], *lam)
+    say(f"scored the {len(rows)} fitted q on the grids ({sum(o is not None for o in own)} on grids of their own)")
     best = np.array([np.flatnonzero(rows == i)[np.argmax(elbo[rows == i])] for i in range(N)])
     grids = [own[r] or grids[i] for i, r in enumerate(best)]
     return Gaps(log_px=np.array([g.log_px[0] for g in grids]), elbo_star=elbo[best],
