@@ -371,9 +371,8 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
     fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.935), fontsize=8,
                frameon=False, ncol=3)
     if is_runs is not None:
-        check = (f"the grid's log p(x) is checked against {np.shape(is_runs)[1]} independent importance-sampled "
-                 f"estimates (IS, k = {is_k:,} each; their range:\nthe weights are heavy-tailed, so one "
-                 "estimate's standard error would mislead, and the estimates tend to fall below log p(x))")
+        check = (f"IS runs: the range of {np.shape(is_runs)[1]} independent importance-sampled estimates "
+                 f"of log p(x), k = {is_k:,} each (heavy-tailed weights: a standard error would mislead)")
     elif is_estimates is not None:
         check = "the grid's log p(x) is checked against importance sampling (IS, +- its standard error)"
     else:

@@ -258,7 +258,7 @@ def test_variational_gap_shows_the_range_of_independent_importance_sampled_runs(
     plots.plot_variational_gap(gaps, x, tmp_path / "g.png", is_runs=runs, is_k=700)
     text = " ".join(t.get_text() for t in figures[0].texts) + figures[0]._suptitle.get_text()
     assert "log p(x), IS runs  =   -12.41 to -12.20" in text and "-6.79 to -6.70" in text
-    assert "3 independent importance-sampled estimates (IS, k = 700 each" in text
+    assert "the range of 3 independent importance-sampled estimates of log p(x), k = 700 each" in text
     with pytest.raises(ValueError, match="is_runs must be"):
         plots.plot_variational_gap(gaps, x, tmp_path / "h.png", is_runs=runs[:, :1])
 
