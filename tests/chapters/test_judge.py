@@ -71,3 +71,48 @@ def test_it_labels_drawn_images_and_counts_how_often_they_are_the_asked_ones():
     rate, per_label = asked_for_rate(judge, drawn)
     np.testing.assert_allclose(per_label, [1, 1, 0, 0.5])
     assert rate == pytest.approx(0.625)
+
+
+class Drawer:
+    """A stand-in for a conditional VAE: decode_mean(z, y) draws prototype (y + shift) % C, blurred by z."""
+
+    def __init__(self, prototypes, shift=0):
+        self.prototypes, self.shift = prototypes, shift
+        self.n_classes, self.latent_dim, self.dtype = len(prototypes), 2, np.float64
+
+    def decode_mean(self, z, y):
+        image = self.prototypes[(np.asarray(y) + self.shift) % self.n_classes]
+        return np.clip(image + 0.1 * z[:, :1], 0, 1)
+
+
+def test_cvae_runs_judges_label_each_drawn_row_with_the_label_it_was_drawn_for():
+    from scratchvae.chapters.cvae_run import judge_the_drawn_digits
+    rng = np.random.default_rng(4)
+    prototypes = (rng.random((10, 36)) < 0.4).astype(float)             # ten "digits" of 6 x 6 pixels
+    def real(n):
+        y = np.repeat(np.arange(10), n)
+        return np.round(255 * np.clip(prototypes[y] + 0.2 * rng.standard_normal((len(y), 36)), 0, 1)).astype(np.uint8), y
+    (train_u8, train_y), (test_u8, test_y) = real(30), real(10)
+    right = judge_the_drawn_digits(Drawer(prototypes), train_u8, train_y, test_u8, test_y, 20, rng)
+    assert right["judge_accuracy_on_real_digits"] > 0.95 and right["judge_of_training_digits_accuracy_on_test"] > 0.95
+    assert right["asked_for_rate"] == right["asked_for_rate_by_judge_of_training_digits"] == 1.0
+    wrong = judge_the_drawn_digits(Drawer(prototypes, shift=1), train_u8, train_y, test_u8, test_y, 20, rng)
+    assert wrong["asked_for_rate"] == wrong["asked_for_rate_by_judge_of_training_digits"] == 0.0
+    assert wrong["asked_for_rate_per_label"] == [0.0] * 10 and wrong["judge_n_per_label"] == 20
+
+
+@pytest.mark.slow    # the default run: a 784-200-200-50 CVAE, 30 epochs on 9,000 real digits (CPU-minutes)
+def test_the_default_cvae_run_draws_the_asked_digit(shared_mnist_dir, tmp_path, capsys):
+    """With its default training, cvae_run's "draw me a d" draws a d: the judge of real digits the
+    CVAE never saw labels at least 80 % of the drawn digits with the label they were drawn for."""
+    import json
+
+    from scratchvae.chapters import cvae_run
+    assert cvae_run.main(["--data-dir", str(shared_mnist_dir), "--train-split", "test[:9000]",
+                          "--test-split", "test[9000:]", "--is-k", "1", "--limit", "2",
+                          "--out", str(tmp_path / "cvae")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["epochs"] == cvae_run.EPOCHS
+    assert results["judge_accuracy_on_real_digits"] > 0.8           # the judge reads real digits
+    assert results["asked_for_rate"] >= 0.8, results["asked_for_rate_per_label"]
+    assert results["asked_for_rate_by_judge_of_training_digits"] >= 0.8
