@@ -51,7 +51,8 @@ def test_on_two_overlapping_classes_it_reaches_the_best_possible_accuracy():
     best = NormalDist().cdf(d / 2)                                    # 0.841
     # 3,000 test decisions: the standard error of an accuracy near 0.84 is 0.007
     assert best - 0.025 < accuracy < best + 0.02, (accuracy, best)
-    assert len(folds) == 5
+    assert len(folds) == 5 and accuracy == pytest.approx(folds.mean(), abs=1e-12)    # equal folds of 600
+    assert folds.std() > 0                                            # five different held-out folds
 
 
 def test_it_labels_drawn_images_and_counts_how_often_they_are_the_asked_ones():
