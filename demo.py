@@ -111,6 +111,10 @@ def main(argv=None):
         return fail(str(e))
     n_train = min(filter(None, (len(train_split), args.limit, settings.get("train_images"))))
     n_test = min(filter(None, (len(test_split), args.limit, settings.get("test_images"))))
+    if n_test < 2:                                       # before any training: docs/reliability.md
+        given = "--limit 1" if args.limit == 1 else f"{args.dataset} {test_split.split} holds one image"
+        return fail(f"{given}: the importance-sampled -log p(x) has no standard error on one test "
+                    f"image (it needs two)")
     # --quick and --limit take the first images of each split, and the runs record that
     # ("train[0:10000]"), so that `scratchvae resume` and `evaluate` find the same images
     train_split, test_split = train_split.first(n_train), test_split.first(n_test)

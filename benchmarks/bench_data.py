@@ -23,7 +23,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from scratchvae import data  # noqa: E402
+from scratchvae.machinery import data  # noqa: E402
 
 MB = 1e6
 
@@ -36,7 +36,7 @@ def load_both(name, data_dir):
 CHILD = """
 import resource, sys
 sys.path.insert(0, sys.argv[1])
-from scratchvae import data
+from scratchvae.machinery import data
 
 def peak_rss_mb():
     # VmHWM is this process's own high-water mark; ru_maxrss (KiB on Linux) can carry

@@ -3,12 +3,12 @@
     python benchmarks/bench_eval.py [--checkpoint RUN/checkpoint.npz] [--k 5000] [--limit 1000]
                                     [--engine plain|fused] [--threads 2] [--data-dir DIR]
 
-Times ``scratchvae.evaluate.importance_sampled_nll`` -- the estimator behind
+Times ``scratchvae.machinery.evaluate.importance_sampled_nll`` -- the estimator behind
 ``scratchvae evaluate --is-k`` -- on the first ``--limit`` Fashion-MNIST test images
 (x = pixels / 255) with k importance samples each: k * limit passes of a z through the
 decoder (5 million for the defaults), processed ``--chunk`` samples x ``--batch``
 images at a time (the evaluate defaults, 10 x 100). ``--engine fused`` gives it the
-importance weights of fast_eval.FastLogWeights (``scratchvae evaluate --engine fused``),
+importance weights of fast.fused_eval.FastLogWeights (``scratchvae evaluate --engine fused``),
 on ``--threads`` cores.
 
 The model: the checkpoint's trained model with --checkpoint (e.g. the run directory of
@@ -78,11 +78,11 @@ def main():
     if args.worker == "torch":
         return torch_worker(args)
 
-    from scratchvae.checkpoint import load_model
-    from scratchvae.data import load
-    from scratchvae.evaluate import importance_sampled_nll
-    from scratchvae.fast import set_blas_threads
-    from scratchvae.fast_eval import FastLogWeights
+    from scratchvae.machinery.checkpoint import load_model
+    from scratchvae.machinery.data import load
+    from scratchvae.machinery.evaluate import importance_sampled_nll
+    from scratchvae.fast.fused_step import set_blas_threads
+    from scratchvae.fast.fused_eval import FastLogWeights
     from scratchvae.vae import VAE
 
     set_blas_threads(args.threads)
@@ -126,8 +126,8 @@ def torch_worker(args):
     from pytorch_reference import VAE as TorchExampleVAE
     from pytorch_reference import importance_sampled_nll as torch_is_nll
 
-    from scratchvae.checkpoint import load_model
-    from scratchvae.data import load
+    from scratchvae.machinery.checkpoint import load_model
+    from scratchvae.machinery.data import load
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = load_model(args.checkpoint)
@@ -152,7 +152,7 @@ def torch_worker(args):
 
 def side_by_side(args):
     """Rounds of every worker, each in a fresh process, the order rotating from round to round."""
-    from scratchvae.workers import blas_core, cpu_model
+    from scratchvae.fast.workers import blas_core, cpu_model
     common = ["--checkpoint", str(args.checkpoint), "--k", str(args.k), "--limit", str(args.limit),
               "--chunk", str(args.chunk), "--batch", str(args.batch), "--threads", str(args.threads),
               "--seed", str(args.seed), "--data-dir", str(args.data_dir), "--quiet-wait", "0"]

@@ -89,7 +89,7 @@ def torch_worker(mode, data_dir, epochs, seed):
     sys.path.insert(0, str(HERE))
     from torch_vae import TorchTrainer
 
-    from scratchvae.data import load
+    from scratchvae.machinery.data import load
     if mode == "flush-denormal":
         torch.set_flush_denormal(True)
     train_u8 = load("fashion-mnist", "train", data_dir=data_dir, download=False).images
@@ -124,7 +124,7 @@ def main(argv=None):
     if args.worker:
         return torch_worker(args.worker, args.data_dir, args.epochs, args.seed)
 
-    from scratchvae.workers import blas_core, cpu_model
+    from scratchvae.fast.workers import blas_core, cpu_model
     torch_modes = args.torch if importlib.util.find_spec("torch") else []
     print(json.dumps({"cpu": cpu_model(), "blas_core": blas_core(),
                       "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),

@@ -26,9 +26,9 @@ import scratchvae  # noqa: F401  (first, as `scratchvae train` does: how OpenBLA
 import numpy as np
 
 from scratchvae import VAE, Adam
-from scratchvae.data import iterate_batches, load
+from scratchvae.machinery.data import iterate_batches, load
 from scratchvae.layers import exp_no_subnormal
-from scratchvae.workers import blas_core, cpu_model
+from scratchvae.fast.workers import blas_core, cpu_model
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 

@@ -6,7 +6,7 @@
 
 What is measured (benchmarks/README.md explains the numbers):
 
-* scratchvae is measured through its real trainer, ``scratchvae.train.train``: batch
+* scratchvae is measured through its real trainer, ``scratchvae.machinery.runner.train``: batch
   drawing (shuffle, uint8 -> float32 / 255), eps, the divergence guard and Adam are all
   inside the timed loop; images/s is the trainer's own ``history[i]["img_per_s"]`` (the
   training loop of one epoch, without the end-of-epoch test evaluation and checkpoint).
@@ -34,8 +34,8 @@ What is measured (benchmarks/README.md explains the numbers):
   memory). Reported: the trainer's peak RSS (VmHWM), the helper's peak RSS (its VmHWM,
   sampled while it lives), and the peak of the combined proportional set size, Pss(trainer)
   + Pss(helper) from /proc/<pid>/smaps_rollup, sampled every --mem-interval seconds. The
-  combined Pss counts every page once, so it is the number compared with the 200 MB target
-  ("memory_target_measure" in the summary). The sum of the two RSS peaks double-counts
+  combined Pss counts every page once, so it is the number that says what the run costs
+  ("memory_measure" in the summary). The sum of the two RSS peaks double-counts
   shared pages (an upper bound). The PyTorch worker is one process: its VmHWM. Side by
   side, each worker is sampled only during its own epochs.
 * The kernels: these machines may pin OpenBLAS to older kernels through OPENBLAS_CORETYPE
@@ -260,7 +260,7 @@ def step_gemms(batch, input_dim, hidden, latent):
 def gemm_floor(batch, input_dim, hidden, latent, reps=100, blocks=7):
     """Median and min ms of one step's products, with 1 and with 2 OpenBLAS threads."""
     import numpy as np
-    from scratchvae.fast import set_blas_threads
+    from scratchvae.fast.fused_step import set_blas_threads
 
     rng = np.random.default_rng(0)
     products = []                                         # (left, right, out)
@@ -336,8 +336,8 @@ class _EpochMarks:
 
 
 def scratchvae_worker(spec):
-    from scratchvae.fast import set_blas_threads
-    from scratchvae.train import TrainConfig, train
+    from scratchvae.fast.fused_step import set_blas_threads
+    from scratchvae.machinery.runner import TrainConfig, train
 
     # BLAS threads = the run's thread count (the fused step with 2 workers sets 1 itself);
     # so --threads 1 means one core for every engine, and --engine plain --threads 2 two.
@@ -352,7 +352,7 @@ def scratchvae_worker(spec):
 
     images = None
     rounds = 0
-    from scratchvae.workers import blas_core
+    from scratchvae.fast.workers import blas_core
     reply({"ready": "scratchvae", "pid": os.getpid(), "blas_core": blas_core(), **blas_environment()})
     for line in sys.stdin:
         cmd = line.split()
@@ -364,7 +364,7 @@ def scratchvae_worker(spec):
             reply({"history": history})
         elif cmd[0] == "epoch":                 # one more epoch, resuming the previous round
             if images is None:
-                from scratchvae.data import load
+                from scratchvae.machinery.data import load
                 images = [load("fashion-mnist", s, spec["data_dir"], download=False).images
                           for s in ("train", "test")]
             rounds += 1
@@ -391,7 +391,7 @@ def scratchvae_worker(spec):
 
 def torch_worker(spec):
     sys.path.insert(0, str(HERE))
-    from scratchvae.data import load
+    from scratchvae.machinery.data import load
     from torch_vae import TorchTrainer        # imports torch: only in this worker process
 
     train_u8, test_u8 = (load("fashion-mnist", s, spec["data_dir"], download=False).images
@@ -527,7 +527,7 @@ def run_alone(args):
                "foreign_cpus_max": max(e["foreign_cpus"] for e in measured),
                "peak_rss_mb": rss["peak_rss_mb"], **mem,
                "rss_sum_peak_mb": round(rss["peak_rss_mb"] + mem["helper_peak_rss_mb"], 1),
-               "memory_target_measure": "pss_total_peak_mb (trainer + helper, shared pages counted once)",
+               "memory_measure": "pss_total_peak_mb (trainer + helper, shared pages counted once)",
                "final_test_nelbo": epochs[-1]["test_nelbo"],
                "blas_core": worker.ready["blas_core"],
                "openblas_coretype_env": worker.ready["openblas_coretype"],

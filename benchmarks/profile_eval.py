@@ -7,7 +7,7 @@ of 10 samples x 100 images (1,000 decoder rows). This times, for one such chunk,
 reference shapes (784-400-20-400-784, float32, 2-thread OpenBLAS as evaluation runs it):
 
     log_weights_ms     the whole call: z, the decoder, log p(x|z), log p(z), log q(z|x)
-    fused_ms           the same log w from fast_eval.FastLogWeights (evaluate --engine fused),
+    fused_ms           the same log w from fast.fused_eval.FastLogWeights (evaluate --engine fused),
                        two threads with a one-thread BLAS each
     products_ms        the decoder's two matrix products alone, same shapes
     elementwise_ms     the difference: bias additions, relu, the Bernoulli log-likelihood
@@ -29,11 +29,11 @@ import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how Op
 import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 
-from scratchvae.checkpoint import load_model                          # noqa: E402
-from scratchvae.data import load                                       # noqa: E402
-from scratchvae.fast_eval import FastLogWeights                        # noqa: E402
+from scratchvae.machinery.checkpoint import load_model                          # noqa: E402
+from scratchvae.machinery.data import load                                       # noqa: E402
+from scratchvae.fast.fused_eval import FastLogWeights                        # noqa: E402
 from scratchvae.vae import VAE                                         # noqa: E402
-from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
+from scratchvae.fast.workers import blas_core, cpu_model                   # noqa: E402
 from profile_fused import median_ms                                   # noqa: E402  (benchmarks/)
 
 DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"

@@ -53,11 +53,11 @@ sys.path.insert(0, str(HERE.parent))
 import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how OpenBLAS's threads wait)
 import numpy as np  # noqa: E402
 
-from scratchvae.data import load                                      # noqa: E402
-from scratchvae.fast import FusedStep                                 # noqa: E402
+from scratchvae.machinery.data import load                                      # noqa: E402
+from scratchvae.fast.fused_step import FusedStep                                 # noqa: E402
 from scratchvae.optim import Adam                                     # noqa: E402
 from scratchvae.vae import VAE                                        # noqa: E402
-from scratchvae.workers import blas_core, cpu_model                    # noqa: E402
+from scratchvae.fast.workers import blas_core, cpu_model                    # noqa: E402
 
 DEFAULT_DATA_DIR = HERE.parents[1] / "shared" / "data" / "fashion-mnist"
 

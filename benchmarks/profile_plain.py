@@ -36,11 +36,11 @@ import scratchvae  # noqa: E402,F401  (first, as `scratchvae train` does: how Op
 import numpy as np  # noqa: E402
 sys.path.insert(0, str(HERE))
 
-from scratchvae.data import load                                      # noqa: E402
-from scratchvae.fast import set_blas_threads                          # noqa: E402
+from scratchvae.machinery.data import load                                      # noqa: E402
+from scratchvae.fast.fused_step import set_blas_threads                          # noqa: E402
 from scratchvae.optim import Adam                                     # noqa: E402
 from scratchvae.vae import VAE                                        # noqa: E402
-from scratchvae.workers import blas_core, cpu_model                   # noqa: E402
+from scratchvae.fast.workers import blas_core, cpu_model                   # noqa: E402
 from profile_fused import DEFAULT_DATA_DIR, median_ms                 # noqa: E402  (benchmarks/)
 
 

@@ -20,6 +20,8 @@ and each folder has one role:
                     progress, evaluation, the training runner, the command line
     pictures/       the figures and the explorer page
     fast/           the optional fast engine, tested equal to the read-along code
+    workbook/       exercises for the learner: write the backward passes yourself, and a
+                    checker that names your mistake (`scratchvae workbook start DIR`)
 """
 from .fast import tuning                     # noqa: F401  (first: OpenBLAS reads it when NumPy loads)
 from .vae import VAE                         # noqa: E402

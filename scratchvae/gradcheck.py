@@ -72,18 +72,30 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b)) / max(1e-8, float(np.max(np.abs(a) + np.abs(b)))))
 
 
-def check_model_gradients(model, x, eps=None, h=1e-5):
-    """Compare every analytic gradient of ``model.loss_and_grads(x, eps)`` with finite differences.
+def check_model_gradients(model, x, eps=None, h=1e-5, *, y=None):
+    """Compare every analytic gradient of ``model.loss_and_grads`` with finite differences.
 
-    The model must be float64. ``eps`` is frozen so the loss is a deterministic function
-    of the parameters; ``eps=None`` draws it once from ``model.rng`` and keeps it for every
-    evaluation (a fresh eps per evaluation would make every difference noise).
+    Works for every kind of model: the VAE and the IWAE take ``eps``; the conditional VAE
+    also its labels ``y`` (N,); the autoencoder draws no eps and takes x alone. The model
+    must be float64. The finite differences are of the loss ``loss_and_grads`` itself
+    returns, so the gradient is checked against the very function it claims to
+    differentiate (the IWAE's -L_k, not the ELBO of its ``loss``). ``eps`` is frozen so
+    that loss is a deterministic function of the parameters; ``eps=None`` draws it once
+    (``model.draw_eps``: as many samples as ``loss_and_grads`` would draw) and keeps it for
+    every evaluation (a fresh eps per evaluation would make every difference noise).
     Returns {parameter name: rel_error}.
     """
-    if eps is None:
-        eps = model.rng.standard_normal((model.n_samples, len(x), model.latent_dim), dtype=model.dtype)
-    model.loss_and_grads(x, eps)
+    if model.conditional and y is None:
+        raise ValueError(f"{model.article} is given the labels: check_model_gradients(model, x, y=labels)")
+    if y is not None and not model.conditional:
+        raise ValueError(f"y: {model.article} is not given labels; leave y out")
+    inputs = (x,) if y is None else (x, y)
+    if "eps" in model.random_streams:                     # the VAE's kinds sample z = mu + sigma * eps
+        inputs += (model.draw_eps(len(x)) if eps is None else eps,)
+    elif eps is not None:
+        raise ValueError(f"{model.article} draws no eps (its z = encoder(x)); leave eps out")
+    model.loss_and_grads(*inputs)
     analytic = {name: g.copy() for name, g in model.grads.items()}
-    loss = lambda _: model.loss(x, eps)[0]
+    loss = lambda _: model.loss_and_grads(*inputs)[0]
     return {name: rel_error(numerical_gradient(loss, p, h), analytic[name])
             for name, p in model.params.items()}

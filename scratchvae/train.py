@@ -79,13 +79,17 @@ class NonFiniteStep(Exception):
 
 
 def check_finite(model, loss, parts):
-    """Raise NonFiniteStep describing the first non-finite quantity (loss, then gradient).
+    """Raise NonFiniteStep describing the first non-finite quantity (the loss or one of its
+    parts, then the gradient).
 
-    The gradient test is the fused step's (fast/fused_step.py): its squared norm g . g must be
-    finite, which also refuses a finite gradient so large that g . g overflows (|g| above
-    1.8e19 in float32), so that both steps stop at the same step with the same message.
+    The parts count too: the trainer sums them over the epoch, and a finite loss can hide an
+    infinite part (a KL whose batch mean overflows float32, weighted by a tiny beta); the fused
+    step refuses the same. The gradient test is the fused step's (fast/fused_step.py): its
+    squared norm g . g must be finite, which also refuses a finite gradient so large that
+    g . g overflows (|g| above 1.8e19 in float32), so that both steps stop at the same step
+    with the same message.
     """
-    if not math.isfinite(loss):
+    if not (math.isfinite(loss) and all(math.isfinite(v) for v in parts.values())):
         kl = f", KL {parts['kl']}" if "kl" in parts else ""
         raise NonFiniteStep(f"loss is {loss} (rec {parts['rec']}{kl})")
     flat = model.flat_grads

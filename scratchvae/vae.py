@@ -232,7 +232,7 @@ class VAE:
         elbo : (N,) array       the estimate per datapoint
         stderr : (N,) array     its Monte Carlo standard error, std(log w) / sqrt(S)
         """
-        rng = self.rng if rng is None else rng
+        rng = self.rng if rng is None else _need_generator(rng)
         x = self._check_x(x)
         _need_count(n_samples, "n_samples", at_least=2, why=" (the standard error needs two)")
         eps = rng.standard_normal((int(n_samples), x.shape[0], self.latent_dim), dtype=self.dtype)
@@ -242,10 +242,7 @@ class VAE:
     # ------------------------------------------------------------------ using a trained model
     def decode(self, z):
         """p_phi(x|z): z (M, K) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
-        z = np.asarray(z, dtype=self.dtype)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (M, {self.latent_dim}), got {z.shape}")
-        out = self._decoder_forward(z)
+        out = self._decoder_forward(self._check_z(z))
         self._forget_caches()
         return out
 
@@ -259,7 +256,7 @@ class VAE:
 
         "Generates MNIST digits from random (Gaussian) noise" (slide 6).
         """
-        rng = self.rng if rng is None else rng
+        rng = self.rng if rng is None else _need_generator(rng)
         _need_count(n, "n, the number of images to generate,")
         return self.decode_mean(rng.standard_normal((int(n), self.latent_dim), dtype=self.dtype))
 
@@ -360,39 +357,24 @@ class VAE:
         self._bind_flat_buffers(flat_params, flat_grads)
 
     def _check_x(self, x):
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"x must have shape (N, {self.input_dim}) (one flattened datapoint "
-                             f"per row), got shape {x.shape}")
-        if x.shape[0] == 0:
-            raise ValueError("x holds no datapoints (shape (0, D))")
-        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-            raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
-        if np.issubdtype(x.dtype, np.integer) and x.max() > 1:
-            raise ValueError(f"x holds {x.dtype} values up to {x.max()}, like pixels 0..255: divide "
-                             f"uint8 images by 255 (data.iterate_batches does) to get values in [0, 1]")
-        x = x.astype(self.dtype, copy=False)
-        lowest, highest = x.min(), x.max()               # nan or inf in x propagates to both
-        if not (np.isfinite(lowest) and np.isfinite(highest)):
-            raise ValueError(f"x holds {np.size(x) - np.count_nonzero(np.isfinite(x))} values that "
-                             f"are nan or inf; every datapoint must be finite")
-        if self.likelihood == "bernoulli" and (lowest < 0 or highest > 1):
-            raise ValueError(f"x holds values in [{lowest:g}, {highest:g}], but the Bernoulli "
-                             f"likelihood needs x in [0, 1] (grey levels or 0/1 pixels); rescale "
-                             f"x, or use likelihood='gaussian' for real-valued data")
-        return x
+        return check_input(self, "x", x, ("N", self.input_dim), data=True)
+
+    def _check_z(self, z):
+        return check_input(self, "z", z, ("M", self.latent_dim))
 
     def _check_eps(self, eps, N):
+        """eps (L, N, K), or (N, K) for L = 1, checked; drawn from ``self.rng`` when None (L = n_samples)."""
         K = self.latent_dim
         if eps is None:
             return self.rng.standard_normal((self.n_samples, N, K), dtype=self.dtype)
         eps = np.asarray(eps)
-        if eps.ndim == 2:
-            eps = eps[None]                                        # L = 1
-        if eps.ndim != 3 or eps.shape[1:] != (N, K) or eps.shape[0] == 0:
-            raise ValueError(f"eps must have shape (L, {N}, {K}) with L >= 1, or ({N}, {K}), for a "
-                             f"batch of {N} with latent_dim {K}, got shape {np.shape(eps)}")
-        return eps.astype(self.dtype, copy=False)
+        return check_input(self, "eps", eps[None] if eps.shape == (N, K) else eps, ("L", N, K),
+                           also=f"({N}, {K}) for L = 1")
+
+    def draw_eps(self, N):
+        """The noise ``loss_and_grads`` draws when it is not given eps: (L, N, K) from ``self.rng``
+        (gradcheck.py freezes it). IWAE's draws its k samples."""
+        return self._check_eps(None, N)
 
     def _decoder_forward(self, z):
         """z (M, K) -> logits (M, D), or (mean, logvar_x) for the Gaussian decoder."""
@@ -425,7 +407,8 @@ class VAE:
         """z = mu + sigma * eps and log p(x|z) there: returns (log_px_z (L, N), z (L, N, K))."""
         L, N, K = eps.shape
         z = mu + np.exp(0.5 * logvar) * eps                      # (L, N, K)
-        out = _reshape(self.decode(z.reshape(L * N, K)), (L, N, -1))
+        out = _reshape(self._decoder_forward(z.reshape(L * N, K)), (L, N, -1))
+        self._forget_caches()
         return self._log_likelihood(x, out), z
 
     def _loss_from(self, log_px_z, mu, logvar):
@@ -458,8 +441,57 @@ def _is_finite_number(value):
 
 
 def _need_count(value, name, at_least=1, why=""):
+    """Refuse a count (a size, a number of samples, images or steps) that is not an integer >= at_least."""
     if not _is_count(value, at_least):
-        raise ValueError(f"{name} must be an integer >= {at_least}{why}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {at_least}{why}, got {value!r:.60}")
+    return int(value)
+
+
+def _need_generator(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    return rng
+
+
+FREE_SIZES = {"N": "datapoints", "M": "codes", "L": "samples"}      # the letters of check_input's shapes
+
+
+def check_input(model, name, value, shape, data=False, also=None):
+    """The one input check of every kind of model (VAE, IWAE, CVAE, the autoencoder): x, eps and z.
+
+    ``shape``: the shape ``value`` must have, with a letter where any size >= 1 will do
+    ("N" datapoints, "M" codes, "L" samples), e.g. ("N", 784) for x; ``also``: another shape
+    the caller accepts, for the message. The values must be real numbers, finite in the
+    model's dtype. ``data``: ``value`` is x, the data: then integer pixels above 1 are
+    refused (divide by 255), and so are values outside [0, 1] under the Bernoulli likelihood.
+    Returns ``value`` as an array of the model's dtype (float32 stays float32).
+    """
+    a = np.asarray(value)
+    if a.ndim != len(shape) or any(n != s for n, s in zip(a.shape, shape) if not isinstance(s, str)):
+        wanted = "(" + ", ".join(map(str, shape)) + ")" + (f" or {also}" if also else "")
+        per_row = " (one flattened datapoint per row)" if data else ""
+        raise ValueError(f"{name} must have shape {wanted}{per_row}, got shape {a.shape}")
+    empty = [s for n, s in zip(a.shape, shape) if n == 0]
+    if empty:
+        raise ValueError(f"{name} holds no {FREE_SIZES[empty[0]]} (shape {a.shape}); it needs {empty[0]} >= 1")
+    if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    if data and np.issubdtype(a.dtype, np.integer) and a.max() > 1:
+        raise ValueError(f"{name} holds {a.dtype} values up to {a.max()}, like pixels 0..255: divide "
+                         f"uint8 images by 255 (data.iterate_batches does) to get values in [0, 1]")
+    with np.errstate(over="ignore"):                     # beyond the dtype's range: inf, refused below
+        a = a.astype(model.dtype, copy=False)
+    lowest, highest = a.min(), a.max()                   # nan or inf anywhere propagates to both
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        bad = a.size - np.count_nonzero(np.isfinite(a))
+        raise ValueError(f"{name} holds {bad:,} {'value that is' if bad == 1 else 'values that are'} "
+                         f"nan or inf (as {model.dtype}); every value must be finite")
+    if data and model.likelihood == "bernoulli" and (lowest < 0 or highest > 1):
+        raise ValueError(f"{name} holds values in [{lowest:g}, {highest:g}], but the Bernoulli "
+                         f"likelihood needs x in [0, 1] (grey levels or 0/1 pixels); rescale "
+                         f"x, or use likelihood='gaussian' for real-valued data")
+    return a
 
 
 def _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, n_samples, dtype, beta=1.0):

@@ -125,6 +125,18 @@ def test_a_stop_signal_stops_cleanly_with_a_checkpoint(tiny_data, tmp_path, sign
     assert (out / "main" / "checkpoint.npz").is_file()
 
 
+@pytest.mark.parametrize("extra, named", [(["--test-split", "test[:1]"], "mnist test[:1] holds one image"),
+                                          (["--limit", "1"], "--limit 1")])
+def test_one_test_image_is_one_line_before_any_training(tiny_data, tmp_path, capsys, extra, named):
+    """It printed '+/- 0.00 s.e.' over one image after training every model (docs/reliability.md:
+    one image where a standard error needs two is bad input)."""
+    out = tmp_path / "out"
+    assert demo.main(["--quick", "--data-dir", str(tiny_data), "--out", str(out), "--no-download", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("demo.py: error: ") and named in err and "no standard error" in err
+    assert not out.exists()
+
+
 def test_a_bad_epoch_count_is_one_line_naming_that_option(tmp_path, capsys):
     assert demo.main(["--data-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--epochs", "0"]) == 2
     err = capsys.readouterr().err

@@ -401,3 +401,56 @@ def test_the_readme_demo_prints_the_numbers_the_readme_promises(shared_mnist_dir
             "--out", str(tmp_path)]
     assert demo.main(argv) == 0
     check_demo_output(capsys.readouterr().out, readme_expected_numbers())
+
+
+# ---------------------------------------------------------------- README is a way in; links lead somewhere
+
+def test_readme_is_a_way_in():
+    """At most 150 lines; its first 40 hold both set-up commands and the numbers the demo prints."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines"
+    first = "\n".join(lines[:40])
+    assert "pip install -e . && python demo.py" in first and "pip install -e '.[test]' && python -m pytest" in first
+    assert set(readme_expected_numbers(first)) == {"test negative ELBO", "test -log p(x)"}
+
+
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(text):
+    """GitHub's anchors for the headings of a Markdown text (outside fenced code)."""
+    anchors, seen = set(), {}
+    for heading in re.findall(r"^#{1,6} +(.+?) *$", FENCE.sub("", text), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def broken_links(path):
+    """Relative links of a Markdown file whose file, or heading anchor, does not exist."""
+    broken = []
+    for target in MD_LINK.findall(FENCE.sub("", path.read_text())):
+        if re.match(r"[a-z]+:", target):
+            continue                                    # http(s): and mailto: are not checked offline
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text()):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("path", [*DOC_FILES, ROOT / "benchmarks" / "README.md"], ids=lambda p: p.name)
+def test_every_relative_link_in_the_docs_leads_somewhere(path):
+    assert broken_links(path) == []
+
+
+def test_the_link_check_fails_on_a_missing_file_or_heading(tmp_path):
+    (tmp_path / "b.md").write_text("# The β sweep (slides 12–13)\n")
+    page = tmp_path / "a.md"
+    page.write_text("[ok](b.md#the-β-sweep-slides-1213) [gone](c.md) [no heading](b.md#nothing) "
+                    "[web](https://example.org/x)\n")
+    assert broken_links(page) == ["c.md", "b.md#nothing"]

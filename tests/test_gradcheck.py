@@ -57,3 +57,63 @@ def test_eps_none_is_frozen_once_not_redrawn(seed):
     errors = check_model_gradients(model, x, None)
     assert set(errors) == set(model.params)
     assert max(errors.values()) < 1e-6, errors
+
+
+# ------------------------------------------------------------------ every kind of model
+# check_model_gradients failed on the autoencoder (it has no rng), passed a conditional VAE's
+# eps as its labels, and compared the IWAE's gradient of -L_k with differences of the ELBO.
+from scratchvae.chapters.autoencoder import Autoencoder
+from scratchvae.chapters.cvae import CVAE
+from scratchvae.chapters.iwae import IWAE
+
+KINDS = {"vae": lambda: VAE(6, [5], 2, n_samples=2, dtype=np.float64, seed=0),
+         "iwae": lambda: IWAE(6, [5], 2, k=3, dtype=np.float64, seed=0),
+         "cvae": lambda: CVAE(6, [5], 2, n_classes=3, dtype=np.float64, seed=0),
+         "autoencoder": lambda: Autoencoder(6, [5], 2, dtype=np.float64, seed=0)}
+# a slip in each kind's own backward (its forward untouched), and the parameters it must show
+SLIPS = {"vae": ("scratchvae.vae.kl_standard_normal_grads", lambda mu, logvar: (mu, np.expm1(logvar)),
+                 "enc.logvar.b"),
+         "iwae": ("scratchvae.chapters.iwae.gaussian_log_density_grads",       # q's dlogvar without its 1/2
+                  lambda z, m, lv: (lambda g: (g[0], 2 * g[1]))(_gaussian_grads(z, m, lv)), "enc.logvar.b"),
+         "cvae": ("scratchvae.chapters.cvae.kl_standard_normal_grads", lambda mu, logvar: (2 * mu, logvar),
+                  "enc.mu.b"),
+         "autoencoder": ("scratchvae.chapters.autoencoder.sigmoid", lambda l: 1 / (1 + np.exp(-1.1 * l)),
+                         "dec.logits.W")}
+
+
+def _gaussian_grads(*args):
+    from scratchvae.losses import gaussian_log_density_grads
+    return gaussian_log_density_grads(*args)
+
+
+def _inputs(model, rng):
+    x = rng.random((4, 6))
+    y = {"y": np.array([0, 2, 1, 2])} if model.conditional else {}
+    return x, y
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_is_checked_against_its_own_loss_and_a_slip_in_its_backward_shows(kind, monkeypatch):
+    model, rng = KINDS[kind](), np.random.default_rng(1)
+    x, y = _inputs(model, rng)
+    errors = check_model_gradients(model, x, **y)                       # eps drawn once, as loss_and_grads draws it
+    assert set(errors) == set(model.params) and max(errors.values()) < 1e-6, errors
+    if "eps" in model.random_streams:                                   # a given eps: the same function of it
+        eps = rng.standard_normal((3, 4, 2))
+        assert max(check_model_gradients(model, x, eps, **y).values()) < 1e-6
+    where, slip, shows = SLIPS[kind]
+    monkeypatch.setattr(where, slip)
+    errors = check_model_gradients(model, x, **y)
+    assert errors[shows] > 1e-3, errors
+
+
+def test_a_misused_checker_says_what_each_kind_takes():
+    x = np.random.default_rng(0).random((4, 6))
+    with pytest.raises(ValueError, match=r"a conditional VAE is given the labels: .*y=labels"):
+        check_model_gradients(KINDS["cvae"](), x)
+    with pytest.raises(ValueError, match="a VAE is not given labels"):
+        check_model_gradients(KINDS["vae"](), x, y=np.zeros(4, int))
+    with pytest.raises(ValueError, match="an autoencoder draws no eps"):
+        check_model_gradients(KINDS["autoencoder"](), x, np.zeros((1, 4, 2)))
+    with pytest.raises(TypeError, match="float64"):
+        check_model_gradients(VAE(6, [5], 2), x)

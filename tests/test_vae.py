@@ -341,3 +341,103 @@ def test_sample_and_sample_counts_must_be_positive(n):
         model.elbo_probabilistic(x, n if not (isinstance(n, int) and n > 1) else 1)
     with pytest.raises(ValueError, match="L >= 1"):
         model.loss_and_grads(x, np.zeros((0, 3, 2)))
+
+
+# ------------------------------------------------------------------ every kind checks its inputs alike
+# vae.py's check_input is the one check of x, eps and z for the VAE, the IWAE, the conditional
+# VAE and the autoencoder. Generated: a kind, a likelihood, a method, an input and a mistake.
+from scratchvae.chapters.autoencoder import Autoencoder
+from scratchvae.chapters.cvae import CVAE
+from scratchvae.chapters.iwae import IWAE
+from scratchvae.vae import check_input
+
+KINDS = {"vae": VAE, "iwae": lambda *a, **kw: IWAE(*a, k=2, **kw), "cvae": CVAE, "autoencoder": Autoencoder}
+
+
+def _methods(model):
+    """name -> (the inputs it reads, call(x, eps, z)): every method that takes x, eps or z."""
+    y = (lambda a: (np.arange(len(a)) % 10,)) if model.conditional else (lambda a: ())
+    m = {"encode": ("x", lambda x, e, z: model.encode(x, *y(x))),
+         "reconstruct": ("x", lambda x, e, z: model.reconstruct(x, *y(x))),
+         "decode": ("z", lambda x, e, z: model.decode(z, *y(z))),
+         "decode_mean": ("z", lambda x, e, z: model.decode_mean(z, *y(z)))}
+    if model.variational:
+        m.update({name: ("x eps", lambda x, e, z, f=getattr(model, name): f(x, *y(x), e))
+                  for name in ("loss_and_grads", "loss", "log_weights")})
+        if not model.conditional:
+            m["elbo_probabilistic"] = ("x", lambda x, e, z: model.elbo_probabilistic(x, 3))
+        if hasattr(model, "bound"):
+            m["bound"] = ("x eps", lambda x, e, z: model.bound(x, e))
+    else:
+        m.update(loss_and_grads=("x", lambda x, e, z: model.loss_and_grads(x)),
+                 reconstruction_error=("x", lambda x, e, z: model.reconstruction_error(x)))
+    return m
+
+
+def _mistake(name, good, what, rng):
+    """(bad value, the message it must give) for the input ``name`` of good value ``good``."""
+    bad = good.copy()
+    if what == "nan or inf":
+        bad.flat[rng.integers(bad.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        return bad, rf"{name} holds 1 value that is nan or inf"
+    if what == "beyond float32":
+        bad = bad.astype(np.float64)
+        bad.flat[rng.integers(bad.size)] = rng.choice([1e39, -1e300])
+        return bad, rf"{name} holds 1 value that is nan or inf \(as float32\)"
+    if what == "empty":
+        return bad[:0], rf"{name} holds no \w+ \(shape \(0,"
+    if what == "wrong shape":
+        return bad[..., :-1], rf"{name} must have shape \("
+    if what == "not numbers":
+        return bad.astype(rng.choice(["U3", "complex64", "bool", "O"])), rf"{name} must hold real numbers"
+    if what == "uint8 pixels":
+        return (bad * 255).astype(np.uint8) | np.uint8(2), "divide uint8 images by 255"
+    return bad * 255 + 2, r"Bernoulli likelihood needs x in \[0, 1\]"          # "0..255 floats"
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(list(KINDS)), likelihood=st.sampled_from(["bernoulli", "gaussian"]),
+       data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_every_kind_refuses_bad_x_eps_and_z_as_the_vae_does(kind, likelihood, data, seed):
+    """Autoencoder.loss_and_grads took uint8, 0..255 floats (loss -1134.7), nan and empty batches;
+    nan eps and z went through everywhere (VAE.loss_and_grads, decode_mean, IWAE.bound)."""
+    rng = np.random.default_rng(seed)
+    model = KINDS[kind](6, [4], 2, likelihood=likelihood, seed=0)
+    method = data.draw(st.sampled_from(sorted(_methods(model))), label="method")
+    reads, call = _methods(model)[method]
+    name = data.draw(st.sampled_from(reads.split()), label="input")
+    mistakes = ["nan or inf", "beyond float32", "empty", "wrong shape", "not numbers"]
+    if name == "x":
+        mistakes += ["uint8 pixels"] + (["0..255 floats"] if likelihood == "bernoulli" else [])
+    what = data.draw(st.sampled_from(mistakes), label="mistake")
+    n = int(rng.integers(1, 5))
+    good = {"x": rng.random((n, 6)).astype(np.float32), "z": rng.standard_normal((n, 2)).astype(np.float32),
+            "eps": rng.standard_normal((int(rng.integers(1, 3)), n, 2)).astype(np.float32)}
+    call(good["x"], good["eps"], good["z"])                             # the good inputs work
+    bad, message = _mistake(name, good[name], what, rng)
+    with pytest.raises(ValueError, match=message):
+        call(**{"x": good["x"], "e": good["eps"], "z": good["z"], {"eps": "e"}.get(name, name): bad})
+    shape = {"x": ("N", 6), "z": ("M", 2), "eps": ("L", n, 2)}[name]     # the method's refusal is the check's
+    with pytest.raises(ValueError, match=message):
+        check_input(model, name, bad, shape, data=name == "x")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_kind_samples_only_a_count_of_images_from_a_generator(kind):
+    model = KINDS[kind](6, [4], 2, seed=0)
+    sample = ((lambda n, rng=None: model.sample(n, 3, rng)) if model.conditional else
+              (lambda n, rng=None: model.sample(n, rng if rng is not None else np.random.default_rng(0)))
+              if not model.variational else model.sample)
+    assert sample(np.int64(3)).shape == (3, 6)
+    for n in (1.5, 2.0, True, 0, "3", None):
+        with pytest.raises(ValueError, match="n, the number of images to generate, must be an integer >= 1"):
+            sample(n)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        sample(2, 7)
+
+
+def test_a_float32_autoencoder_keeps_float32_and_a_float64_one_float64():
+    for dtype in (np.float32, np.float64):
+        model = Autoencoder(6, [4], 2, dtype=dtype, seed=0)
+        x = np.random.default_rng(0).random((3, 6))                     # float64 data
+        assert model.encode(x.astype(np.float32)).dtype == dtype and model.reconstruct(x).dtype == dtype

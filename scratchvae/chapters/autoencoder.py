@@ -20,7 +20,7 @@ import numpy as np
 
 from ..layers import MLP, Dense, share_one_buffer, sigmoid
 from ..losses import bernoulli_log_likelihood, gaussian_log_density, gaussian_log_density_grads
-from ..vae import _check_architecture, network_shapes
+from ..vae import _check_architecture, _need_count, _need_generator, check_input, network_shapes
 
 
 class Autoencoder:
@@ -95,15 +95,13 @@ class Autoencoder:
     def reconstruction_error(self, x):
         """-log p(x|z) at z = encoder(x), per datapoint: (N,). The loss without its mean."""
         x = self._check_x(x)
-        out = self.decode(self.encode(x))
+        out = self._decoder_forward(self.encode(x))             # a diverged code's inf: reported, not refused
         return -(bernoulli_log_likelihood(x, out) if self.likelihood == "bernoulli"
                  else gaussian_log_density(x, *out))
 
     def decode(self, z):
         """z (M, K) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
-        h = self.decoder.forward(np.asarray(z, dtype=self.dtype))
-        out = [head.forward(h) for head in self.dec_heads]
-        return out[0] if self.likelihood == "bernoulli" else tuple(out)
+        return self._decoder_forward(self._check_z(z))
 
     def decode_mean(self, z):
         """The decoder's mean image: sigmoid(logits), or the Gaussian mean. (M, D)."""
@@ -116,7 +114,8 @@ class Autoencoder:
 
     def sample(self, n, rng):
         """Decode z ~ N(0, I) as the VAE does -- although nothing made the codes look like N(0, I)."""
-        return self.decode_mean(rng.standard_normal((int(n), self.latent_dim)).astype(self.dtype))
+        _need_count(n, "n, the number of images to generate,")
+        return self.decode_mean(_need_generator(rng).standard_normal((n, self.latent_dim)).astype(self.dtype))
 
     def config(self):
         """The constructor arguments (without seed), enough to rebuild the architecture (machinery/checkpoint.py)."""
@@ -152,11 +151,16 @@ class Autoencoder:
         """The VAE's layers with one encoder head, "enc.z"."""
         return network_shapes(arch, encoder_heads=("z",))
 
-    def _check_x(self, x):
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(f"x must have shape (N, {self.input_dim}), got shape {x.shape}")
-        return x.astype(self.dtype, copy=False)
+    def _check_x(self, x):                                  # the VAE's checks (vae.py: check_input)
+        return check_input(self, "x", x, ("N", self.input_dim), data=True)
+
+    def _check_z(self, z):
+        return check_input(self, "z", z, ("M", self.latent_dim))
+
+    def _decoder_forward(self, z):
+        h = self.decoder.forward(z)
+        out = [head.forward(h) for head in self.dec_heads]
+        return out[0] if self.likelihood == "bernoulli" else tuple(out)
 
 
 def vae_reconstruction_error(vae, x):
@@ -200,6 +204,7 @@ def compare_with_vae(ae, vae, images, labels, rng, n_samples=100):
     empty = empty_prior_fraction of 10,000 prior samples, inside = the fraction of codes
     within the circle that holds 95 % of N(0, I) (K = 2))}.
     """
+    _need_count(n_samples, "n_samples")
     codes = {"autoencoder": ae.encode(images), "VAE": vae.encode(images)[0]}
     z = rng.standard_normal((n_samples, ae.latent_dim)).astype(ae.dtype)
     samples = {"autoencoder": ae.decode_mean(z), "VAE": vae.decode_mean(z)}

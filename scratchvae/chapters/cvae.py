@@ -25,7 +25,7 @@ import numpy as np
 
 from ..layers import MLP, Dense, sigmoid
 from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
-from ..vae import VAE, _check_architecture, _need_count, _reshape, network_shapes
+from ..vae import VAE, _check_architecture, _need_count, _need_generator, _reshape, network_shapes
 
 N_CLASSES = 10
 
@@ -144,12 +144,8 @@ class CVAE(VAE):
 
     def decode(self, z, y):
         """p(x | z, y): z (M, K), y (M,) -> logits (M, D), or (mean, logvar) for the Gaussian decoder."""
-        z = np.asarray(z, dtype=self.dtype)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (M, {self.latent_dim}), got {z.shape}")
-        out = self._decoder_forward(np.concatenate([z, self.one_hot(y, len(z))], axis=1))
-        self._forget_caches()
-        return out
+        z = self._check_z(z)
+        return self._decode(z, self.one_hot(y, len(z)))
 
     def decode_mean(self, z, y):
         out = self.decode(z, y)
@@ -157,7 +153,7 @@ class CVAE(VAE):
 
     def sample(self, n, digit, rng=None):
         """Draw me a ``digit``: z ~ N(0, I), then the decoder's mean image given that label. (n, D)."""
-        rng = self.rng if rng is None else rng
+        rng = self.rng if rng is None else _need_generator(rng)
         _need_count(n, "n, the number of images to generate,")
         self.one_hot([digit], 1)                                  # a clear error for a bad digit
         return self.decode_mean(rng.standard_normal((int(n), self.latent_dim), dtype=self.dtype),
@@ -191,8 +187,14 @@ class CVAE(VAE):
         """z = mu + sigma * eps and log p(x | z, y) there: returns (log p (L, N), z (L, N, K))."""
         L, N, K = eps.shape
         z = mu + np.exp(0.5 * logvar) * eps
-        out = _reshape(self.decode(z.reshape(L * N, K), np.tile(np.asarray(y), L)), (L, N, -1))
+        out = _reshape(self._decode(z.reshape(L * N, K), np.tile(self.one_hot(y, N), (L, 1))), (L, N, -1))
         return self._log_likelihood(x, out), z
+
+    def _decode(self, z, onehot):
+        """``decode`` of z (M, K) and one-hot labels (M, C) already checked."""
+        out = self._decoder_forward(np.concatenate([z, onehot], axis=1))
+        self._forget_caches()
+        return out
 
     def one_hot(self, y, N):
         """Labels y (N,) integers 0..C-1 -> one-hot (N, C) in the model's dtype."""

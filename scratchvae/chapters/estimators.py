@@ -52,6 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..vae import _need_count
+
 
 def reparameterisation_terms(grad_f, mu, sigma, eps):
     """Per-sample terms of the reparameterisation (pathwise) gradient of E_q[f(z)].
@@ -162,9 +164,9 @@ def compare_estimators(f, grad_f, mu, sigma, n_samples, n_repeats, rng, n_refere
     Shapes:  mu, sigma (N, K) -> EstimatorComparison with (R, N, K) estimates
     """
     mu, sigma = np.asarray(mu), np.asarray(sigma)
-    S, R = int(n_samples), int(n_repeats)
-    if S < 1 or R < 2:
-        raise ValueError(f"need n_samples >= 1 and n_repeats >= 2, got {S} and {R}")
+    S, R = _need_count(n_samples, "n_samples"), _need_count(n_repeats, "n_repeats", at_least=2)
+    _need_count(n_reference, "n_reference")
+    _need_count(chunk, "chunk")
     eps = rng.standard_normal((R, S, *mu.shape))                      # (R, S, N, K)
     estimates = {k: np.empty((R, *mu.shape)) for k in
                  ("reparam_mu", "reparam_sigma", "score_mu", "score_sigma")}

@@ -47,6 +47,7 @@ import numpy as np
 from ..losses import gaussian_log_density, kl_standard_normal, kl_standard_normal_grads
 from ..layers import exp_no_subnormal
 from ..optim import Adam
+from ..vae import _need_count
 from .posterior import Q_SIGMAS, exact_gap, posterior_window, square_grid, variational_gap
 
 
@@ -118,6 +119,7 @@ def fit_q(model, x, rng, steps=500, n_samples=16, lr=0.05, final_lr=0.002, init=
     Shapes:      x (N, D) -> FittedQ with mu, logvar (N, K)
     """
     x = model._check_x(x)
+    _need_count(steps, "steps"), _need_count(n_samples, "n_samples")
     N, K = x.shape[0], model.latent_dim
     lam = np.zeros(2 * N * K, dtype=model.dtype)             # lambda = (mu, logvar), one flat vector
     dlam = np.zeros_like(lam)
@@ -250,7 +252,7 @@ def gaps_on_grid(model, x, rng, points=201, modes=MODE_STARTS, log=None, **fit_k
             (elbo[r],), (mass[r],) = elbo_on_grid(own[r], *lam)
     say(f"scored the {len(rows)} fitted q on the grids ({sum(o is not None for o in own)} on grids of their own)")
     best = np.array([np.flatnonzero(rows == i)[np.argmax(elbo[rows == i])] for i in range(N)])
-    grids = [own[r] or grids[i] for i, r in enumerate(best)]
+    grids = [own[r] if own[r] is not None else grids[i] for i, r in enumerate(best)]
     return Gaps(log_px=np.array([g.log_px[0] for g in grids]), elbo_star=elbo[best],
                 elbo_encoder=np.array([g.elbo[0] for g in grids]), q_star_mass=mass[best],
                 fitted=FittedQ(mu=fitted.mu[best], logvar=fitted.logvar[best],

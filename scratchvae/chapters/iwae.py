@@ -86,7 +86,7 @@ class IWAE(VAE):
         """
         x = self._check_x(x)
         N, K = x.shape[0], self.latent_dim
-        eps = self._draw_k(N) if eps is None else self._check_eps(eps, N)
+        eps = self.draw_eps(N) if eps is None else self._check_eps(eps, N)
         k = eps.shape[0]
 
         # ---- forward: encoder, reparameterisation, decoder, log w ------------------------
@@ -137,12 +137,14 @@ class IWAE(VAE):
         probabilistic view (tests compare the two). ``loss`` stays the VAE's ELBO.
         """
         x = self._check_x(x)
-        eps = self._draw_k(x.shape[0]) if eps is None else self._check_eps(eps, x.shape[0])
+        eps = self.draw_eps(x.shape[0]) if eps is None else self._check_eps(eps, x.shape[0])
         log_w = self.log_weights(x, eps)                         # (k, N)
         m = log_w.max(axis=0)
         return m + np.log(exp_no_subnormal(log_w - m).sum(axis=0)) - np.log(log_w.shape[0])
 
-    def _draw_k(self, N):
+    def draw_eps(self, N):
+        """The noise ``loss_and_grads`` and ``bound`` draw when not given eps: k samples, (k, N, K).
+        (``loss`` and ``log_weights`` are the VAE's: they draw n_samples = 1.)"""
         return self.rng.standard_normal((self.k, N, self.latent_dim), dtype=self.dtype)
 
 

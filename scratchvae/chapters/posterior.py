@@ -57,6 +57,7 @@ import numpy as np
 
 from ..layers import exp_no_subnormal, softplus
 from ..losses import gaussian_log_density
+from ..vae import _need_count
 
 PRIOR_RADIUS = 5.0        # the coarse grid covers at least +-5 prior standard deviations
 Q_SIGMAS = 8.0            # ... and +-8 standard deviations of q(z|x): all but 1e-15 of its mass
@@ -94,9 +95,7 @@ def square_grid(center, half_width, points):
 
     Cell width h = 2 half_width / points; centres at lo + (i + 1/2) h, i = 0 .. points - 1.
     """
-    points = int(points)
-    if points < 2:
-        raise ValueError(f"a grid needs at least 2 points a side, got {points}")
+    _need_count(points, "points", at_least=2, why=" (a grid needs at least 2 points a side)")
     if not half_width > 0:
         raise ValueError(f"half_width must be positive, got {half_width}")
     h = 2.0 * half_width / points

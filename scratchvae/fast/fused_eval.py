@@ -28,7 +28,7 @@ pixel, an exp and a log among them, all on one core. Here:
   elementwise work runs on both cores, not only the products. The second worker is a forked
   process that shares the chunk's arrays (workers.ForkedHelper): two threads would take
   turns at Python's lock before and after every NumPy call, which on a virtual machine can
-  cost tens of microseconds a turn (docs/results.md, the Intel Xeon part);
+  cost tens of microseconds a turn (benchmarks/README.md, "Intel Xeon (family 6, model 207)");
 * every array is allocated once and written with ``out=``.
 
 Derivation:  docs/derivations.md, section 11 (the fused evaluation)

@@ -1,8 +1,9 @@
 """The fused training step: the numbers of vae.py and optim.py, computed faster on two cores.
 
-Chosen with ``--engine fused``. Over the whole 10-epoch reference run on a 2-core AMD EPYC
-(family 26, model 2) it took 20.1 s where the read-along step took 24.1 s with OpenBLAS's AVX2
-kernels, and 13.6 s against 23.0 s with its AVX-512 kernels (docs/results.md).
+Chosen with ``--engine fused``. Over the whole 10-epoch reference run it trains at 1.3-2.2 times
+PyTorch 2.13's speed where the read-along step trains at 0.95-1.5 times, depending on the CPU; on a
+2-core AMD EPYC (family 26, model 2) it took 13.6 s where the read-along step took 23.0 s with
+OpenBLAS's AVX-512 kernels (benchmarks/README.md, "Measured").
 
 Read vae.py first: this file computes exactly what ``VAE.loss_and_grads`` followed by
 ``Adam.step`` compute, for the PyTorch example's architecture (one hidden layer, ReLU,
@@ -19,7 +20,8 @@ difference check. Nothing here is new mathematics; it is how to feed a 2-core CP
               da1 = (dmu Wmu^T + dlogvar Wlv^T) [h1 > 0]
               dW = a^T d and db = sum_n d for each layer (a its input, d its output gradient)
 
-How it is fast (benchmarks/bench_train.py measures it; docs/results.md has the numbers):
+How it is fast (benchmarks/bench_reference_run.py measures it; benchmarks/README.md, "Measured",
+has the numbers and where the time goes):
 
 * Two workers, each with a single-threaded BLAS, instead of one worker with a 2-thread
   BLAS. Phase 1: each worker runs forward and backward for its half of the batch rows

@@ -147,7 +147,8 @@ def keep_freed_memory(heap_arrays=16 << 20, keep=256 << 20):
     and up to ``keep`` bytes of freed heap stay with the process. What is computed does not
     change; peak memory barely does (freed memory is reused, not added to). Measured on a
     2-core AMD EPYC (family 26, model 2): the importance-sampled evaluation with k = 1000 on
-    1,000 images 9.7 s before, 7.0 s after (docs/results.md).
+    1,000 images took 9.7-9.8 s without it, 6.8-7.2 s with it (benchmarks/README.md,
+    "AMD EPYC (family 26, model 2)").
     scratchvae calls this once, when it is imported. Returns True where it took effect (Linux
     with glibc), False elsewhere.
     """

@@ -127,6 +127,13 @@ MAX_DIM = 1 << 24                 # the largest layer size accepted in model.jso
 MAX_HIDDEN_LAYERS = 64
 MAX_HEADER = 10_000               # bytes of a .npy header (NumPy's own limit)
 PROGRESS_FIELDS = ("epochs_done", "step_in_epoch", "global_step", "sums", "seconds", "train_seconds")
+# progress.json's "sums" add up the epoch's losses image by image. A training step computes
+# them from float32 arrays (float32's largest number is 3.4e38), and train.py refuses a step
+# whose loss or parts are not finite, so a sum over n images stays below n x 1e40 (n x 1e40
+# x (1 + beta) for the loss, rec + beta KL): far below float64's 1.8e308, so the rest of
+# the epoch can always add to it. A larger sum (1e308) was not written by a training run and
+# would overflow to inf as the epoch goes on.
+MAX_LOSS_PER_IMAGE = 1e40
 OPTIMIZERS = {"adam": {"t", "lr", "beta1", "beta2", "eps"}, "sgd": {"t", "lr", "momentum"}}
 OPTIMIZER_ARRAYS = {"adam": ["m_sum", "v_sum"], "sgd": ["buf"]}
 
@@ -517,6 +524,10 @@ def _check_progress(doc, checkpoint, config, model, c):
     c.need(_is_int(sums["n"]), "progress.json sums", "n", "an integer >= 0", sums["n"])
     for key in ("loss", "rec", "kl"):
         c.need(_is_number(sums[key]), "progress.json sums", key, "a finite number", sums[key])
+        bound = sums["n"] * MAX_LOSS_PER_IMAGE * (1 + config.beta if key == "loss" else 1)
+        c.need(abs(sums[key]) <= bound, "progress.json sums", key, "0 (sums.n = 0: no image summed yet)"
+               if not sums["n"] else f"at most {bound:.3g} in size (the sum of {sums['n']:,} images' "
+               f"losses, each a float32 step's)", sums[key])
     history, epochs_done = checkpoint["history"], doc["epochs_done"]
     if len(history) != epochs_done:
         raise CheckpointError(f"{c.path}: inconsistent checkpoint: {len(history)} history records "

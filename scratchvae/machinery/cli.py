@@ -42,6 +42,7 @@ from .models import kinds, model_class
 from .runner import (CHECKPOINT_NAME, ENGINES, OBJECTIVES, ConfigError, TrainConfig, TrainingDiverged,
                     TrainingInterrupted, derive_streams, fingerprint, train)
 from ..vae import LIKELIHOODS
+from ..workbook.cli import add_workbook_commands
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 MEMORY_ADVICE = {                    # after a MemoryError: the flags of that command that need less
@@ -252,6 +253,8 @@ def build_parser():
     p.set_defaults(dataset=None, test_split=None, binarize=None, download=None)
     _say_defaults_come_from_the_run(p, ("dataset", "data_dir", "test_split", "binarize"))
     p.set_defaults(run=_explore, command_parser=p)
+
+    add_workbook_commands(commands)      # scratchvae workbook start|check|train: workbook/cli.py
     return parser
 
 
@@ -342,6 +345,11 @@ def _evaluate(args, parser):
     if images.shape[1] != model.input_dim:
         raise DataError(f"{dataset} images have {images.shape[1]} pixels, the model expects "
                         f"{model.input_dim}")
+    n_is = len(images) if args.limit is None else min(args.limit, len(images))
+    if model.variational and args.is_k and n_is < 2:                   # reliability.md: bad input
+        given = f"--limit {args.limit}" if n_is == args.limit else f"{dataset} {split} holds one image"
+        parser.error(f"{given}: the importance-sampled estimate on one image has no standard error "
+                     f"(it needs two): evaluate two or more images, or skip the estimate with --is-k 0")
     run_data = checkpoint["progress"].get("data", {}).get("test")          # None: not recorded
     now = fingerprint(images, labels)
     same_data = None if run_data is None else now == run_data

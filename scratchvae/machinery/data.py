@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import file_mode
+from ..vae import _is_count
 
 
 class DataError(ValueError):
@@ -509,8 +510,8 @@ def iterate_batches(images_u8, batch_size, rng, binarize="none", shuffle=True,
         got = getattr(images_u8, "dtype", type(images_u8).__name__)
         raise TypeError(f"images_u8 must be a uint8 array (N, D), got {got} "
                         f"{getattr(images_u8, 'shape', '')}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not _is_count(batch_size):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r:.60}")
     if binarize in RENAMED_BINARIZE:
         raise ValueError(f"binarize: {RENAMED_BINARIZE[binarize]}")
     if binarize not in BINARIZE:

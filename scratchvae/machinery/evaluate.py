@@ -23,6 +23,7 @@ import numpy as np
 from .data import iterate_batches
 from ..fast.fused_eval import FastLogWeights, unsupported_reason
 from ..layers import exp_no_subnormal
+from ..vae import _need_count, _need_generator
 
 ESTIMATOR = "importance-sampled (IWAE) bound"
 
@@ -74,9 +75,12 @@ def evaluate_nelbo(model, images_u8, *, batch_size=1000, seed=0, binarize="none"
     Returns:     dict(nelbo, rec, kl, n) in nats per image, and active_units: how many of
                  the K latent units have Var_x(mu_u) > 0.01 over these images (``active_units``)
     """
+    _check_images(model, images_u8, labels)
+    _need_count(batch_size, "batch_size")
+    L = _need_count(n_samples, "n_samples, the samples of z per image,")
     binarize_rng = np.random.default_rng(substream(seed, 0))
     eps_rng = np.random.default_rng(substream(seed, 1))
-    K, L = model.latent_dim, int(n_samples)
+    K = model.latent_dim
     totals, means = {"rec": 0.0, "kl": 0.0}, []
     batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False,
                               labels=labels)
@@ -106,6 +110,8 @@ def evaluate_reconstruction(model, images_u8, *, batch_size=1000, seed=0, binari
     Shapes:      images_u8 (N, D) uint8
     Returns:     dict(rec, n), rec in nats per image
     """
+    _check_images(model, images_u8, variational=False)
+    _need_count(batch_size, "batch_size")
     binarize_rng = np.random.default_rng(substream(seed, 0))
     total = 0.0
     for x in iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=False):
@@ -161,12 +167,13 @@ def importance_sampled_nll(model, x, k, *, rng, chunk=10, batch_size=100, progre
     -------
     (N,) float64 array of -log p(x_i) estimates, in nats
     """
-    k, chunk, batch_size = int(k), int(chunk), int(batch_size)
-    if k < 1 or chunk < 1 or batch_size < 1:
-        raise ValueError(f"k, chunk and batch_size must be positive, got {k}, {chunk}, {batch_size}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    x = np.asarray(x) if log_weights is None else model._check_x(x)   # (model.log_weights checks its x)
+    k = _need_count(k, "k, the number of importance samples,")
+    chunk, batch_size = _need_count(chunk, "chunk"), _need_count(batch_size, "batch_size")
+    _need_generator(rng)
+    if not model.variational:
+        raise ValueError(f"{model.article} has no q(z|x) to sample from: no importance-sampled -log p(x)")
+    x = model._check_x(x)                                                # (N, D): at least one datapoint
+    _check_labels(model, labels, len(x))
     N, K = len(x), model.latent_dim
     nll = np.empty(N, dtype=np.float64)
     done = 0
@@ -212,6 +219,14 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
     """
     if engine not in ("plain", "fused"):
         raise ValueError(f"engine must be 'plain' or 'fused', got {engine!r}")
+    _check_images(model, images_u8, labels)
+    is_k = _need_count(is_k, "is_k, the importance samples per image (0 skips the estimate),", at_least=0)
+    for name, value in (("is_chunk", is_chunk), ("is_batch", is_batch)):
+        _need_count(value, name)
+    n_is = len(images_u8) if is_limit is None else min(_need_count(is_limit, "is_limit"), len(images_u8))
+    if is_k and n_is < 2:
+        raise ValueError(f"the importance-sampled estimate on {n_is} image has no standard error (it "
+                         f"needs two images): evaluate more (is_limit), or skip it (is_k=0)")
     if engine == "fused" and (labels is not None or unsupported_reason(model) is not None):
         raise ValueError("the fused evaluation cannot evaluate this model: "
                          f"{unsupported_reason(model) or 'it is given labels'}; use engine='plain'")
@@ -219,10 +234,10 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
                            labels=labels)
     report = {"test_nelbo": bound["nelbo"], "test_rec": bound["rec"], "test_kl": bound["kl"],
               "n": bound["n"], "active_units": bound["active_units"], "latent_dim": model.latent_dim,
-              "is_nll": None, "is_nll_sem": None, "is_k": int(is_k), "is_n": 0,
+              "is_nll": None, "is_nll_sem": None, "is_k": is_k, "is_n": 0,
               "estimator": None, "binarize": binarize, "conditional": labels is not None}
     if is_k:
-        subset = images_u8 if is_limit is None else images_u8[:int(is_limit)]
+        subset = images_u8[:n_is]
         binarize_rng = np.random.default_rng(substream(seed, 2))
         eps_rng = np.random.default_rng(substream(seed, 3))
         x = np.concatenate(list(iterate_batches(subset, batch_size, binarize_rng,
@@ -235,9 +250,35 @@ def evaluate(model, images_u8, *, is_k=1000, is_limit=1000, seed=0, binarize="no
         else:
             nll = importance_sampled_nll(model, x, is_k, **run)
         report.update(is_nll=float(nll.mean()), is_n=len(nll),
-                      is_nll_sem=float(nll.std(ddof=1) / np.sqrt(len(nll))) if len(nll) > 1 else 0.0,
-                      estimator=f"{ESTIMATOR}, k={int(is_k)}")
+                      is_nll_sem=float(nll.std(ddof=1) / np.sqrt(len(nll))),     # over >= 2 images
+                      estimator=f"{ESTIMATOR}, k={is_k}")
     return report
+
+
+def _check_images(model, images_u8, labels=None, variational=True):
+    """The images to evaluate: a non-empty uint8 array (N, D); a conditional model's labels (N,).
+    ``variational``: what the caller computes, an ELBO (q(z|x) and a prior) or the autoencoder's -log p(x|z)."""
+    if model.variational != variational:
+        raise ValueError(f"{model.article} has no ELBO and no -log p(x) (no q(z|x), no prior): "
+                         f"evaluate_reconstruction (or evaluate_losses) measures it" if variational else
+                         f"{model.article} is measured by its ELBO: evaluate_nelbo (or evaluate_losses)")
+    if not (isinstance(images_u8, np.ndarray) and images_u8.dtype == np.uint8 and images_u8.ndim == 2):
+        got = getattr(images_u8, "dtype", type(images_u8).__name__)
+        raise ValueError(f"images_u8 must be a uint8 array (N, D) of pixels 0..255, got {got} "
+                         f"{getattr(images_u8, 'shape', '')}")
+    if len(images_u8) == 0:
+        raise ValueError(f"images_u8 holds no images (shape {images_u8.shape}): there is nothing to evaluate")
+    _check_labels(model, labels, len(images_u8))
+
+
+def _check_labels(model, labels, N):
+    """A conditional model needs one label per image (its own one_hot checks their values); the others none."""
+    if model.conditional and labels is None:
+        raise ValueError(f"{model.article} is given the images' labels: pass labels, one per image")
+    if not model.conditional and labels is not None:
+        raise ValueError(f"labels: {model.article} is not given labels; leave them out")
+    if labels is not None and np.shape(labels) != (N,):
+        raise ValueError(f"labels must hold one label per image, shape ({N},), got shape {np.shape(labels)}")
 
 
 def format_report(report, what="test"):

@@ -1,4 +1,4 @@
-"""Explore a trained VAE in the browser: one self-contained HTML page, written from NumPy.
+r"""Explore a trained VAE in the browser: one self-contained HTML page, written from NumPy.
 
     scratchvae explore RUN/checkpoint.npz --out explorer.html
 
@@ -14,13 +14,20 @@ The page (template: ``explorer.html`` beside this file) shows
 
 Nothing is fetched: the weights travel inside the file as base64 float32, and the page's
 JavaScript computes the same layers as vae.py (dense = x W + b, the activation, sigmoid or
-the Gaussian head). A Content-Security-Policy meta tag forbids every network request.
+the Gaussian head). A Content-Security-Policy meta tag forbids every network request and
+runs only the page's own script and style, named by their SHA-256 hashes, so nothing else
+inline can run even if it got into the page. Nothing else can get in: the title, the data's
+source and the label names (a checkpoint's path can hold any text) reach the page as JSON
+with every <, > and & written as \u003c, \u003e, \u0026, which cannot end the data's
+<script> block or open a comment there, and the script shows them as text, never as markup.
 From the browser console, ``scratchvae.decode(z)`` returns what ``VAE.decode_mean`` returns,
 ``scratchvae.encode(pixels)`` what ``VAE.encode`` returns (tests/pictures/test_explore.py checks both
 in a real browser), and ``scratchvae.loss(pixels, eps)`` what ``VAE.loss`` returns.
 """
 import base64
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +36,33 @@ from ..machinery.files import write_bytes_atomic
 from ..vae import VAE
 
 TEMPLATE = Path(__file__).with_name("explorer.html")
-# What the page may load: nothing. Inline script and style only; no fetch, image, font, frame,
-# form target or <base>. (form-action and base-uri do not fall back to default-src.)
-CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+FIELDS = ("__CSP__", "__TITLE__", "__DATA__")           # what explorer_html fills into the template
+
+
+def _sha256(text):
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def content_security_policy(template):
+    """What the page may load and run: nothing but its own <script> and <style>, by their hashes.
+
+    Implements:  script-src 'sha256-<base64 SHA-256 of the script's text>', style-src the same for
+                 the style sheet (CSP level 2: a hash allows that one inline element, exactly as
+                 written; any other inline script, event handler or style attribute is refused);
+                 no fetch, image, font, frame, form target or <base> (default-src, base-uri and
+                 form-action 'none': the last two do not fall back to default-src).
+    The JSON block (type="application/json") is data, not a script: the policy does not apply.
+    """
+    script = re.findall(r"<script>(.*?)</script>", template, re.S)
+    style = re.findall(r"<style>(.*?)</style>", template, re.S)
+    fixed = len(script) == len(style) == 1 and not any(f in script[0] + style[0] for f in FIELDS)
+    if not fixed or "\r" in template:                   # (the HTML parser reads CR LF as LF: another hash)
+        raise ValueError(f"{TEMPLATE}: the page needs one <script> and one <style>, fixed text (LF line ends)")
+    return (f"default-src 'none'; script-src {_sha256(script[0])}; style-src {_sha256(style[0])}; "
+            f"base-uri 'none'; form-action 'none'")
+
+
+CSP = content_security_policy(TEMPLATE.read_text(encoding="utf-8"))
 JS_ACTIVATIONS = ("relu", "tanh", "sigmoid", "softplus")      # what the page's script computes
 JS_LIKELIHOODS = ("bernoulli", "gaussian")
 MAX_POINTS = 3000         # encoded test digits on the map by default
@@ -54,6 +85,8 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
     label_names : list      ten names for the legend (e.g. FASHION_LABELS), default the digits
     """
     check_explorable(model)
+    if label_names is not None and (len(label_names) != 10 or not all(isinstance(s, str) for s in label_names)):
+        raise ValueError(f"label_names must be ten strings, one per label, got {label_names!r:.80}")
     data = {"title": title, "model": {"input_dim": model.input_dim, "hidden_dims": list(model.hidden_dims),
                                       "latent_dim": model.latent_dim, "activation": model.activation,
                                       "likelihood": model.likelihood},
@@ -75,9 +108,9 @@ def explorer_html(model, images=None, labels=None, title="scratchvae", source=""
         first = [int(np.argmax(labels == c)) for c in range(10) if np.any(labels == c)]
         pixels = np.round(np.clip(images[first], 0, 1) * 255).astype(np.uint8)
         data["examples"] = {"labels": labels[first].tolist(), "pixels": _b64(pixels)}
-    text = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")   # cannot close the <script>
-    page = TEMPLATE.read_text(encoding="utf-8")
-    return page.replace("__CSP__", CSP).replace("__TITLE__", _html_escape(title)).replace("__DATA__", text)
+    fields = {"__CSP__": CSP, "__TITLE__": _html_escape(title), "__DATA__": _script_json(data)}
+    page = TEMPLATE.read_text(encoding="utf-8")                 # one pass: a title "__DATA__" stays text
+    return re.sub("|".join(FIELDS), lambda m: fields[m.group(0)], page)
 
 
 def write_explorer(path, model, **kwargs):
@@ -131,6 +164,17 @@ def _b64(array):
     """An array's bytes (float32 little-endian or uint8, C order) as base64 text."""
     array = np.ascontiguousarray(array, dtype="<f4" if np.issubdtype(array.dtype, np.floating) else np.uint8)
     return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def _script_json(data):
+    r"""JSON for a <script type="application/json"> block: every <, > and & as a JSON escape.
+
+    Nothing in it can then end the block (</script>) or open a comment or a nested script
+    (<!--, <script) that makes the HTML parser swallow the page's own script; JSON.parse reads
+    \u003c back as <. (json.dumps also escapes every non-ASCII character.)
+    """
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _html_escape(text):

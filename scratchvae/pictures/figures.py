@@ -24,6 +24,7 @@ from ..chapters.autoencoder import comparison_text, compare_with_vae
 from ..chapters.estimators import compare_estimators, decoder_log_likelihood
 from ..chapters.inference import gaps_on_grid
 from ..chapters.posterior import exact_gap
+from ..vae import _need_count
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -37,6 +38,7 @@ def one_per_class(labels, n, rng):
 
     Shapes: labels (N,) -> (n,) indices
     """
+    _need_count(n, "n, the number of images,")
     classes = [k for k in range(10) if np.any(labels == k)]
     return np.array([rng.choice(np.flatnonzero(labels == classes[i % len(classes)])) for i in range(n)])
 
@@ -77,6 +79,7 @@ def interpolation_arrays(model, x_a, x_b, steps):
 
     Shapes: x_a, x_b (P, D) -> (P, steps, D)
     """
+    _need_count(steps, "steps", at_least=2)
     mu_a, _ = model.encode(x_a)
     mu_b, _ = model.encode(x_b)
     t = np.linspace(0, 1, steps).astype(model.dtype)[None, :, None]     # (1, steps, 1)
@@ -97,6 +100,8 @@ def importance_sampled_log_px(model, x, k, rng, chunk=500):
     Shapes:  x (N, D) -> estimates (N,), standard errors (N,), float64
     """
     x = np.asarray(x)
+    _need_count(k, "k, the number of importance samples,", at_least=2, why=" (the standard error needs two)")
+    _need_count(chunk, "chunk")
     log_w = np.concatenate([model.log_weights(x, rng.standard_normal((min(chunk, k - start), len(x),
                                                                        model.latent_dim), dtype=model.dtype))
                             for start in range(0, k, chunk)]).astype(np.float64)        # (k, N)

@@ -129,7 +129,7 @@ def test_compare_estimators_is_reproducible_and_shaped():
     assert a.score_mu.shape == (3, 3, 2) and a.reference_sigma.shape == (3, 2) and a.n_samples == 4
     np.testing.assert_array_equal(a.score_sigma, b.score_sigma)
     np.testing.assert_array_equal(a.reference_mu, b.reference_mu)
-    with pytest.raises(ValueError, match="n_repeats >= 2"):
+    with pytest.raises(ValueError, match="n_repeats must be an integer >= 2"):
         compare_estimators(f, grad_f, mu, sigma, 4, 1, np.random.default_rng(7))
 
 

@@ -229,7 +229,7 @@ import subprocess
 import sys
 import zlib
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from scratchvae.machinery.runner import ConfigError, TrainConfig, TrainingDiverged, train
 
@@ -605,3 +605,99 @@ def test_a_huge_integer_beta_and_raw_bytes_in_a_zip_error_stay_one_line(tmp_path
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(bad)
     assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+# =======================================================================================
+# A checkpoint that loads also resumes: progress.json's running sums stay summable
+# =======================================================================================
+import signal
+from contextlib import redirect_stderr
+
+import scratchvae.machinery.runner as runner_module
+from scratchvae.machinery.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def stopped_mid_epoch(tmp_path_factory):
+    """A checkpoint saved by SIGINT after step 1 of epoch 2 (3 steps per epoch; 2 steps and
+    another epoch to go), and its members: progress.json's sums hold 16 images."""
+    out = tmp_path_factory.mktemp("stopped")
+    config = TrainConfig(hidden=[5], latent=2, batch_size=16, epochs=3, eval_batch=10, out=str(out))
+    real, drawn = runner_module.iterate_batches, {"n": 0}
+
+    def batches(*args, **kwargs):
+        for batch in real(*args, **kwargs):
+            drawn["n"] += 1
+            if drawn["n"] == 4:                               # epoch 2, step 1
+                os.kill(os.getpid(), signal.SIGINT)
+            yield batch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner_module, "iterate_batches", batches)
+        with pytest.raises(KeyboardInterrupt):
+            train(config, train_images=TRAIN_U8, test_images=TEST_U8, log=False)
+    path = out / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as npz:
+        members = {k: npz[k] for k in npz.files}
+    progress = json.loads(str(members["progress.json"]))
+    assert (progress["epochs_done"], progress["step_in_epoch"], progress["sums"]["n"]) == (1, 1, 16)
+    return members
+
+
+def _with_progress(members, path, **changes):
+    """The checkpoint with progress.json's sums (and seconds) changed, written to ``path``."""
+    progress = json.loads(str(members["progress.json"]))
+    for key, value in changes.items():
+        (progress if key in ("seconds", "train_seconds") else progress["sums"])[key] = value
+    _write(path, {**members, "progress.json": np.array(json.dumps(progress))})
+    return path
+
+
+@pytest.mark.parametrize("key", ["loss", "rec", "kl"])
+@pytest.mark.parametrize("value", [1e308, -1e308, 1.7976931348623157e308, 1e60])
+def test_sums_that_cannot_be_summed_further_are_refused_at_load(stopped_mid_epoch, run_checkpoint, tmp_path,
+                                                               key, value):
+    """1e308 passed as 'a finite number', and resume then crashed in write_history on inf.
+    The sums of a training run are below n x 1e40 (n x 1e40 x (1 + beta) for the loss), both
+    at an epoch's end (n = 0: they are 0) and mid-epoch (n = 16)."""
+    bound = "3.2e\\+41" if key == "loss" else "1.6e\\+41"              # beta = 1
+    for members, n in ((stopped_mid_epoch, 16), (run_checkpoint[1], 0)):
+        path = _with_progress(members, tmp_path / f"c{n}.npz", **{key: value})
+        with pytest.raises(CheckpointError, match=rf"progress.json sums: field '{key}' must be "
+                           + ("0" if n == 0 else f"at most {bound}")):
+            load_checkpoint(path)
+
+
+def test_resume_of_such_a_checkpoint_is_one_line_and_exit_2(stopped_mid_epoch, tmp_path, capsys):
+    path = _with_progress(stopped_mid_epoch, tmp_path / "checkpoint.npz", loss=1e308, rec=1e308, kl=1e308)
+    assert cli_main(["resume", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("scratchvae resume: error: ") and "sums" in err, err
+
+
+SUMS = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.floats(-1e3, 1e3), st.sampled_from(
+    [16e40, -16e40, 16e40 * (1 + 1e-12), 2 * 16e40, 1e300, 1e307, 1e308, -1e308, 1.7976931348623157e308]))
+
+
+@settings(max_examples=25, **FUZZ)
+@given(loss=SUMS, rec=SUMS, kl=SUMS, huge_seconds=st.booleans())
+@example(loss=1e308, rec=1e308, kl=1e308, huge_seconds=False)           # the case that crashed
+def test_any_sums_that_load_also_resume_to_finite_records(stopped_mid_epoch, tmp_path, loss, rec, kl,
+                                                          huge_seconds):
+    """Generated: sums (and the epoch's seconds) anywhere in float64's range, near the bound and
+    beyond it. Refused in one line, or loaded, resumed to the end and written as finite records."""
+    changes = dict(loss=loss, rec=rec, kl=kl)
+    if huge_seconds:
+        changes.update(seconds=1.7976931348623157e308, train_seconds=1.7976931348623157e308)
+    path = _with_progress(stopped_mid_epoch, tmp_path / "c.npz", **changes)
+    try:
+        load_checkpoint(path)
+    except CheckpointError as e:
+        assert "\n" not in str(e)
+        return
+    saved = TrainConfig.from_dict(load_checkpoint(path)["config"])
+    here = dataclasses.replace(saved, out=str(tmp_path / "resumed"))
+    _, history = train(here, resume=path, train_images=TRAIN_U8, test_images=TEST_U8, log=False,
+                       overwrite=True)
+    assert len(history) == 3
+    assert all(math.isfinite(v) for r in history for v in r.values() if v is not None)
+    json.loads((tmp_path / "resumed" / "history.json").read_text())

@@ -201,6 +201,23 @@ def test_evaluate_bad_arguments(trained, capsys, extra):
     one_error_line(capsys, "evaluate")
 
 
+@pytest.mark.parametrize("extra, named", [(["--limit", "1"], "--limit 1"),
+                                          (["--test-split", "test[:1]"], "mnist test[:1] holds one image"),
+                                          (["--test-split", "test[-1:]", "--limit", "5"], "test[-1:] holds one image"),
+                                          (["--limit", "1", "--engine", "fused"], "--limit 1")])
+def test_evaluate_on_one_image_has_no_standard_error_and_says_so(trained, capsys, extra, named):
+    """It printed '+/- 0.000 s.e.'; docs/reliability.md calls one image where a standard error
+    needs two bad input: one line, exit 2, before any work."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", str(trained), "--is-k", "5", *extra])
+    assert exit_.value.code == 2
+    err = one_error_line(capsys, "evaluate")
+    assert named in err and "no standard error" in err and "--is-k 0" in err
+    assert main(["evaluate", str(trained), "--is-k", "0", *extra, "--json"]) == 0   # no estimate: fine
+    report = json.loads(capsys.readouterr().out)
+    assert report["is_nll"] is None and report["is_nll_sem"] is None
+
+
 def test_evaluate_with_the_fused_engine_gives_the_same_report(trained, capsys):
     reports = []
     for engine in ("plain", "fused"):

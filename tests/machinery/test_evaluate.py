@@ -162,7 +162,7 @@ def test_weights_hundreds_of_nats_apart_make_no_subnormal_and_lose_nothing(monke
 def test_bad_arguments_are_refused():
     model = small_bernoulli_model()
     x = np.zeros((2, 16), np.float32)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="k, the number of importance samples, must be an integer >= 1"):
         importance_sampled_nll(model, x, 0, rng=np.random.default_rng(0))
     with pytest.raises(TypeError, match="Generator"):
         importance_sampled_nll(model, x, 5, rng=0)
@@ -243,3 +243,92 @@ def test_the_training_history_records_the_active_units_of_each_epoch(tmp_path):
     last = evaluate_nelbo(model, images[100:], batch_size=20, seed=derive_streams(3)["eval"])
     assert history[-1]["test_active_units"] == last["active_units"]
     assert load_checkpoint(tmp_path / "run" / "checkpoint.npz")["history"] == history   # it is saved, and reads back
+
+
+# ------------------------------------------------------------------ what evaluate refuses
+from hypothesis import given, settings, strategies as st
+
+from scratchvae.chapters.autoencoder import Autoencoder
+from scratchvae.chapters.cvae import CVAE
+from scratchvae.chapters.iwae import IWAE
+from scratchvae.machinery.evaluate import evaluate_losses, evaluate_reconstruction
+
+
+@pytest.mark.parametrize("n, is_limit", [(1, 1000), (5, 1), (1, None), (1, 1)])
+def test_one_image_for_the_importance_sampled_estimate_is_refused(n, is_limit):
+    """A standard error over one image is not 0.000 but undefined (docs/reliability.md: bad input)."""
+    with pytest.raises(ValueError, match="on 1 image has no standard error .*is_k=0"):
+        evaluate(small_bernoulli_model(), binary_images(n), is_k=5, is_limit=is_limit)
+    report = evaluate(small_bernoulli_model(), binary_images(n), is_k=0, is_limit=is_limit)   # no estimate: fine
+    assert report["is_nll"] is None and report["is_nll_sem"] is None and report["n"] == n
+
+
+def test_the_standard_error_is_that_of_the_mean_over_images():
+    model, images = small_bernoulli_model(), binary_images(7)
+    report = evaluate(model, images, is_k=5, is_limit=2, seed=3, is_batch=1)
+    x = images[:2].astype(np.float32) / 255
+    nll = importance_sampled_nll(model, x, 5, rng=np.random.default_rng(substream(3, 3)), batch_size=1)
+    assert report["is_n"] == 2 and report["is_nll"] == pytest.approx(nll.mean(), rel=1e-12)
+    assert report["is_nll_sem"] == pytest.approx(abs(nll[0] - nll[1]) / 2, rel=1e-9)   # s / sqrt(2), ddof 1
+
+
+KINDS = {"vae": lambda: VAE(16, [8], 2, seed=0), "iwae": lambda: IWAE(16, [8], 2, k=3, seed=0),
+         "cvae": lambda: CVAE(16, [8], 2, seed=0), "autoencoder": lambda: Autoencoder(16, [8], 2, seed=0)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_split_is_a_clear_error_for_every_kind(kind):
+    """It was ZeroDivisionError, or 'need at least one array to concatenate'."""
+    model, empty = KINDS[kind](), np.zeros((0, 16), np.uint8)
+    labels = np.zeros(0, np.int64) if model.conditional else None
+    with pytest.raises(ValueError, match=r"images_u8 holds no images \(shape \(0, 16\)\)"):
+        evaluate_losses(model, empty, labels=labels)
+    if model.variational:
+        for call in (lambda: evaluate(model, empty, labels=labels),
+                     lambda: evaluate_nelbo(model, empty, labels=labels)):
+            with pytest.raises(ValueError, match="images_u8 holds no images"):
+                call()
+        with pytest.raises(ValueError, match=r"x holds no datapoints \(shape \(0, 16\)\)"):
+            importance_sampled_nll(model, np.zeros((0, 16), np.float32), 3, rng=np.random.default_rng(0),
+                                   labels=labels)
+
+
+def test_labels_go_to_the_conditional_model_only_and_the_families_to_their_own_measure():
+    images, labels = binary_images(4), np.arange(4)
+    with pytest.raises(ValueError, match="a conditional VAE is given the images' labels"):
+        evaluate(KINDS["cvae"](), images)
+    with pytest.raises(ValueError, match="a VAE is not given labels"):
+        evaluate(KINDS["vae"](), images, labels=labels)
+    with pytest.raises(ValueError, match=r"labels must hold one label per image, shape \(4,\)"):
+        evaluate(KINDS["cvae"](), images, labels=labels[:3])
+    with pytest.raises(ValueError, match="an autoencoder has no ELBO .* evaluate_reconstruction"):
+        evaluate(KINDS["autoencoder"](), images)
+    with pytest.raises(ValueError, match="a VAE is measured by its ELBO: evaluate_nelbo"):
+        evaluate_reconstruction(KINDS["vae"](), images)
+    assert evaluate(KINDS["cvae"](), images, labels=labels, is_k=3)["conditional"] is True
+
+
+NOT_A_COUNT = st.one_of(st.booleans(), st.floats(allow_nan=True), st.integers(max_value=0),
+                        st.text(max_size=2), st.none(), st.sampled_from([1.5, 2.0, np.float64(3.0), "3"]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(where=st.sampled_from(["k", "chunk", "batch_size", "is_k", "is_limit", "is_batch", "is_chunk",
+                              "eval batch_size", "n_samples"]), value=NOT_A_COUNT)
+def test_counts_are_integers_or_refused(where, value):
+    """importance_sampled_nll(k=1.5) silently used k = 1: every count is an int (not a bool, not
+    1.0) of at least 1 (is_k: 0 skips), or refused by name."""
+    if (where == "is_k" and value == 0 and not isinstance(value, (bool, float))) or (
+            where == "is_limit" and value is None):
+        return                                            # is_k = 0 skips the estimate; is_limit None = all
+    model, images = small_bernoulli_model(), binary_images(4)
+    x, rng = images.astype(np.float32) / 255, np.random.default_rng(0)
+    calls = {"k": lambda: importance_sampled_nll(model, x, value, rng=rng),
+             "chunk": lambda: importance_sampled_nll(model, x, 3, rng=rng, chunk=value),
+             "batch_size": lambda: importance_sampled_nll(model, x, 3, rng=rng, batch_size=value),
+             "eval batch_size": lambda: evaluate(model, images, is_k=3, batch_size=value),
+             "n_samples": lambda: evaluate_nelbo(model, images, n_samples=value)}
+    call = calls.get(where, lambda: evaluate(model, images, **{"is_k": 3, where: value}))
+    name = where.split()[-1]
+    with pytest.raises(ValueError, match=rf"^{name}\b.* must be an integer >= {0 if name == 'is_k' else 1}"):
+        call()

@@ -350,6 +350,27 @@ def test_a_finite_gradient_whose_squared_norm_overflows_stops_as_the_fused_step_
     assert np.array_equal(model.flat_params, theta) and adam.t == 0
 
 
+def _finite_loss_infinite_kl(config, D):
+    """A VAE whose batch-mean KL overflows float32 (1.5e38 per image, 16 images) while its loss,
+    rec + 1e-30 KL, is finite: the decoder ignores z (relu(-1) = 0), the encoder puts mu at 1e19."""
+    model = VAE(D, list(config.hidden), config.latent, beta=config.beta, seed=0)
+    model.params["enc.mu.W"][...], model.params["enc.mu.b"][...] = 0, 1e19
+    model.params["dec.fc1.W"][...], model.params["dec.fc1.b"][...] = 0, -1
+    return model
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_finite_loss_with_an_infinite_part_stops_before_the_update(tmp_path, monkeypatch, engine):
+    """The trainer sums each step's parts over the epoch: an infinite KL behind a finite loss
+    made the epoch's record inf, and writing it crashed (the test images, evaluated one at a
+    time, stayed finite). Both steps refuse such a step, as they refuse an infinite loss."""
+    monkeypatch.setattr(train_module, "build_model", _finite_loss_infinite_kl)
+    config = small_config(engine, epochs=1, beta=1e-30, warmup_epochs=0, eval_batch=1, out=tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1/10 .*the loss is \S+ \(rec [0-9.]+, KL inf\)"):
+        run(config)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
 def test_the_fused_step_guards_before_the_update_too():
     from scratchvae import Adam
     from scratchvae.fast.fused_step import FusedStep

@@ -4,9 +4,10 @@ Browser tests run Debian's ``chromium-headless-shell`` (``.ci/run`` installs it;
 $SCRATCHVAE_CHROMIUM to use another binary) and skip with the reason when it is missing.
 Each one writes the page, appends a small inline script that calls ``window.scratchvae`` or
 dispatches pointer events and writes its findings as JSON into ``<pre id="result">``, and
-reads it back from ``--dump-dom``. The appended script runs under the page's own
-Content-Security-Policy, so these tests also show that the page works under it. Chromium runs
-with every host name unresolvable except 127.0.0.1 (the network is off for it).
+reads it back from ``--dump-dom``. The page's Content-Security-Policy runs only scripts named
+by their hash, so the appended script's hash is added to it, as explore.py adds the page's own;
+the rest of the policy is the page's, so these tests also show that the page works under it.
+Chromium runs with every host name unresolvable except 127.0.0.1 (the network is off for it).
 """
 import html
 import http.server
@@ -25,7 +26,8 @@ from matplotlib.image import imread
 from scratchvae import VAE, Adam
 from scratchvae.machinery.cli import main
 from scratchvae.machinery.data import FILES
-from scratchvae.pictures.explore import CSP, explorer_html, map_range, write_explorer
+from scratchvae.pictures.explore import (CSP, TEMPLATE, _sha256, content_security_policy, explorer_html, map_range,
+                                        write_explorer)
 from helpers import write_idx                    # a gzip IDX file of uint8 images or labels
 
 WINDOW = (1280, 980)
@@ -65,10 +67,13 @@ def run_browser(page_path, *, screenshot=None, wait_ms=None, fragment=""):
 
 def with_script(page, script):
     """The page with one more inline script at the end of <body> (in a function of its own, so
-    its names do not clash with the page's); it may call report(obj)."""
+    its names do not clash with the page's), its hash added to the page's script-src; it may
+    call report(obj)."""
     report = ("function report(obj) { const pre = document.createElement('pre'); pre.id = 'result';"
               " pre.textContent = JSON.stringify(obj); document.body.append(pre); }\n")
-    return page.replace("</body>", f"<script>\n(() => {{\n{report}{script}\n}})();\n</script>\n</body>")
+    code = f"\n(() => {{\n{report}{script}\n}})();\n"
+    page = page.replace("script-src ", f"script-src {_sha256(code)} ", 1)
+    return page.replace("</body>", f"<script>{code}</script>\n</body>")
 
 
 def result(dom):
@@ -338,8 +343,18 @@ def test_the_csp_meta_tag_forbids_every_request():
     assert page.index("Content-Security-Policy") < min(page.index("<script"), page.index("<style"))
     directives = dict((d.split()[0], d.split()[1:]) for d in CSP.split(";"))
     assert directives.pop("default-src") == ["'none'"]
-    assert directives.pop("script-src") == ["'unsafe-inline'"]
-    assert directives.pop("style-src") == ["'unsafe-inline'"]
+    # the page's one script and one style sheet, by the SHA-256 of their text (no 'unsafe-inline')
+    script, = re.findall(r"<script>(.*?)</script>", page, re.S)
+    style, = re.findall(r"<style>(.*?)</style>", page, re.S)
+    assert directives.pop("script-src") == [_sha256(script)] and directives.pop("style-src") == [_sha256(style)]
+    assert not re.search(r"\sstyle\s*=|\son[a-z]+\s*=", page, re.I)        # no style or handler attributes
+    template = TEMPLATE.read_text(encoding="utf-8")
+    assert content_security_policy(template) == CSP
+    for changed in (template.replace("\n", "\r\n"),          # the parser reads CR LF as LF: another hash
+                    template.replace("</body>", "<script>x()</script></body>"),
+                    template.replace("const DATA", "__DATA__; const DATA")):
+        with pytest.raises(ValueError, match="one <script> and one <style>, fixed text"):
+            content_security_policy(changed)
     assert directives.pop("base-uri") == ["'none'"] and directives.pop("form-action") == ["'none'"]
     assert directives == {}                                         # nothing else allowed
     assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*[a-z]+:""", page, re.I)
@@ -400,6 +415,72 @@ def test_no_request_leaves_the_page(with_csp, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Hostile text: the title (a checkpoint's path), the data's source and the label names are
+# text on the page, never markup or script; and the CSP runs no inline script but the page's
+# ---------------------------------------------------------------------------------------------
+
+RAN = "(window.ran = window.ran || []).push"            # what any injected code would do first
+HOSTILE = ["<!--<script>", f"</script><script>{RAN}('script')</script>", "</SCRIPT ><!--",
+           f'<svg onload="{RAN}(\'svg\')"><b id="injected">bold</b>', "]]>--><!-- <script>",
+           f"</title><script>{RAN}('title')</script>", "__DATA__ __TITLE__ __CSP__",
+           "<\\/script>\u2028\u2029&amp;&lt;\"'`${1}", f"<img src=x onerror=\"{RAN}('img')\">", "<!--"]
+TITLE, SOURCE = "".join(HOSTILE), " ".join(reversed(HOSTILE))
+# what an attacker could write into the HTML itself, past the data: the CSP must stop it
+INJECTED = (f"<script>{RAN}('inline')</script><img src=\"#\" onerror=\"{RAN}('handler')\">"
+            '<p id="styled" style="color: rgb(1, 2, 3)">styled?</p>')
+
+LOOK = r"""
+const data = JSON.parse(document.getElementById('scratchvae-data').textContent);
+const css = (id, p) => getComputedStyle(document.getElementById(id))[p];
+window.addEventListener('load', () => setTimeout(() => report({ran: window.ran || [], injected: document.getElementById('injected') !== null,
+        scripts: document.scripts.length, title: data.title, source: data.points.source,
+        names: data.label_names, head_title: document.querySelector('title').textContent,
+        about: document.getElementById('about').textContent,
+        note: document.getElementById('map-note').textContent,
+        legend: document.getElementById('legend').textContent,
+        decode: window.scratchvae.decode([0, 0]).length,
+        body: css('about', 'color'), footer: css('footer', 'maxWidth'),
+        dot: getComputedStyle(document.querySelector('#legend i')).backgroundColor,
+        styled: document.getElementById('styled') && css('styled', 'color')}), 200));
+"""
+
+
+@pytest.mark.parametrize("with_csp", [True, False], ids=["page", "page-without-its-csp"])
+def test_hostile_titles_sources_and_label_names_stay_text_and_run_nothing(with_csp, tmp_path):
+    """A path holding <!--<script> made a dead page (the data block swallowed the main script),
+    and with the replace("</", ...) gone an injected title ran. Now the page works, shows every
+    string as it is, and runs nothing but its own script: without its CSP too (the escaping alone
+    keeps the data inert), where the code injected into the HTML itself does run -- which the
+    page's CSP stops (hash-only script-src and style-src: no inline script, handler or style)."""
+    images, labels = digits(60)
+    page = explorer_html(trained(2, steps=1), images=images, labels=labels, title=TITLE, source=SOURCE,
+                         label_names=HOSTILE)
+    page = page.replace("</body>", INJECTED + "</body>")
+    if not with_csp:
+        page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    got = in_browser(tmp_path, page, LOOK, wait_ms=3000)
+    assert got["ran"] == ([] if with_csp else ["inline", "handler"]), got["ran"]   # nothing from the data
+    assert not got["injected"] and got["scripts"] == 4          # the data, the page's, the injected, this test's
+    assert (got["title"], got["source"], got["names"]) == (TITLE, SOURCE, HOSTILE)
+    assert got["head_title"] == TITLE and got["about"].startswith(TITLE + ": a VAE 784-32-2")
+    assert SOURCE in got["note"] and all(HOSTILE[k] in got["legend"] for k in set(labels.tolist()))
+    assert got["decode"] == 784                                 # the page works
+    assert got["body"] == "rgb(85, 85, 85)" and got["footer"] == "none"     # its style sheet applies
+    assert got["dot"] != "rgba(0, 0, 0, 0)"                     # the legend's colours, set through the CSSOM
+    assert (got["styled"] != "rgb(1, 2, 3)") == with_csp        # an injected style attribute: refused
+
+
+def test_the_embedded_data_holds_no_angle_bracket_and_reads_back_exactly():
+    page = explorer_html(trained(2, steps=1), title=TITLE, source=SOURCE, label_names=HOSTILE)
+    block = re.search(r'<script type="application/json" id="scratchvae-data">(.*?)</script>', page, re.S).group(1)
+    assert not set("<>&") & set(block)                           # every one written \u003c, \u003e, \u0026
+    assert json.loads(block)["title"] == TITLE and json.loads(block)["label_names"] == HOSTILE
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    with pytest.raises(ValueError, match="label_names must be ten strings"):
+        explorer_html(trained(2, steps=1), label_names=["<b>"] * 9)
+
+
+# ---------------------------------------------------------------------------------------------
 # The command: scratchvae explore
 # ---------------------------------------------------------------------------------------------
 
@@ -427,7 +508,7 @@ def one_error_line(capsys):
 
 def embedded(page):
     return json.loads(re.search(r'<script type="application/json" id="scratchvae-data">(.*?)</script>',
-                                page, re.S).group(1).replace("<\\/", "</"))
+                                page, re.S).group(1))
 
 
 def test_explore_writes_one_page_with_the_runs_test_digits(run, tmp_path, capsys):
@@ -441,6 +522,23 @@ def test_explore_writes_one_page_with_the_runs_test_digits(run, tmp_path, capsys
                              "activation": "relu", "likelihood": "bernoulli"}
     assert len(data["points"]["labels"]) == 36                     # 25 bytes in base64
     assert sorted(data["params"]) == ["dec.fc1", "dec.logits", "enc.fc1", "enc.logvar", "enc.mu"]
+
+
+def test_a_checkpoint_path_holding_markup_gives_a_working_page_that_runs_nothing_else(run, tmp_path, capsys):
+    """The page's title is the checkpoint's path, which may hold any text."""
+    import shutil
+    checkpoint, _ = run
+    hostile = tmp_path / "<!--<script>" / "a<" / f"script><script>{RAN}('path')<" / "script>" / "checkpoint.npz"
+    hostile.parent.mkdir(parents=True)
+    shutil.copy(checkpoint, hostile)
+    assert "</script><script>" in str(hostile)
+    out = tmp_path / "explorer.html"
+    assert main(["explore", str(hostile), "--out", str(out), "--points", "25"]) == 0
+    capsys.readouterr()
+    got = in_browser(tmp_path, out.read_text(encoding="utf-8"), LOOK, wait_ms=3000)
+    assert got["ran"] == [] and not got["injected"] and got["scripts"] == 3
+    assert got["title"] == got["head_title"] == str(hostile) and got["about"].startswith(str(hostile) + ": a VAE")
+    assert got["decode"] == 784 and got["source"] == "mnist test"
 
 
 def test_explore_without_data_writes_the_page_without_the_scatter(run, tmp_path, capsys, monkeypatch):
