@@ -317,8 +317,8 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
     contour lines of q(z|x) = N(mu, diag sigma^2), both at the levels holding 50/90/99 %
     of their mass; the image in the corner. What the picture teaches: q is a diagonal
     Gaussian, its ellipses are axis-parallel and cannot tilt with a slanted p(z|x), and the
-    encoder's q is offset from the true posterior and of the wrong width (narrower along
-    some axis for one digit, broader for another).
+    encoder's q is offset from the true posterior and of the wrong width (mostly narrower
+    along the posterior's long axis, broader for some digits; docs/results.md measures it).
     Below each panel: log p(x) on the grid and, as an independent check of it, importance
     sampling: ``is_runs`` (n, R) gives R independent estimates per datapoint, each with
     ``is_k`` samples (``figures.importance_sampled_runs``), shown as their range; or
