@@ -173,6 +173,19 @@ class GapOnGrid:
         """log p(x) - ELBO, the price of approximating p(z|x) by q(z|x)."""
         return self.log_px - self.elbo
 
+    def posterior_moments(self):
+        """Mean and covariance of p(z|x) by the midpoint rule: what q(z|x) would have to match.
+
+        Implements:  m = A sum_g p(z_g|x) z_g ,  S = A sum_g p(z_g|x) (z_g - m)(z_g - m)^T
+        A diagonal q can match m and the diagonal of S, never the off-diagonal (the tilt).
+        Shapes:      -> mean (N, 2), cov (N, 2, 2)
+        """
+        mass = exp_no_subnormal(self.log_posterior) * self.grid.cell_area        # (N, G)
+        z = self.grid.points                                                      # (G, 2)
+        mean = mass @ z                                                           # (N, 2)
+        d = z[None] - mean[:, None]                                               # (N, G, 2)
+        return mean, np.einsum("ng,ngi,ngj->nij", mass, d, d)
+
 
 def variational_gap(model, x, grid, chunk=CHUNK):
     """log p(x), the true posterior, the ELBO and KL(q || p(z|x)) on one grid, for a 2-D latent.

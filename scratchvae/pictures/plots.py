@@ -9,8 +9,8 @@ plain autoencoder beside the VAE (slides 3-5) and the beta sweep (slides 12-13).
 Drawing uses matplotlib's object interface with the Agg canvas (``Figure`` +
 ``FigureCanvasAgg``): no pyplot, no global state, no display needed. Every figure has a
 fixed size in inches (stated in its docstring; width x height at ``dpi`` pixels per inch,
-default 100), never cropped, so its PNG is exactly that many pixels. PNGs are written with
-a 256-colour palette to keep them small (see ``_save``).
+default 100), never cropped, so its PNG is exactly that many pixels. PNGs keep every pixel's
+colour exactly (see ``_lossless``): a label's colour in a legend is its colour in the plot.
 
 Images are rows of D = side^2 values in [0, 1] (side = 28 for MNIST), drawn dark on light.
 """
@@ -39,21 +39,35 @@ def _figure(width, height):
 
 
 def _save(fig, path, dpi):
-    """Render at ``dpi`` (never cropped) and write a PNG with an adaptive 256-colour palette.
+    """Render at ``dpi`` (never cropped) and write the pixels losslessly as a PNG (``_lossless``).
 
-    A palette PNG is 2-4 times smaller than matplotlib's RGBA one, and exact for figures
-    of at most 256 colours (the grey image grids); plots with more colours lose only
-    imperceptible shades. No dithering, so the same figure gives the same bytes. Written
-    through machinery/files.py: a failed write (a full disk, a stop signal) keeps the
-    previous figure whole and leaves no temporary file.
+    The same figure gives the same bytes. Written through machinery/files.py: a failed write
+    (a full disk, a stop signal) keeps the previous figure whole and leaves no temporary file.
     """
     path = Path(path)
     fig.set_dpi(dpi)
     buffer, (width, height) = fig.canvas.print_to_buffer()            # RGBA bytes
     rgb = np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 4)[..., :3]
-    image = Image.fromarray(np.ascontiguousarray(rgb)).quantize(256, dither=Image.Dither.NONE)
+    image = _lossless(rgb)
     write_bytes_atomic(path, lambda f: image.save(f, format="PNG", optimize=True))
     return path
+
+
+def _lossless(rgb):
+    """The image of an (H, W, 3) uint8 array, every pixel exactly as drawn.
+
+    A figure of at most 256 distinct colours (the grey image grids) becomes a palette PNG of
+    exactly those colours, 2-4 times smaller than RGB; any other stays RGB. An adaptive
+    palette would be smaller still, but it merges colours: the digits' greys crowd out the
+    ten label colours, and a legend's colour stops being the colour of its points.
+    """
+    flat = rgb.reshape(-1, 3).astype(np.uint32)
+    colours, index = np.unique(flat[:, 0] << 16 | flat[:, 1] << 8 | flat[:, 2], return_inverse=True)
+    if len(colours) > 256:
+        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    image = Image.fromarray(index.reshape(rgb.shape[:2]).astype(np.uint8), mode="P")
+    image.putpalette(np.stack([colours >> 16, colours >> 8 & 255, colours & 255], axis=1).astype(np.uint8).tobytes())
+    return image
 
 
 def _side(D):
@@ -298,19 +312,22 @@ def mass_levels(density, cell_area, masses=(0.99, 0.9, 0.5)):
     return np.sort(d[index])
 
 
-def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=DPI):
+def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is_k=5000, title=None, dpi=DPI):
     """Figure 7: the true posterior p(z|x) beside the encoder's q(z|x), and log p(x) checked twice.
 
     One panel per datapoint: filled contours of p(z|x) (computed exactly on a grid), red
     contour lines of q(z|x) = N(mu, diag sigma^2), both at the levels holding 50/90/99 %
     of their mass; the image in the corner. What the picture teaches: q is a diagonal
-    Gaussian, its ellipses are axis-parallel and cannot tilt with a slanted p(z|x); the
-    encoder's q sits offset from the true posterior and is narrower along its long axis.
-    Below each panel: log p(x) on the grid and, as an independent check of it, the
-    importance-sampled estimate with its standard error (``is_estimates``: pairs
-    (log p(x) estimate, standard error), e.g. from ``figures.importance_sampled_log_px``);
-    then the ELBO and the gap log p(x) - ELBO = KL(q || p(z|x)) (on the grid this identity
-    holds by construction, so it is stated once, not checked).
+    Gaussian, its ellipses are axis-parallel and cannot tilt with a slanted p(z|x), and the
+    encoder's q is offset from the true posterior and of the wrong width (mostly narrower
+    along the posterior's long axis, broader for some digits; docs/results.md measures it).
+    Below each panel: log p(x) on the grid and, as an independent check of it, importance
+    sampling: ``is_runs`` (n, R) gives R independent estimates per datapoint, each with
+    ``is_k`` samples (``figures.importance_sampled_runs``), shown as their range; or
+    ``is_estimates``, pairs (estimate, standard error) (``figures.importance_sampled_log_px``),
+    whose standard error misleads when the weights are heavy-tailed (see
+    ``importance_sampled_runs``). Then the ELBO and the gap log p(x) - ELBO = KL(q || p(z|x))
+    (on the grid this identity holds by construction, so it is stated once, not checked).
     ``gaps`` is a list of ``posterior.GapOnGrid``, one datapoint each (``exact_gap``).
     Size: 3.4 n x 4.6 inches for n panels.   Shapes: images (n, D).
     """
@@ -319,6 +336,9 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=
         raise ValueError(f"need one image per posterior, got {len(gaps)} posteriors and {len(images)} images")
     if is_estimates is not None and len(is_estimates) != len(gaps):
         raise ValueError(f"need one importance-sampled estimate per posterior, got {len(is_estimates)}")
+    if is_runs is not None and (np.ndim(is_runs) != 2 or len(is_runs) != len(gaps) or np.shape(is_runs)[1] < 2):
+        raise ValueError(f"is_runs must be (n, R) with n = {len(gaps)} posteriors and R >= 2 estimates each, "
+                         f"got shape {np.shape(is_runs)}")
     n = len(gaps)
     fig = _figure(3.4 * n, 4.6)
     width = 0.77 / n
@@ -341,6 +361,8 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=
         if is_estimates is not None:
             estimate, stderr = is_estimates[i]
             text += f"log p(x), IS       = {estimate:8.2f} +- {stderr:.2f}\n"
+        if is_runs is not None:
+            text += f"log p(x), IS runs  = {np.min(is_runs[i]):8.2f} to {np.max(is_runs[i]):.2f}\n"
         text += (f"ELBO               = {g.elbo[0]:8.2f}\n"
                  f"KL(q || p(z|x))    = {g.kl[0]:8.3f}")
         fig.text((i + 0.5) / n, 0.025, text, ha="center", va="bottom", ma="left", fontsize=8.5,
@@ -350,9 +372,15 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, title=None, dpi=
                Line2D([], [], color="none", label="(regions of 50, 90, 99 % mass)")]
     fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.99, 0.935), fontsize=8,
                frameon=False, ncol=3)
-    fig.suptitle(title or "q(z|x) cannot tilt: the encoder's diagonal Gaussian sits off the slanted true posterior, "
-                          "narrower along its long axis.\nlog p(x) - ELBO = KL(q || p(z|x)); the grid's log p(x) "
-                          "is checked against importance sampling (IS, k = 5000, +- its standard error)",
+    if is_runs is not None:
+        check = (f"IS runs: the range of {np.shape(is_runs)[1]} independent importance-sampled estimates "
+                 f"of log p(x), k = {is_k:,} each (heavy-tailed weights: a standard error would mislead)")
+    elif is_estimates is not None:
+        check = "the grid's log p(x) is checked against importance sampling (IS, +- its standard error)"
+    else:
+        check = "log p(x) by the midpoint rule on the grid"
+    fig.suptitle(title or "The encoder's q(z|x) is offset from the true posterior, the wrong width, and unable to "
+                          "tilt (a diagonal Gaussian).\nlog p(x) - ELBO = KL(q || p(z|x)); " + check,
                  x=0.02, ha="left", y=0.995, fontsize=10)
     return _save(fig, path, dpi)
 
@@ -548,6 +576,7 @@ def plot_autoencoder_vs_vae(codes, labels, samples, stats, path, title=None, dpi
                        linewidths=0, rasterized=True)
         ax.plot(radius * np.cos(circle), radius * np.sin(circle), color="black", lw=1.2,
                 label="95 % of N(0, I)")
+        ax.set_aspect("equal", adjustable="datalim")            # the circle drawn round
         ax.set_xlabel("z_1")
         ax.set_ylabel("z_2")
         ax.legend(loc="upper right", fontsize=8)

@@ -5,7 +5,9 @@ import pytest
 
 from scratchvae import VAE
 from scratchvae.machinery.data import load
-from scratchvae.chapters.inference import elbo_and_grads, elbo_on_grid, fit_q, gaps_on_grid, grids_holding
+from scratchvae.chapters.inference import (elbo_and_grads, elbo_on_grid, fit_q, gaps_on_grid, grid_modes,
+                                           grids_holding)
+from scratchvae.chapters.posterior import exact_gap
 from scratchvae.optim import Adam
 
 
@@ -150,6 +152,76 @@ def test_fit_q_steps_adam_downhill_on_minus_the_elbo_with_a_geometric_learning_r
     fit_q(model, x, np.random.default_rng(5))
     assert len(seen) == 500 and set(drawn) == {(16, 3, 2)}
     assert seen[0][0] == 0.05 and seen[-1][0] == pytest.approx(0.002, rel=1e-12)
+
+# ------------------------------------------------------------------ restarts: an encoder in the wrong mode
+def two_mode_model(x, c, sigma_x, enc_mu, enc_logvar):
+    """A 1-pixel model, p(x|z) = N(x; relu(z_1) + c relu(-z_1), sigma_x^2), whose encoder says enc_mu.
+
+    For x > 0 and c > 0, p(z|x) has two modes, z_1 near x and near -x / c, each a Gaussian in z_1
+    (sigma_x small) times N(0, 1) in z_2: the best single Gaussian sits in the heavier mode and
+    misses the other's mass, so its approximation gap is -log P(that mode | x).
+    """
+    model = VAE(1, [2], 2, activation="relu", likelihood="gaussian", dtype=np.float64, seed=0)
+    model.flat_params[...] = 0
+    model.params["dec.fc1.W"][...] = [[1, -1], [0, 0]]                 # h = (relu(z_1), relu(-z_1))
+    model.params["dec.mean.W"][...] = [[1], [c]]
+    model.params["dec.logvar.b"][...] = np.log(sigma_x ** 2)
+    model.params["enc.mu.b"][...] = enc_mu                              # W = 0: the same q for every x
+    model.params["enc.logvar.b"][...] = enc_logvar
+    return model, np.array([[x]])
+
+
+def mode_masses(gap):
+    """P(z_1 > 0 | x) and P(z_1 < 0 | x) on the grid."""
+    p = np.exp(gap.log_posterior[0]) * gap.grid.cell_area
+    right = gap.grid.points[:, 0] > 0
+    return p[right].sum(), p[~right].sum()
+
+
+def test_restarts_find_the_mode_an_encoder_in_the_wrong_mode_misses():
+    # modes at z_1 = 2 / 1.04 and -2.353; the right one holds about 0.69 of p(z|x), and the
+    # encoder puts q in the left one (mean -2.5, sd 0.2)
+    model, x = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
+    gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=201)
+    right, left = mode_masses(gaps.grids[0])
+    assert 0.6 < right < 0.8 and left == pytest.approx(1 - right, abs=1e-9)
+    # the encoder's start alone ends in the left mode: its gap is -log P(left), not -log P(right)
+    from_encoder = dict(gaps.starts[0])["encoder"]
+    assert gaps.log_px[0] - from_encoder == pytest.approx(-np.log(left), abs=0.02)
+    # q* is the best start's: a diagonal Gaussian on the right mode, which has the larger mass
+    assert gaps.best_start[0].startswith("mode")
+    assert gaps.fitted.mu[0, 0] == pytest.approx(2 / 1.04, abs=0.02)
+    assert gaps.elbo_star[0] == max(elbo for _, elbo in gaps.starts[0])
+    assert gaps.approximation_gap[0] == pytest.approx(-np.log(right), abs=0.02)
+    assert gaps.amortisation_gap[0] >= np.log(right / left) - 0.02
+
+
+def test_the_grid_modes_are_the_local_maxima_of_the_posterior():
+    model, x = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
+    gap = exact_gap(model, x, points=201)[0]
+    h = gap.grid.z1[1] - gap.grid.z1[0]
+    modes = grid_modes(gap, n=5)
+    # log p(x, z) = -(m(z_1) - 2)^2 / (2 * 0.04) - |z|^2 / 2 + const: maxima at z_1 = 2 / 1.04
+    # and z_1 = -0.8 * 2 / (0.64 + 0.04) = -2.353, z_2 = 0; the higher one first
+    assert len(modes) == 2
+    np.testing.assert_allclose(modes, [[2 / 1.04, 0.0], [-1.6 / 0.68, 0.0]], atol=h)
+    assert len(grid_modes(gap, n=1)) == 1
+
+
+def test_a_fitted_q_the_grid_does_not_hold_is_scored_on_a_grid_of_its_own():
+    # a narrow posterior at z_1 = 3 (sd 0.2); the encoder's q far off at z_1 = -3 with sd 1. With
+    # one Adam step every q stays where it starts, and the mode start (at z_1 = 3, sd 1) reaches
+    # beyond the window that holds p(z|x) and the encoder's q: it wins on a grid of its own.
+    model, x = two_mode_model(3.0, c=-1.0, sigma_x=0.2, enc_mu=(-3.0, 0.0), enc_logvar=(0.0, 0.0))
+    gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=201, steps=1)
+    window = exact_gap(model, x, points=201)[0]
+    assert gaps.best_start[0] == "mode 1"
+    assert elbo_on_grid(window, gaps.fitted.mu, gaps.fitted.logvar)[1][0] < 1 - 1e-6   # not held there
+    assert gaps.q_star_mass[0] == pytest.approx(1, abs=1e-6)                          # held here
+    held = grids_holding(model, x, gaps.fitted.mu, gaps.fitted.logvar, points=401)[0]
+    assert gaps.elbo_star[0] == pytest.approx(elbo_on_grid(held, gaps.fitted.mu, gaps.fitted.logvar)[0][0], abs=1e-3)
+    assert gaps.log_px[0] == pytest.approx(window.log_px[0], abs=1e-6)
+    assert gaps.elbo_encoder[0] == pytest.approx(window.elbo[0], abs=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,16 @@ def test_posterior_and_kl_match_the_linear_gaussian_closed_form():
         assert r.kl[0] > 0.05                                                # the gap is real here
 
 
+def test_posterior_moments_are_the_linear_gaussian_closed_form():
+    model, b, evidence_cov, posterior_mean, S = linear_gaussian(seed=3)
+    x = data(3)
+    for i, r in enumerate(exact_gap(model, x)):
+        mean, cov = r.posterior_moments()
+        np.testing.assert_allclose(mean[0], posterior_mean(x)[i], atol=1e-10)
+        np.testing.assert_allclose(cov[0], S, atol=1e-10)
+        assert abs(S[0, 1]) > 0.05 * np.sqrt(S[0, 0] * S[1, 1])            # a tilt a diagonal q cannot follow
+
+
 def test_gap_equals_kl_on_the_grid():
     """Slide 21: log p(x) - ELBO = KL(q(z|x) || p(z|x)), every term by the same quadrature.
 

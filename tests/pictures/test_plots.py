@@ -350,3 +350,32 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         plots.plot_training_curves([], tmp_path / "x.png")
     with pytest.raises(ValueError, match="2 originals but 3"):
         plots.plot_reconstructions(np.zeros((2, D)), np.zeros((3, D)), tmp_path / "x.png")
+
+
+def test_variational_gap_shows_the_range_of_independent_importance_sampled_runs(tmp_path, monkeypatch):
+    figures = drawn_figure(monkeypatch)
+    model = VAE(D, [8], 2, seed=1)
+    x = np.random.default_rng(7).random((2, D))
+    gaps = exact_gap(model, x, points=41, coarse_points=21)
+    runs = np.array([[-12.345, -12.2, -12.41], [-6.789, -6.7, -6.75]])
+    plots.plot_variational_gap(gaps, x, tmp_path / "g.png", is_runs=runs, is_k=700)
+    text = " ".join(t.get_text() for t in figures[0].texts) + figures[0]._suptitle.get_text()
+    assert "log p(x), IS runs  =   -12.41 to -12.20" in text and "-6.79 to -6.70" in text
+    assert "the range of 3 independent importance-sampled estimates of log p(x), k = 700 each" in text
+    with pytest.raises(ValueError, match="is_runs must be"):
+        plots.plot_variational_gap(gaps, x, tmp_path / "h.png", is_runs=runs[:, :1])
+
+
+def test_independent_importance_sampled_runs_scatter_around_the_grids_log_px():
+    """figures.importance_sampled_runs: R fresh estimates per image, which differ from each other
+    and whose mean is log p(x) on the grid within their own spread (a model whose weights are tame)."""
+    from scratchvae.pictures.figures import importance_sampled_runs
+    model = VAE(D, [8], 2, dtype=np.float64, seed=3)
+    x = np.random.default_rng(4).random((3, D))
+    grid = np.array([g.log_px[0] for g in exact_gap(model, x)])
+    runs = importance_sampled_runs(model, x, 500, 8, np.random.default_rng(5))
+    assert runs.shape == (8, 3)
+    spread = runs.std(axis=0, ddof=1)
+    assert np.all(spread > 1e-4), spread                                # independent: not one run repeated
+    assert np.all(np.abs(runs.mean(axis=0) - grid) < 4 * spread / np.sqrt(8) + 1e-9), (runs.mean(axis=0) - grid, spread)
+    assert np.all(np.abs(runs.mean(axis=0) - (grid + 0.1)) > 4 * spread / np.sqrt(8))   # and the check has power
