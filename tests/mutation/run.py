@@ -69,7 +69,7 @@ GROUPS = {
 # tests left out of the mutmut pass (-k), with the reason. Every survivor then meets them in --wide.
 NOT_UNDER_MUTMUT = "not ctrl_c"    # mutmut handles SIGINT itself, so a test's Ctrl-C never reaches the trainer
 SLOW_FOR_MUTMUT = {"chapters": "q_star"}   # a VAE trained on real digits: 30 s a mutant, hours for a module
-COPIED = ["scratchvae", "tests", "setup.cfg", "pyproject.toml"]
+COPIED = ["scratchvae", "tests", "docs", "setup.cfg", "pyproject.toml"]   # docs: a test checks the table results.md shows
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",  # mutmut's
           36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
           -11: "segfault", -9: "segfault", None: "not checked"}
@@ -126,6 +126,7 @@ def prepare(group):
     cfg["mutmut"]["source_paths"] = "scratchvae"
     cfg["mutmut"]["only_mutate"] = "\n" + "\n".join(modules)
     cfg["mutmut"]["pytest_add_cli_args_test_selection"] = "\n" + "\n".join(tests)
+    cfg["mutmut"]["also_copy"] = "\ndocs"                # into mutmut's own copy, mutants/
     deselected = NOT_UNDER_MUTMUT + "".join(f" and not {t}" for t in SLOW_FOR_MUTMUT.get(group, "").split())
     cfg["mutmut"]["pytest_add_cli_args"] = f"\n-k\n{deselected}"
     with open(work / "setup.cfg", "w") as f:
