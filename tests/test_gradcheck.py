@@ -138,3 +138,15 @@ def test_rel_error_of_empty_single_and_tiny_gradients():
     assert rel_error([1.0], [2.0]) == pytest.approx(1 / 3)                # |1 - 2| / (1 + 2)
     assert rel_error([1e-9], [0.0]) == pytest.approx(0.1)                 # the scale is at least 1e-8
     assert rel_error([[3.0, -1.0]], [[3.0, 1.0]]) == pytest.approx(2 / 6)
+
+
+def test_the_eps_given_is_the_eps_checked():
+    """check_model_gradients(model, x, eps) differentiates the loss at that eps, not at a draw."""
+    model = VAE(6, [5], 2, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(3)
+    x, eps = rng.random((4, 6)), rng.standard_normal((1, 4, 2))
+    seen = []
+    loss_and_grads = model.loss_and_grads
+    model.loss_and_grads = lambda x, eps: seen.append(eps) or loss_and_grads(x, eps)
+    check_model_gradients(model, x, eps=eps)
+    assert seen and all(e is eps for e in seen)

@@ -660,3 +660,29 @@ def test_the_forward_only_loss_is_the_same_number_as_loss_and_grads(likelihood):
     assert model.loss(x, eps) == model.loss(x, eps, q=model.encode(x))
     assert np.array_equal(model.flat_grads, before)                     # loss leaves the gradients
     assert model.loss(x, eps) == model.loss_and_grads(x, eps)
+
+
+def test_a_wrong_shape_is_named_with_the_shapes_accepted():
+    """The message says which shapes x and eps may have: x one flattened datapoint per row,
+    eps (L, N, K) or (N, K) for L = 1; a non-data input (eps, z) says nothing of rows."""
+    model = VAE(6, [5], 2, seed=0)
+    with pytest.raises(ValueError) as e:
+        model.loss(np.zeros((3, 5), np.float32))
+    assert str(e.value) == "x must have shape (N, 6) (one flattened datapoint per row), got shape (3, 5)"
+    with pytest.raises(ValueError) as e:
+        model.loss(np.zeros((3, 6), np.float32), eps=np.zeros((3, 4)))
+    assert str(e.value) == "eps must have shape (L, 3, 2) or (3, 2) for L = 1, got shape (3, 4)"
+    with pytest.raises(ValueError) as e:
+        model.decode(np.zeros((3, 4)))
+    assert str(e.value).endswith("got shape (3, 4)") and "per row" not in str(e.value) and " or " not in str(e.value)
+
+
+def test_a_float64_x_beyond_float32_is_refused_without_a_numpy_warning():
+    """1e300 cast to float32 is inf: refused as not finite, silently (no 'overflow in cast')."""
+    import warnings
+    model = VAE(6, [5], 2, likelihood="gaussian", seed=0)
+    x = np.zeros((2, 6)); x[1, 3] = 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="1 value that is nan or inf"):
+            model.loss(x)

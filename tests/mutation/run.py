@@ -61,8 +61,8 @@ GROUPS = {
                   "scratchvae/chapters/autoencoder.py", "scratchvae/chapters/posterior.py",
                   "scratchvae/chapters/inference.py", "scratchvae/chapters/estimators.py",
                   "scratchvae/chapters/beta_sweep.py"], ["tests/chapters"],
-                 {"scratchvae/chapters/inference.py": {"main"},
-                  "scratchvae/chapters/beta_sweep.py": {"main", "build_parser", "_beta"}}),
+                 {"scratchvae/chapters/inference.py": {"main", "build_parser", "_gaps_command"},
+                  "scratchvae/chapters/beta_sweep.py": {"main", "build_parser", "_beta", "_sweep"}}),
     "machinery": (["scratchvae/machinery/evaluate.py"], ["tests/machinery/test_evaluate.py",
                                                          "tests/machinery/test_runner.py"], {}),
 }
@@ -134,8 +134,10 @@ def prepare(group):
     return work
 
 
-def run_group(group):
+def run_group(group, only=None):
+    """mutmut on the group's modules (``only``: these of them) in a fresh copy, .mutation/GROUP."""
     modules, _, left_out = GROUPS[group]
+    modules = [m for m in modules if not only or m in only]
     work = prepare(group)
     patterns = [p for m in modules for p in functions(m, left_out.get(m, set()))]
     start = time.time()
@@ -152,20 +154,30 @@ def real_name(mutant_function):
     return stem.split("\u01c1")[-1] if "\u01c1" in stem else stem[len("x_"):]
 
 
-def run_wide(group, tests=None):
+def run_wide(group, tests=None, only=None):
     """Run each of the group's survivors once more, outside mutmut: the mutant's function written
     into a copy of the project, and plain pytest on the tests (default: the group's selection).
 
     mutmut runs a mutant only against the tests it saw reach the mutated function, and a test
     that reads a module-scoped fixture (a model trained once for several tests) is not among
     them: the fixture ran in the first test's setup. Plain pytest has no such blind spot, so a
-    mutant it kills is one the default run catches. Results: .mutation/GROUP-wide.json.
+    mutant it kills is one the default run catches. ``only``: these modules of the group (each
+    gets its own copy and results, so several can run at once). A survivor an earlier --wide run
+    killed is not run again. Results: .mutation/GROUP-wide[-MODULE].json, read by ``collect``.
     """
-    _, survivors, _ = collect(wide=False)
     modules, selection, _ = GROUPS[group]
+    if only:
+        modules = [m for m in modules if m in only]
+    tag = "".join(f"-{Path(m).stem}" for m in modules) if only else ""
+    done = wide_results(group)
+    _, survivors, _ = collect(wide=False)
     names = [line.split(":")[0][2:] for line in survivors if line.startswith("# ")]
-    names = [n for n in names if n.split(".x", 1)[0].replace(".", "/") + ".py" in modules]
-    results, work = {}, WORK / f"{group}-wide"
+    names = [n for n in names if n.split(".x", 1)[0].replace(".", "/") + ".py" in modules
+             and done.get(n) != "killed"]
+    results_path, work = WORK / f"{group}-wide{tag}.json", WORK / f"{group}-wide{tag}"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    print(f"{group}{tag}: {len(names)} survivors to run with plain pytest on {' '.join(tests or selection)}",
+          flush=True)
     for name in names:
         module = name.split(".x", 1)[0].replace(".", "/") + ".py"
         orig, mutant, _ = mutant_sources(group, module)[name]
@@ -186,7 +198,18 @@ def run_wide(group, tests=None):
                                *(tests or selection)], cwd=work, env=env, capture_output=True, text=True)
         results[name] = "killed" if proc.returncode not in (0, 5) else "survived"
         print(f"{name}: {results[name]}", flush=True)
-    (WORK / f"{group}-wide.json").write_text(json.dumps(results, indent=1))
+        results_path.write_text(json.dumps(results, indent=1))      # after each: a stopped run keeps its results
+    results_path.write_text(json.dumps(results, indent=1))
+
+
+def wide_results(group):
+    """{mutant: "killed" | "survived" | ...} from every --wide run of ``group`` (any one that killed it wins)."""
+    merged = {}
+    for path in sorted(WORK.glob(f"{group}-wide*.json")):
+        for name, status in json.loads(path.read_text()).items():
+            if merged.get(name) != "killed":
+                merged[name] = status
+    return merged
 
 
 def mutant_sources(group, module):
@@ -243,8 +266,7 @@ def collect(wide=True):
             meta = WORK / group / "mutants" / (module + ".meta")
             if not meta.exists():
                 continue
-            wide_json = WORK / f"{group}-wide.json"
-            wide_results = json.loads(wide_json.read_text()) if wide and wide_json.exists() else {}
+            by_pytest = wide_results(group) if wide else {}
             in_scope = [p[:-len("*")] for p in functions(module, left_out.get(module, set()))]
             codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
                      if any(k.startswith(p) for p in in_scope)}
@@ -267,7 +289,7 @@ def collect(wide=True):
                     counts["not run"] += 1
                 elif name in EQUIVALENT and EQUIVALENT[name][0] in changed_lines(diff):
                     counts["equivalent"] += 1
-                elif wide_results.get(name) == "killed":           # by plain pytest (run_wide)
+                elif by_pytest.get(name) == "killed":           # by plain pytest (run_wide)
                     counts["killed"] += 1
                     counts["elsewhere"] += 1
                 else:
@@ -355,6 +377,8 @@ def main(argv=None):
                         help="run each group's survivors again with plain pytest (no test mapping)")
     parser.add_argument("--wide-tests", nargs="+", default=None, metavar="TEST",
                         help="the tests --wide runs (default: the group's selection; 'tests': the whole default run)")
+    parser.add_argument("--module", nargs="+", default=None, metavar="PATH",
+                        help="only these modules of the groups (e.g. scratchvae/chapters/inference.py); with --wide, their survivors")
     parser.add_argument("--source", type=Path, default=ROOT, help="the checkout to test (default: this one)")
     parser.add_argument("--work", type=Path, default=WORK, help="where the copies go (default: .mutation)")
     args = parser.parse_args(argv)
@@ -368,10 +392,10 @@ def main(argv=None):
     if not args.report:
         if args.wide:
             for group in args.groups or GROUPS:
-                run_wide(group, args.wide_tests)
+                run_wide(group, args.wide_tests, args.module)
         elif not args.hand:
             for group in args.groups or GROUPS:
-                run_group(group)
+                run_group(group, args.module)
         if args.hand or not (args.groups or args.wide):
             hand_path.write_text(json.dumps(run_hand(), indent=1))
     hand = json.loads(hand_path.read_text()) if hand_path.exists() else {}
