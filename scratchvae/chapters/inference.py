@@ -274,6 +274,58 @@ def grids_holding(model, x, mu, logvar, points=201):
             for i in range(len(x))]
 
 
+APPROXIMATION = "approximation gap log p(x) - ELBO(q*)"
+AMORTISATION = "amortisation gap ELBO(q*) - ELBO(q_encoder)"
+SHORT_BY = 0.1            # nats: how far below ELBO(q*) the encoder's start alone must stop to count
+
+
+@dataclass
+class GapsSummary:
+    """The numbers ``python -m scratchvae.chapters.inference`` prints (docs/results.md's tables).
+
+    n: images; starts: (image, start) pairs fitted.
+    table: {quantity: (mean, standard error, median)} over the n images, for log p(x),
+        ELBO(q*), ELBO(q_encoder), APPROXIMATION and AMORTISATION; the standard error of
+        the mean is std(ddof=1) / sqrt(n).
+    negative: images whose amortisation gap is < 0 (q* worse than the encoder's q);
+        smallest: the smallest amortisation gap.
+    won: {start: images whose q* came from it}, every start in the order tried (0s too).
+    short (n,): ELBO(q*) - ELBO(q fitted from the encoder's lambda), >= 0 since q* is the best
+        start's: how much lower ELBO(q*) would be from the encoder's start alone.
+    short_images: images with short > SHORT_BY nats; worst: the image with the largest short.
+    approximation_gap_from_encoder: the mean approximation gap had q* come from the encoder's
+        start alone, mean(log p(x) - ELBO(q*) + short).
+    """
+    n: int
+    starts: int
+    table: dict
+    negative: int
+    smallest: float
+    won: dict
+    short: np.ndarray
+    short_images: int
+    worst: int
+    approximation_gap_from_encoder: float
+
+
+def summary(gaps):
+    """Means, standard errors, medians and counts of a Gaps over its n >= 2 images: a GapsSummary."""
+    n = len(gaps.log_px)
+    if n < 2:
+        raise ValueError(f"the standard errors need at least 2 images, got {n}")
+    table = {name: (a.mean(), a.std(ddof=1) / np.sqrt(n), np.median(a))
+             for name, a in (("log p(x)", gaps.log_px), ("ELBO(q*)", gaps.elbo_star),
+                             ("ELBO(q_encoder)", gaps.elbo_encoder), (APPROXIMATION, gaps.approximation_gap),
+                             (AMORTISATION, gaps.amortisation_gap))}
+    names = dict.fromkeys(name for starts in gaps.starts for name, _ in starts)     # in the order tried
+    short = gaps.elbo_star - np.array([dict(starts)["encoder"] for starts in gaps.starts])
+    return GapsSummary(n=n, starts=sum(map(len, gaps.starts)), table=table,
+                       negative=int(np.sum(gaps.amortisation_gap < 0)), smallest=gaps.amortisation_gap.min(),
+                       won={name: int(np.sum(gaps.best_start == name)) for name in names},
+                       short=short, short_images=int(np.sum(short > SHORT_BY)), worst=int(np.argmax(short)),
+                       approximation_gap_from_encoder=(gaps.approximation_gap + short).mean())
+
+
 def build_parser():
     from ..machinery.arguments import Parser, nonnegative_int, path_arg, positive_int
     from ..machinery.data import DATASETS, _split_arg
@@ -338,23 +390,18 @@ def _gaps_command(args):
     progress(f"grids for p(z|x) of {len(x)} images ({model.input_dim} pixels)")
     g = gaps_on_grid(model, x, np.random.default_rng(args.seed), steps=args.steps, modes=args.modes,
                      log=progress)
-    sem = lambda a: a.std(ddof=1) / np.sqrt(len(a))
-    print(f"{len(x)} images of {args.dataset} {args.split}, {args.steps} Adam steps on lambda from "
-          f"{sum(map(len, g.starts))} starts, {time.perf_counter() - start:.0f} s")
-    for name, a in (("log p(x)", g.log_px), ("ELBO(q*)", g.elbo_star), ("ELBO(q_encoder)", g.elbo_encoder),
-                    ("approximation gap log p(x) - ELBO(q*)", g.approximation_gap),
-                    ("amortisation gap ELBO(q*) - ELBO(q_encoder)", g.amortisation_gap)):
-        print(f"  {name:45s} mean {a.mean():9.3f} +/- {sem(a):.3f}   median {np.median(a):9.3f}")
-    print(f"  amortisation gap < 0 (q* worse than the encoder) on {np.sum(g.amortisation_gap < 0)} images, "
-          f"smallest {g.amortisation_gap.min():.3f}")
-    won = {name: int(np.sum(g.best_start == name)) for name in dict.fromkeys(n for s in g.starts for n, _ in s)}
-    print("  q* came from the start " + ", ".join(f"{name!r} on {k}" for name, k in won.items() if k))
-    short = g.elbo_star - np.array([dict(s)["encoder"] for s in g.starts])   # >= 0: q* is the best start
-    worst = int(np.argmax(short))
-    print(f"  from the encoder's lambda alone, ELBO(q*) would be more than 0.1 nats lower on "
-          f"{np.sum(short > 0.1)} images (by {short[worst]:.2f} nats at most, image {worst}); "
-          f"its mean approximation gap {(g.approximation_gap + short).mean():.3f} instead of "
-          f"{g.approximation_gap.mean():.3f}")
+    s = summary(g)
+    print(f"{s.n} images of {args.dataset} {args.split}, {args.steps} Adam steps on lambda from "
+          f"{s.starts} starts, {time.perf_counter() - start:.0f} s")
+    for name, (mean, sem, median) in s.table.items():
+        print(f"  {name:45s} mean {mean:9.3f} +/- {sem:.3f}   median {median:9.3f}")
+    print(f"  amortisation gap < 0 (q* worse than the encoder) on {s.negative} images, "
+          f"smallest {s.smallest:.3f}")
+    print("  q* came from the start " + ", ".join(f"{name!r} on {k}" for name, k in s.won.items() if k))
+    print(f"  from the encoder's lambda alone, ELBO(q*) would be more than {SHORT_BY} nats lower on "
+          f"{s.short_images} images (by {s.short[s.worst]:.2f} nats at most, image {s.worst}); "
+          f"its mean approximation gap {s.approximation_gap_from_encoder:.3f} instead of "
+          f"{s.table[APPROXIMATION][0]:.3f}")
     print("  (the measured approximation gap is an upper bound of the true one, the amortisation gap a lower "
           "bound: a better q* may exist that no start reached)")
     return 0

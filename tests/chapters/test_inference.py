@@ -305,3 +305,116 @@ def test_inference_main_refuses_data_it_cannot_use(tmp_path, capsys, model, spli
     path = tiny_checkpoint(tmp_path / "checkpoint.npz", model)
     code, err = run_inference([str(path), "--data-dir", str(tmp_path / "data"), "--split", split], capsys)
     assert_one_line_error(code, err, INFERENCE, *words)
+
+
+# ------------------------------------------------------------------ summary: the numbers the command prints
+import math         # noqa: E402
+import statistics   # noqa: E402
+
+from scratchvae.chapters.inference import AMORTISATION, APPROXIMATION, Gaps, summary  # noqa: E402
+
+
+def made_up_gaps():
+    """Six images' gaps, made up so that every count has a boundary case: an amortisation gap of
+    exactly 0 and one below 0, an encoder's start that stops exactly 0.1 nats short (not counted:
+    "more than 0.1") and one just beyond, a start ("prior") that never wins, a "mode 2" tried on
+    some images only, and an even n (the median is the mean of the middle two)."""
+    starts = [[("encoder", -10.0), ("prior", -12.0), ("mode 1", -9.5)],
+              [("encoder", 0.0), ("prior", -3.0), ("mode 1", 0.1)],                  # short by 0.1 exactly
+              [("encoder", -50.0), ("prior", -80.0), ("mode 1", -20.0), ("mode 2", -30.0)],
+              [("encoder", -7.0), ("prior", -9.0)],
+              [("encoder", -4.0), ("prior", -6.0), ("mode 1", -5.0), ("mode 2", -3.75)],
+              [("encoder", -1.0), ("prior", -1.5), ("mode 1", -1.25)]]
+    elbo_star = np.array([max(e for _, e in s) for s in starts])
+    best = np.array([max(s, key=lambda p: p[1])[0] for s in starts])
+    log_px = elbo_star + np.array([0.25, 0.5, 1.0, 0.0625, 2.0, 0.125])
+    elbo_encoder = elbo_star - np.array([3.0, 0.0, 31.0, 0.5, -0.25, 1.5])          # one 0, one < 0
+    return Gaps(log_px=log_px, elbo_star=elbo_star, elbo_encoder=elbo_encoder, q_star_mass=np.ones(6),
+                fitted=None, grids=None, starts=starts, best_start=best)
+
+
+def test_summary_is_the_mean_standard_error_and_median_of_each_number_and_the_counts_of_the_starts():
+    """summary's numbers against the statistics module and plain loops: the standard error of a
+    mean is stdev (n - 1) / sqrt(n); the encoder's start alone would leave ELBO(q*) lower by
+    ELBO(q*) - ELBO(encoder's start), and its approximation gap is then log p(x) - ELBO(encoder's start)."""
+    gaps = made_up_gaps()
+    s = summary(gaps)
+    assert s.n == 6 and s.starts == 3 + 3 + 4 + 2 + 4 + 3
+    columns = {"log p(x)": gaps.log_px, "ELBO(q*)": gaps.elbo_star, "ELBO(q_encoder)": gaps.elbo_encoder,
+               APPROXIMATION: gaps.log_px - gaps.elbo_star, AMORTISATION: gaps.elbo_star - gaps.elbo_encoder}
+    assert list(s.table) == list(columns)                                    # the order printed
+    for name, column in columns.items():
+        values = [float(v) for v in column]
+        mean, sem, median = s.table[name]
+        assert mean == pytest.approx(statistics.mean(values), rel=1e-14, abs=1e-14), name
+        assert sem == pytest.approx(statistics.stdev(values) / math.sqrt(6), rel=1e-13), name
+        assert median == pytest.approx(statistics.median(values), rel=1e-14, abs=1e-14), name
+    amortisation = [float(a) for a in columns[AMORTISATION]]
+    assert s.negative == sum(a < 0 for a in amortisation) == 1
+    assert s.smallest == min(amortisation) == -0.25
+    assert s.won == {"encoder": 2, "prior": 0, "mode 1": 3, "mode 2": 1}        # every start, in the order tried
+    assert list(s.won) == ["encoder", "prior", "mode 1", "mode 2"]
+    from_encoder = [dict(starts)["encoder"] for starts in gaps.starts]
+    short = [float(e) - e0 for e, e0 in zip(gaps.elbo_star, from_encoder)]
+    np.testing.assert_array_equal(s.short, short)
+    assert s.short_images == sum(d > 0.1 for d in short) == 3                # 0.1 itself is not "more than"
+    assert s.worst == short.index(max(short)) == 2
+    assert s.approximation_gap_from_encoder == pytest.approx(
+        statistics.mean(float(p) - e0 for p, e0 in zip(gaps.log_px, from_encoder)), rel=1e-14)
+
+
+def test_summary_needs_two_images_for_a_standard_error():
+    gaps = made_up_gaps()
+    one = Gaps(log_px=gaps.log_px[:1], elbo_star=gaps.elbo_star[:1], elbo_encoder=gaps.elbo_encoder[:1],
+               q_star_mass=gaps.q_star_mass[:1], fitted=None, grids=None, starts=gaps.starts[:1],
+               best_start=gaps.best_start[:1])
+    with pytest.raises(ValueError, match="at least 2 images, got 1"):
+        summary(one)
+    two = Gaps(log_px=gaps.log_px[:2], elbo_star=gaps.elbo_star[:2], elbo_encoder=gaps.elbo_encoder[:2],
+               q_star_mass=gaps.q_star_mass[:2], fitted=None, grids=None, starts=gaps.starts[:2],
+               best_start=gaps.best_start[:2])
+    assert summary(two).table["log p(x)"][1] == pytest.approx(abs(gaps.log_px[0] - gaps.log_px[1]) / 2)
+
+
+def test_inference_main_prints_the_summarys_numbers(tmp_path, capsys, monkeypatch):
+    """The command prints what summary computes, each number rounded as the docs' table shows it
+    (gaps_on_grid replaced by the made-up gaps: this checks the printing, not the fit)."""
+    write_dataset(tmp_path / "data", n_test=10)
+    path = tiny_checkpoint(tmp_path / "checkpoint.npz", VAE(784, [4], 2, seed=0))
+    calls = []
+    monkeypatch.setattr(inference, "gaps_on_grid",
+                        lambda model, x, rng, **kw: calls.append((x.shape, kw)) or made_up_gaps())
+    code = inference.main([str(path), "--data-dir", str(tmp_path / "data"), "--split", "test[:8]", "--n", "6",
+                           "--steps", "7", "--modes", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and calls == [((6, 784), {"steps": 7, "modes": 2, "log": calls[0][1]["log"]})]
+    s = summary(made_up_gaps())
+    assert out[0].startswith("6 images of mnist test[:8], 7 Adam steps on lambda from 19 starts, ")
+    for line, (name, (mean, sem, median)) in zip(out[1:6], s.table.items()):
+        assert line.split() == [*name.split(), "mean", f"{mean:.3f}", "+/-", f"{sem:.3f}", "median", f"{median:.3f}"]
+    assert out[6] == "  amortisation gap < 0 (q* worse than the encoder) on 1 images, smallest -0.250"
+    assert out[7] == "  q* came from the start 'encoder' on 2, 'mode 1' on 3, 'mode 2' on 1"
+    assert out[8] == ("  from the encoder's lambda alone, ELBO(q*) would be more than 0.1 nats lower on 3 images "
+                      f"(by 30.00 nats at most, image 2); its mean approximation gap "
+                      f"{s.approximation_gap_from_encoder:.3f} instead of {s.table[APPROXIMATION][0]:.3f}")
+    assert len(out) == 10
+
+
+def test_the_commands_defaults_are_those_of_the_docs_table(tmp_path):
+    """docs/results.md's command for its 100-digit table names --split 'test[9000:]' and --n 100,
+    and says 500 Adam steps and up to three modes: a learner who copies it (or leaves flags out)
+    gets those. The seed is the default, 0 (the table's numbers are that seed's)."""
+    import re
+    import shlex
+    from pathlib import Path
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "results.md").read_text().split())
+    command = re.search(r"`(python -m scratchvae\.chapters\.inference [^`]*)`", docs).group(1)
+    documented = inference.build_parser().parse_args(shlex.split(command)[3:])
+    defaults = inference.build_parser().parse_args(["OUT/latent2d/checkpoint.npz"])
+    assert documented.split == defaults.split == "test[9000:]"
+    assert documented.n == defaults.n == 100
+    assert defaults.steps == 500 and "500 Adam steps" in docs
+    assert defaults.modes == 3 and "up to three, `--modes`" in docs
+    assert defaults.seed == 0 and defaults.dataset == "mnist" and defaults.data_dir is None
+    assert defaults.checkpoint == Path("OUT/latent2d/checkpoint.npz")        # a Path, as load_model takes it
+    assert documented.data_dir == Path("../shared/data/mnist")
