@@ -201,7 +201,7 @@ def grid_modes(gap, n=MODE_STARTS, radius=None):
     A grid point is a local maximum when no point within ``radius`` cells of it along either
     axis (default: a fortieth of the grid's side, at least 1) is higher: the modes of p(z|x),
     where an ascent on the ELBO can get stuck.
-    Shapes:  gap with one datapoint -> (m, 2) points z, m <= n, highest first
+    Shapes:  gap with one datapoint -> (m, 2) points z, m <= n, highest first (ties in grid order)
     """
     values = gap.log_joint[0].reshape(gap.grid.shape)                 # (n2, n1)
     r = int(radius or max(1, len(gap.grid.z1) // 40))

@@ -182,7 +182,8 @@ def test_restarts_find_the_mode_an_encoder_in_the_wrong_mode_misses():
     # modes at z_1 = 2 / 1.04 and -2.353; the right one holds about 0.69 of p(z|x), and the
     # encoder puts q in the left one (mean -2.5, sd 0.2)
     model, x = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
-    gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=201)
+    gaps = gaps_on_grid(model, x, np.random.default_rng(0))
+    assert gaps.grids[0].grid.shape == (201, 201)                       # the default grid
     right, left = mode_masses(gaps.grids[0])
     assert 0.6 < right < 0.8 and left == pytest.approx(1 - right, abs=1e-9)
     # the encoder's start alone ends in the left mode: its gap is -log P(left), not -log P(right)
@@ -418,3 +419,210 @@ def test_the_commands_defaults_are_those_of_the_docs_table(tmp_path):
     assert defaults.seed == 0 and defaults.dataset == "mnist" and defaults.data_dir is None
     assert defaults.checkpoint == Path("OUT/latent2d/checkpoint.npz")        # a Path, as load_model takes it
     assert documented.data_dir == Path("../shared/data/mnist")
+
+
+# ------------------------------------------------------------------ each number in its place
+def test_each_datapoints_elbo_and_gradient_are_its_own_and_in_the_models_dtype():
+    """The N ELBOs are independent: row i of a batch call equals the call on x_i, eps_i alone
+    (so ELBO_i averages log p(x_i|z_il) over l only, not over the batch). And a float32 model
+    given float64 lambda computes in float32: the numbers are those of lambda cast to float32."""
+    rng = np.random.default_rng(4)
+    model = VAE(7, [6], 2, activation="tanh", dtype=np.float64, seed=2)
+    x, mu, logvar = rng.random((3, 7)), rng.standard_normal((3, 2)), 0.5 * rng.standard_normal((3, 2))
+    eps = rng.standard_normal((4, 3, 2))
+    batch = elbo_and_grads(model, x, mu, logvar, eps)
+    for i in range(3):
+        alone = elbo_and_grads(model, x[i:i + 1], mu[i:i + 1], logvar[i:i + 1], eps[:, i:i + 1])
+        for name, b, a in zip(("elbo", "dmu", "dlogvar"), batch, alone):
+            np.testing.assert_allclose(b[i], a[0], rtol=1e-12, err_msg=f"{name} of datapoint {i}")
+    model32 = VAE(7, [6], 2, activation="tanh", seed=2)
+    f32 = lambda a: a.astype(np.float32)
+    for lam in ((mu, f32(logvar)), (f32(mu), logvar), (mu, logvar)):
+        got = elbo_and_grads(model32, f32(x), *lam, f32(eps))
+        want = elbo_and_grads(model32, f32(x), f32(mu), f32(logvar), f32(eps))
+        for g, w in zip(got, want):
+            assert g.dtype == np.float32
+            np.testing.assert_array_equal(g, w)
+
+
+def test_elbo_on_grid_and_grids_holding_read_lambda_in_float64_whatever_its_dtype():
+    """The grid's numbers are float64: a lambda given in float32 or in extended precision is read
+    as its float64 value, and gives the very numbers and grid that value gives."""
+    model, x = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
+    gap = exact_gap(model, x, points=41)[0]
+    mu, logvar = np.array([[1.3, -0.2]], np.float32), np.array([[-1.7, -0.4]], np.float32)
+    want = elbo_on_grid(gap, mu.astype(np.float64), logvar.astype(np.float64))
+    held = grids_holding(model, x, mu.astype(np.float64), logvar.astype(np.float64), points=41)[0]
+    for dtype in (np.float32, np.longdouble):
+        for lam in ((mu.astype(dtype), logvar), (mu, logvar.astype(dtype)), (mu.astype(dtype), logvar.astype(dtype))):
+            for got, w in zip(elbo_on_grid(gap, *lam), want):
+                assert got.dtype == np.float64, dtype
+                np.testing.assert_array_equal(got, w)
+            grid = grids_holding(model, x, *lam, points=41)[0].grid
+            assert grid.z1.dtype == grid.z2.dtype == np.float64, dtype
+            np.testing.assert_array_equal(grid.z1, held.grid.z1)
+            np.testing.assert_array_equal(grid.z2, held.grid.z2)
+
+
+def test_grids_holding_is_the_square_around_the_posteriors_window_and_q_plus_minus_q_sigmas():
+    """Per image, the bounding box of posterior_window's square and of mu +- Q_SIGMAS sigma along
+    each axis (sigma = exp(logvar / 2)); the grid is the square centred on that box whose side is
+    the box's longer one. Each q here reaches beyond the window on a different side."""
+    from scratchvae.chapters.posterior import Q_SIGMAS, posterior_window, square_grid, variational_gap
+    model, _ = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
+    x = np.array([[2.0], [1.0], [1.5]])
+    mu = np.array([[-9.0, 0.5], [0.3, 7.5], [0.0, 0.0]])
+    logvar = np.array([[np.log(0.25), np.log(4.0)], [np.log(9.0), np.log(0.36)], [np.log(0.01), np.log(0.01)]])
+    centers, half_widths = posterior_window(model, x)
+    grids = grids_holding(model, x, mu, logvar, points=31)
+    assert len(grids) == 3
+    for i, g in enumerate(grids):
+        lo, hi = [], []
+        for j in range(2):
+            sigma = np.sqrt(np.exp(logvar[i, j]))
+            lo.append(min(centers[i, j] - half_widths[i], mu[i, j] - Q_SIGMAS * sigma))
+            hi.append(max(centers[i, j] + half_widths[i], mu[i, j] + Q_SIGMAS * sigma))
+        half = max(hi[0] - lo[0], hi[1] - lo[1]) / 2
+        want = square_grid([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2], half, 31)
+        np.testing.assert_allclose(g.grid.z1, want.z1, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(g.grid.z2, want.z2, rtol=1e-14, atol=1e-14)
+        alone = variational_gap(model, x[i:i + 1], want)
+        assert g.log_px.shape == (1,) and g.log_px[0] == pytest.approx(alone.log_px[0], rel=1e-12)
+    assert (mu[0, 0] - Q_SIGMAS * 0.5 < centers[0, 0] - half_widths[0]           # q beyond the window's left
+            and mu[1, 1] + Q_SIGMAS * 0.6 > centers[1, 1] + half_widths[1])      # and above it
+    assert grids_holding(model, x[:1], mu[:1], logvar[:1])[0].grid.shape == (201, 201)   # the default
+
+
+def cones(points, peaks):
+    """A made-up one-datapoint GapOnGrid for grid_modes: log p(x, z) on a points x points grid is
+    max_k (h_k - distance in cells to peak k), whose local maxima are exactly the peaks (row, col, h)
+    that no higher peak's cone covers. Values are negative, as log p(x, z) is for images."""
+    from types import SimpleNamespace
+    from scratchvae.chapters.posterior import square_grid
+    rows, cols = np.indices((points, points))
+    values = np.max([h - np.hypot(rows - r, cols - c) for r, c, h in peaks], axis=0)
+    return SimpleNamespace(grid=square_grid((0.0, 0.0), 1.0, points), log_joint=values.reshape(1, -1))
+
+
+def at(gap, row, col):
+    """The point z of grid cell (row, col): z_1 varies along a row."""
+    return gap.grid.points[row * len(gap.grid.z1) + col]
+
+
+@pytest.mark.parametrize("points,radius", [(201, 5), (41, 1), (80, 2), (119, 2)])
+def test_a_mode_is_the_highest_point_within_a_fortieth_of_the_grid_by_default(points, radius):
+    """Default radius: points // 40 cells, at least 1. A lower peak `radius` cells from a higher
+    one is not a mode of its own; one cell further away it is."""
+    c = points // 2
+    for d, modes in ((radius, 1), (radius + 1, 2)):
+        gap = cones(points, [(c, c, -10.0), (c, c + d, -10.5)])
+        found = grid_modes(gap, n=5)
+        want = [at(gap, c, c), at(gap, c, c + d)][:modes]
+        np.testing.assert_array_equal(found, want, err_msg=f"{points} points, peaks {d} cells apart")
+    gap = cones(points, [(c, c, -10.0), (c + radius + 1, c, -10.5)])
+    assert len(grid_modes(gap, n=5, radius=radius + 1)) == 1                      # a radius given
+
+
+def test_a_mode_on_the_edge_of_the_grid_is_found():
+    """The grid's edge is padded with -inf: a corner cell higher than its neighbours is a mode,
+    however negative its value."""
+    gap = cones(41, [(0, 0, -300.0), (20, 20, -310.0), (40, 25, -305.0)])
+    np.testing.assert_array_equal(grid_modes(gap, n=5), [at(gap, 0, 0), at(gap, 40, 25), at(gap, 20, 20)])
+
+
+def test_modes_of_equal_height_come_in_the_grids_order():
+    """Highest first, and modes of the same height in grid order (row by row): a stable sort, so
+    which mode is "mode 1" does not depend on NumPy's choice of sorting algorithm."""
+    spots = [(r, c) for r in range(6, 200, 13) for c in range(6, 200, 13)]          # 225 peaks, 13 cells apart
+    heights = [-10.0 - 0.5 * ((7 * k) % 3) for k in range(len(spots))]
+    gap = cones(201, [(r, c, h) for (r, c), h in zip(spots, heights)])
+    order = sorted(range(len(spots)), key=lambda k: (-heights[k], spots[k]))
+    np.testing.assert_array_equal(grid_modes(gap, n=len(spots)), [at(gap, *spots[k]) for k in order])
+    np.testing.assert_array_equal(grid_modes(gap, n=4), [at(gap, *spots[k]) for k in order[:4]])
+
+
+def test_fit_q_reports_progress_every_50_steps_and_at_the_last():
+    model = VAE(4, [3], 2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).random((2, 4))
+    for steps, want in ((120, [50, 100, 120]), (100, [50, 100]), (49, [49]), (1, [1])):
+        calls = []
+        fit_q(model, x, np.random.default_rng(0), steps=steps, n_samples=1,
+              progress=lambda t, total: calls.append((t, total)))
+        assert calls == [(t, steps) for t in want], steps
+
+
+def test_fit_q_refuses_bad_counts_and_starts_by_name():
+    model = VAE(4, [3], 2, dtype=np.float64)
+    x, rng = np.zeros((3, 4)), np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"^steps must be an integer >= 1, got 0"):
+        fit_q(model, x, rng, steps=0)
+    with pytest.raises(ValueError, match=r"^n_samples must be an integer >= 1, got 0"):
+        fit_q(model, x, rng, steps=1, n_samples=0)
+    good = np.zeros((3, 2))
+    for init in ([good, good],                    # a list, not the pair
+                 (good, good, good),              # three arrays
+                 (good[:1], good[:1]),            # (1, K) arrays would broadcast
+                 (good, good[:, :1])):            # one of the two the wrong shape
+        with pytest.raises(ValueError, match=r"^init must be 'encoder', 'prior' or a pair \(mu0, logvar0\) of \(3, 2\)"):
+            fit_q(model, x, rng, steps=1, init=init)
+
+
+def test_fit_q_with_two_steps_uses_lr_then_final_lr(monkeypatch):
+    """The geometric decay lr * (final_lr / lr)^(t / (steps - 1)) reaches final_lr at the last
+    step for any number of steps >= 2 (and one step uses lr)."""
+    import scratchvae.chapters.inference as inference
+    seen = []
+
+    class Recording(Adam):
+        def step(self):
+            seen.append(self.lr)
+            super().step()
+
+    monkeypatch.setattr(inference, "Adam", Recording)
+    model = VAE(4, [3], 2, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).random((2, 4))
+    for steps, want in ((2, [0.1, 0.004]), (3, [0.1, 0.02, 0.004]), (1, [0.1])):
+        seen.clear()
+        fit_q(model, x, np.random.default_rng(0), steps=steps, n_samples=1, lr=0.1, final_lr=0.004)
+        np.testing.assert_allclose(seen, want, rtol=1e-12, err_msg=str(steps))
+
+
+def test_gaps_on_grid_from_every_start_keeps_the_best_rows_fit_and_says_what_it_did(monkeypatch):
+    """Two images, one mode start each: the starts are named and fitted in order (encoder, prior,
+    mode 1 per image, one row each); q* is the best row's fit (its lambda and its trace); a
+    fitted q the window does not hold, and only such a q, is scored on a grid of its own with the
+    points asked for, which then is that image's grid; the log says these counts."""
+    import scratchvae.chapters.inference as inference
+    model, _ = two_mode_model(3.0, c=-1.0, sigma_x=0.2, enc_mu=(-3.0, 0.0), enc_logvar=(0.0, 0.0))
+    x = np.array([[3.0], [-2.0]])
+    fits, holding, lines = [], [], []
+    monkeypatch.setattr(inference, "fit_q", lambda *a, **kw: fits.append(fit_q(*a, **kw)) or fits[-1])
+    monkeypatch.setattr(inference, "grids_holding",
+                        lambda *a: holding.append(a) or grids_holding(*a))
+    gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=61, modes=1, steps=3, log=lines.append)
+    (fitted,) = fits
+    assert [[name for name, _ in s] for s in gaps.starts] == [["encoder", "prior", "mode 1"]] * 2
+    windows = exact_gap(model, x, points=61)
+    rows = {"encoder": 0, "prior": 1, "mode 1": 2}
+    best = [3 * i + rows[name] for i, name in enumerate(gaps.best_start)]
+    np.testing.assert_array_equal(gaps.fitted.mu, fitted.mu[best])
+    np.testing.assert_array_equal(gaps.fitted.logvar, fitted.logvar[best])
+    np.testing.assert_array_equal(gaps.fitted.elbo_trace, fitted.elbo_trace[:, best])
+    assert fitted.elbo_trace.shape == (3, 6)
+    not_held = [r for r in range(6)
+                if elbo_on_grid(windows[r // 3], fitted.mu[r:r + 1], fitted.logvar[r:r + 1])[1][0] < 1 - 1e-6]
+    assert 0 < len(not_held) < 6 and len(holding) == len(not_held)
+    assert best[0] in not_held and best[1] not in not_held        # one q* on a grid of its own, one on the window
+    for r, (_, x_r, mu_r, logvar_r, points) in zip(not_held, holding):
+        np.testing.assert_array_equal(x_r, x[r // 3:r // 3 + 1])
+        np.testing.assert_array_equal(mu_r, fitted.mu[r:r + 1])
+        assert points == 61
+    for i, g in enumerate(gaps.grids):
+        assert g.grid.shape == (61, 61) and g.log_px.shape == (1,)
+        elbo, mass = elbo_on_grid(g, gaps.fitted.mu[i:i + 1], gaps.fitted.logvar[i:i + 1])
+        assert mass[0] > 1 - 1e-6 and elbo[0] == gaps.elbo_star[i]             # q* scored on this grid
+        if best[i] not in not_held:
+            np.testing.assert_array_equal(g.grid.z1, windows[i].grid.z1)
+    assert lines == ["grids for p(z|x) done; fitting q* from 6 starts (3.0 per image)",
+                     "  Adam step 3/3 on lambda",
+                     f"scored the 6 fitted q on the grids ({len(not_held)} on grids of their own)"]
