@@ -36,6 +36,8 @@ ELBO(q*), so
     measured amortisation gap   ELBO(q*_found) - ELBO(q_encoder)  <=  the true one          (a lower bound)
 
 (up to the grid's quadrature error, about 1e-4 nats at 201 points a side: posterior.py).
+``summary`` reduces a Gaps to the numbers ``python -m scratchvae.chapters.inference`` prints
+(means, standard errors and medians over the images; docs/results.md).
 
 Shapes: x (N, D), mu/logvar (N, K), eps (L, N, K). N datapoints are optimised at once, but
 each lambda_i only ever sees its own x_i: the objective is a sum of independent ELBOs.

@@ -28,6 +28,16 @@ REL_ERROR_DTYPE = ('only one of a, b stays in its own dtype; a - b and |a| + |b|
 DIVIDE = ("no model's loss_and_grads divides by zero (its logs are of numbers >= 1, its divisions by L "
           "N >= 1), so np.errstate's divide setting is never consulted")
 
+FLOOR = 'int() of the positive number n / 40 is n // 40 (int truncates towards zero, which for n >= 0 is the floor)'
+SORT_KIND_CASE = "NumPy reads a sort kind by its first letter in either case: 'STABLE' is 'stable'"
+EPS_CAST = ("elbo_and_grads passes eps through model._check_eps, which casts it to the model's dtype: the same "
+            'draws, rounded once to that dtype, reach the computation either way')
+SAY_RESULT = "what the silent logger returns is never read: None or 0, nothing is printed"
+MASS_BOUNDARY = ('only a mass of exactly 1 - 1e-6 tells < from <=; a sum of exp over a grid does not land on that '
+                 'float, and either way the q is scored on a grid that holds it to 1e-6')
+EXTRA_ROW = ("grids_holding of x[i:i + 2] returns x_i's grid first, the same as x[i:i + 1]'s (each image's square is "
+             "its own); the second, x_(i+1)'s, is computed and thrown away")
+
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
         ('return True', ROUTE),
@@ -143,4 +153,24 @@ EQUIVALENT = {
         ('a = a.astype(model.dtype, )', COPY),
     'scratchvae.vae.x_check_input__mutmut_73':
         ('a = a.astype(model.dtype, copy=True)', COPY),
+    'scratchvae.chapters.inference.x_elbo_and_grads__mutmut_44':
+        ('out = out.reshape(L, N, -2) if isinstance(out, np.ndarray) else tuple(o.reshape(L, N, -1) for o in out)', RESHAPE),
+    'scratchvae.chapters.inference.x_elbo_and_grads__mutmut_53':
+        ('out = out.reshape(L, N, -1) if isinstance(out, np.ndarray) else tuple(o.reshape(L, N, -2) for o in out)', RESHAPE),
+    'scratchvae.chapters.inference.x_elbo_and_grads__mutmut_81':
+        ('d_out = d_out.reshape(L * N, -2) / L', RESHAPE),
+    'scratchvae.chapters.inference.x_elbo_and_grads__mutmut_91':
+        ('d_out = tuple(d.reshape(L * N, -2) / L for d in d_out)', RESHAPE),
+    'scratchvae.chapters.inference.x_grid_modes__mutmut_12':
+        ('r = int(radius or max(1, len(gap.grid.z1) / 40))', FLOOR),
+    'scratchvae.chapters.inference.x_grid_modes__mutmut_47':
+        ('best = peaks[np.argsort(-values.ravel()[peaks], kind="STABLE")[:n]]', SORT_KIND_CASE),
+    'scratchvae.chapters.inference.x_fit_q__mutmut_98':
+        ('eps = rng.standard_normal((n_samples, N, K)).astype(None)', EPS_CAST),
+    'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_4':
+        ('say = log or (lambda text: 0)', SAY_RESULT),
+    'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_72':
+        ('if mass[r] <= 1 - 1e-6:                                        # not held: a grid of its own', MASS_BOUNDARY),
+    'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_85':
+        ('own[r] = grids_holding(model, x[i:i + 2], *lam, points)[0]', EXTRA_ROW),
 }
