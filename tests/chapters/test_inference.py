@@ -626,3 +626,15 @@ def test_gaps_on_grid_from_every_start_keeps_the_best_rows_fit_and_says_what_it_
     assert lines == ["grids for p(z|x) done; fitting q* from 6 starts (3.0 per image)",
                      "  Adam step 3/3 on lambda",
                      f"scored the 6 fitted q on the grids ({len(not_held)} on grids of their own)"]
+
+
+def test_gaps_on_grid_starts_from_as_many_modes_as_asked():
+    """p(z|x) with two modes (see two_mode_model): modes=1 starts from the higher only, modes=0
+    from none, and the default (MODE_STARTS = 3) from both, as many as there are."""
+    model, x = two_mode_model(2.0, c=0.8, sigma_x=0.2, enc_mu=(-2.5, 0.0), enc_logvar=(np.log(0.04), 0.0))
+    assert len(grid_modes(exact_gap(model, x, points=41)[0], n=5)) == 2
+    for modes, names in ((1, ["encoder", "prior", "mode 1"]), (0, ["encoder", "prior"]),
+                         (None, ["encoder", "prior", "mode 1", "mode 2"])):
+        kw = {} if modes is None else {"modes": modes}
+        gaps = gaps_on_grid(model, x, np.random.default_rng(0), points=41, steps=1, **kw)
+        assert [name for name, _ in gaps.starts[0]] == names, modes

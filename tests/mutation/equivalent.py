@@ -35,8 +35,6 @@ EPS_CAST = ("elbo_and_grads passes eps through model._check_eps, which casts it 
 SAY_RESULT = "what the silent logger returns is never read: None or 0, nothing is printed"
 MASS_BOUNDARY = ('only a mass of exactly 1 - 1e-6 tells < from <=; a sum of exp over a grid does not land on that '
                  'float, and either way the q is scored on a grid that holds it to 1e-6')
-EXTRA_ROW = ("grids_holding of x[i:i + 2] returns x_i's grid first, the same as x[i:i + 1]'s (each image's square is "
-             "its own); the second, x_(i+1)'s, is computed and thrown away")
 
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
@@ -171,6 +169,4 @@ EQUIVALENT = {
         ('say = log or (lambda text: 0)', SAY_RESULT),
     'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_72':
         ('if mass[r] <= 1 - 1e-6:                                        # not held: a grid of its own', MASS_BOUNDARY),
-    'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_85':
-        ('own[r] = grids_holding(model, x[i:i + 2], *lam, points)[0]', EXTRA_ROW),
 }
