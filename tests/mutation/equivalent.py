@@ -28,6 +28,15 @@ REL_ERROR_DTYPE = ('only one of a, b stays in its own dtype; a - b and |a| + |b|
 DIVIDE = ("no model's loss_and_grads divides by zero (its logs are of numbers >= 1, its divisions by L "
           "N >= 1), so np.errstate's divide setting is never consulted")
 
+SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
+                'the images in their order and draws no permutation')
+AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
+EINSUM_CASE = ('einsum subscripts are labels: "NG,NGI,NGJ->NIJ" names the same axes, in the same roles, as '
+               '"ng,ngi,ngj->nij"')
+EDGE_BITS = ('edge = (a posterior total, ~1) - (its interior sum, ~1) is a multiple of 2^-53 whenever it is '
+             'below 0.5, and 1e-9 is not one (1e-9 * 2^53 = 9007199.25...): edge == 1e-9 never happens, so '
+             '< and <= decide alike')
+
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
         ('return True', ROUTE),
@@ -143,4 +152,24 @@ EQUIVALENT = {
         ('a = a.astype(model.dtype, )', COPY),
     'scratchvae.vae.x_check_input__mutmut_73':
         ('a = a.astype(model.dtype, copy=True)', COPY),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
+        ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
+        ('codes = model.encode(x)[0].astype(None)                        # E_q[z] = mu', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_16':
+        ('log_px = logsumexp(log_joint, ) + np.log(area)               # (N,)', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_22':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))       # (N, 2) each', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_64':
+        ('posterior_mass = exp_no_subnormal(log_posterior + np.log(area)).reshape(-2, *grid.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_6':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_44':
+        ('log_post = log_joint - logsumexp(log_joint, )[:, None]', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_52':
+        ('mass = exp_no_subnormal(log_post).reshape(-2, *coarse.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_69':
+        ('if np.all(edge <= 1e-9) or radius >= max_radius:', EDGE_BITS),
+    'scratchvae.chapters.posterior.xǁGapOnGridǁposterior_moments__mutmut_17':
+        ('return mean, np.einsum("NG,NGI,NGJ->NIJ", mass, d, d)', EINSUM_CASE),
 }
