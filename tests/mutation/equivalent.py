@@ -28,6 +28,12 @@ REL_ERROR_DTYPE = ('only one of a, b stays in its own dtype; a - b and |a| + |b|
 DIVIDE = ("no model's loss_and_grads divides by zero (its logs are of numbers >= 1, its divisions by L "
           "N >= 1), so np.errstate's divide setting is never consulted")
 
+CHUNK = ('how many samples f and grad_f get per call: the same draws in the same order (the noise is '
+         'drawn up front, the reference stream chunk by chunk), so the same per-sample terms; only the '
+         'grouping of a float sum, or the height of a matrix product, changes, at the last bit')
+REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and written over with the same values '
+                    '(time, not numbers)')
+DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
 SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
                 'the images in their order and draws no permutation')
 AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
@@ -152,6 +158,22 @@ EQUIVALENT = {
         ('a = a.astype(model.dtype, )', COPY),
     'scratchvae.vae.x_check_input__mutmut_73':
         ('a = a.astype(model.dtype, copy=True)', COPY),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_2':
+        ('chunk=10001):', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_51':
+        ('step = max(2, chunk // S)                                         # repeats per call', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_58':
+        ('for r in range(0, R, ):', REPEAT_ONCE_MORE),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_67':
+        ("flat = e.reshape(-2, *mu.shape)                               # (r' S, N, K)", RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_21':
+        ('return model._log_likelihood(x, _reshape(out, (S, N, -2)))              # (S, N)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_42':
+        ('d_out = model._log_likelihood_grads(x, _reshape(out, (S, N, -2)))  # d log p / d out', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_51':
+        ('dz = model._decoder_backward(_reshape(d_out, (S * N, -2)))         # (S*N, K)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_6':
+        ('out = model.decode(z.reshape(S * N, K).astype(None))', DECODE_CASTS),
     'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
         ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
     'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
