@@ -34,6 +34,14 @@ CHUNK = ('how many samples f and grad_f get per call: the same draws in the same
 REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and written over with the same values '
                     '(time, not numbers)')
 DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
+SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
+                'the images in their order and draws no permutation')
+AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
+EINSUM_CASE = ('einsum subscripts are labels: "NG,NGI,NGJ->NIJ" names the same axes, in the same roles, as '
+               '"ng,ngi,ngj->nij"')
+EDGE_BITS = ('edge = (a posterior total, ~1) - (its interior sum, ~1) is a multiple of 2^-53 whenever it is '
+             'below 0.5, and 1e-9 is not one (1e-9 * 2^53 = 9007199.25...): edge == 1e-9 never happens, so '
+             '< and <= decide alike')
 
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
@@ -166,4 +174,24 @@ EQUIVALENT = {
         ('dz = model._decoder_backward(_reshape(d_out, (S * N, -2)))         # (S*N, K)', RESHAPE),
     'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_6':
         ('out = model.decode(z.reshape(S * N, K).astype(None))', DECODE_CASTS),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
+        ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
+        ('codes = model.encode(x)[0].astype(None)                        # E_q[z] = mu', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_16':
+        ('log_px = logsumexp(log_joint, ) + np.log(area)               # (N,)', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_22':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))       # (N, 2) each', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_64':
+        ('posterior_mass = exp_no_subnormal(log_posterior + np.log(area)).reshape(-2, *grid.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_6':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_44':
+        ('log_post = log_joint - logsumexp(log_joint, )[:, None]', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_52':
+        ('mass = exp_no_subnormal(log_post).reshape(-2, *coarse.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_69':
+        ('if np.all(edge <= 1e-9) or radius >= max_radius:', EDGE_BITS),
+    'scratchvae.chapters.posterior.xǁGapOnGridǁposterior_moments__mutmut_17':
+        ('return mean, np.einsum("NG,NGI,NGJ->NIJ", mass, d, d)', EINSUM_CASE),
 }
