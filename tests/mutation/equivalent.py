@@ -35,6 +35,20 @@ EPS_CAST = ("elbo_and_grads passes eps through model._check_eps, which casts it 
 SAY_RESULT = "what the silent logger returns is never read: None or 0, nothing is printed"
 MASS_BOUNDARY = ('only a mass of exactly 1 - 1e-6 tells < from <=; a sum of exp over a grid does not land on that '
                  'float, and either way the q is scored on a grid that holds it to 1e-6')
+CHUNK = ('how many samples f and grad_f get per call: the same draws in the same order (the noise is '
+         'drawn up front, the reference stream chunk by chunk), so the same per-sample terms; only the '
+         'grouping of a float sum, or the height of a matrix product, changes, at the last bit')
+REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and written over with the same values '
+                    '(time, not numbers)')
+DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
+SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
+                'the images in their order and draws no permutation')
+AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
+EINSUM_CASE = ('einsum subscripts are labels: "NG,NGI,NGJ->NIJ" names the same axes, in the same roles, as '
+               '"ng,ngi,ngj->nij"')
+EDGE_BITS = ('edge = (a posterior total, ~1) - (its interior sum, ~1) is a multiple of 2^-53 whenever it is '
+             'below 0.5, and 1e-9 is not one (1e-9 * 2^53 = 9007199.25...): edge == 1e-9 never happens, so '
+             '< and <= decide alike')
 
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
@@ -169,4 +183,40 @@ EQUIVALENT = {
         ('say = log or (lambda text: 0)', SAY_RESULT),
     'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_72':
         ('if mass[r] <= 1 - 1e-6:                                        # not held: a grid of its own', MASS_BOUNDARY),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_2':
+        ('chunk=10001):', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_51':
+        ('step = max(2, chunk // S)                                         # repeats per call', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_58':
+        ('for r in range(0, R, ):', REPEAT_ONCE_MORE),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_67':
+        ("flat = e.reshape(-2, *mu.shape)                               # (r' S, N, K)", RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_21':
+        ('return model._log_likelihood(x, _reshape(out, (S, N, -2)))              # (S, N)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_42':
+        ('d_out = model._log_likelihood_grads(x, _reshape(out, (S, N, -2)))  # d log p / d out', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_51':
+        ('dz = model._decoder_backward(_reshape(d_out, (S * N, -2)))         # (S*N, K)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_6':
+        ('out = model.decode(z.reshape(S * N, K).astype(None))', DECODE_CASTS),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
+        ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
+        ('codes = model.encode(x)[0].astype(None)                        # E_q[z] = mu', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_16':
+        ('log_px = logsumexp(log_joint, ) + np.log(area)               # (N,)', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_22':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))       # (N, 2) each', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_64':
+        ('posterior_mass = exp_no_subnormal(log_posterior + np.log(area)).reshape(-2, *grid.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_6':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_44':
+        ('log_post = log_joint - logsumexp(log_joint, )[:, None]', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_52':
+        ('mass = exp_no_subnormal(log_post).reshape(-2, *coarse.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_69':
+        ('if np.all(edge <= 1e-9) or radius >= max_radius:', EDGE_BITS),
+    'scratchvae.chapters.posterior.xǁGapOnGridǁposterior_moments__mutmut_17':
+        ('return mean, np.einsum("NG,NGI,NGJ->NIJ", mass, d, d)', EINSUM_CASE),
 }
