@@ -188,6 +188,11 @@ def test_compare_estimators_takes_one_sample_and_two_repeats_and_counts_its_refe
     for S, R, message in ((0, 2, "n_samples must be an integer >= 1"), (1, 1, "n_repeats must be an integer >= 2")):
         with pytest.raises(ValueError, match=message):
             compare_estimators(f, grad_f, mu, sigma, S, R, np.random.default_rng(0))
+    for name in ("n_reference", "chunk"):
+        with pytest.raises(ValueError, match=f"^{name} must be an integer >= 1, got 0$"):
+            compare_estimators(f, grad_f, mu, sigma, 1, 2, np.random.default_rng(0), **{name: 0})
+    # the reference is 20,000 draws unless told otherwise
+    assert compare_estimators(f, grad_f, mu, sigma, 1, 2, np.random.default_rng(0)).n_reference == 20_000
 
 
 def test_the_decoders_gradient_stays_in_the_models_dtype():

@@ -32,13 +32,17 @@ AE_N_SAMPLES = ('the autoencoder passes a sample count only so that the shared c
                 'has one: it draws no samples, and 1 and 2 both pass the check')
 SPAWN = ("child 0 of a SeedSequence is the same whatever the number of children spawned (its spawn key is "
          "(0,)), so the weights are the same draws")
-Z_CAST = ("decode checks z with check_input, which casts it to the model's dtype: float64 draws rounded there "
-          "are the same numbers as the draws rounded here")
 FALSY = "None is falsy as False is: `if exclude_self:` takes the same branch"
 MEAN_ORDER = ('the mean of the same L x N numbers taken in another order (over samples then datapoints, the '
               'other way round, or all at once: every row holds as many): the same mean, only the order of '
               'the additions differs')
 N_CLASSES_DEFAULT = "CVAE's n_classes defaults to N_CLASSES, the value from_config passes"
+CHUNK = ('how many samples f and grad_f get per call: the same draws in the same order (the noise is '
+         'drawn up front, the reference stream chunk by chunk), so the same per-sample terms; only the '
+         'grouping of a float sum, or the height of a matrix product, changes, at the last bit')
+REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and written over with the same values '
+                    '(time, not numbers)')
+DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
 
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
@@ -180,7 +184,7 @@ EQUIVALENT = {
     'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_68':
         ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
     'scratchvae.chapters.autoencoder.xǁAutoencoderǁsample__mutmut_8':
-        ('return self.decode_mean(_need_generator(rng).standard_normal((n, self.latent_dim)).astype(None))', Z_CAST),
+        ('return self.decode_mean(_need_generator(rng).standard_normal((n, self.latent_dim)).astype(None))', DECODE_CASTS),
     'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_109':
         ('d_out = _scale(d_out, -a[..., None], (k * N, -2))        # d loss / d(decoder outputs)', RESHAPE),
     'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_162':
@@ -237,4 +241,20 @@ EQUIVALENT = {
         ('rec = -np.mean(log_px_z, axis=None)                                       # (N,)', MEAN_ORDER),
     'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_68':
         ('rec = -np.mean(log_px_z, )                                       # (N,)', MEAN_ORDER),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_2':
+        ('chunk=10001):', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_51':
+        ('step = max(2, chunk // S)                                         # repeats per call', CHUNK),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_58':
+        ('for r in range(0, R, ):', REPEAT_ONCE_MORE),
+    'scratchvae.chapters.estimators.x_compare_estimators__mutmut_67':
+        ("flat = e.reshape(-2, *mu.shape)                               # (r' S, N, K)", RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_21':
+        ('return model._log_likelihood(x, _reshape(out, (S, N, -2)))              # (S, N)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_42':
+        ('d_out = model._log_likelihood_grads(x, _reshape(out, (S, N, -2)))  # d log p / d out', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_51':
+        ('dz = model._decoder_backward(_reshape(d_out, (S * N, -2)))         # (S*N, K)', RESHAPE),
+    'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_6':
+        ('out = model.decode(z.reshape(S * N, K).astype(None))', DECODE_CASTS),
 }
