@@ -35,6 +35,15 @@ EPS_CAST = ("elbo_and_grads passes eps through model._check_eps, which casts it 
 SAY_RESULT = "what the silent logger returns is never read: None or 0, nothing is printed"
 MASS_BOUNDARY = ('only a mass of exactly 1 - 1e-6 tells < from <=; a sum of exp over a grid does not land on that '
                  'float, and either way the q is scored on a grid that holds it to 1e-6')
+AE_N_SAMPLES = ('the autoencoder passes a sample count only so that the shared check of the VAE\'s arguments '
+                'has one: it draws no samples, and 1 and 2 both pass the check')
+SPAWN = ("child 0 of a SeedSequence is the same whatever the number of children spawned (its spawn key is "
+         "(0,)), so the weights are the same draws")
+FALSY = "None is falsy as False is: `if exclude_self:` takes the same branch"
+MEAN_ORDER = ('the mean of the same L x N numbers taken in another order (over samples then datapoints, the '
+              'other way round, or all at once: every row holds as many): the same mean, only the order of '
+              'the additions differs')
+N_CLASSES_DEFAULT = "CVAE's n_classes defaults to N_CLASSES, the value from_config passes"
 CHUNK = ('how many samples f and grad_f get per call: the same draws in the same order (the noise is '
          'drawn up front, the reference stream chunk by chunk), so the same per-sample terms; only the '
          'grouping of a float sum, or the height of a matrix product, changes, at the last bit')
@@ -183,6 +192,88 @@ EQUIVALENT = {
         ('say = log or (lambda text: 0)', SAY_RESULT),
     'scratchvae.chapters.inference.x_gaps_on_grid__mutmut_72':
         ('if mass[r] <= 1 - 1e-6:                                        # not held: a grid of its own', MASS_BOUNDARY),
+    'scratchvae.chapters.autoencoder.x_empty_prior_fraction__mutmut_50':
+        ('return float(np.mean(nearest(z_prior, codes, None) > r))', FALSY),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_109':
+        ('self.dec_heads = [Dense(H, D, init_rng, dtype, name="mean"), Dense(H, D, init_rng, None, name="logvar")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_19':
+        ('hidden_dims, dtype = _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, 2, dtype)', AE_N_SAMPLES),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_28':
+        ('init_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0])   # as VAE(seed=seed)', SPAWN),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_36':
+        ('self.encoder = MLP(D, hidden_dims, activation, init_rng, None, name="enc")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_50':
+        ('self.enc_z = Dense(self.encoder.out_dim, K, init_rng, None, name="z")        # one head: z itself', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_64':
+        ('self.decoder = MLP(K, hidden_dims[::-1], activation, init_rng, None, name="dec")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_84':
+        ('self.dec_heads = [Dense(H, D, init_rng, None, name="logits")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_97':
+        ('self.dec_heads = [Dense(H, D, init_rng, None, name="mean"), Dense(H, D, init_rng, dtype, name="logvar")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_65':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_67':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_68':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁsample__mutmut_8':
+        ('return self.decode_mean(_need_generator(rng).standard_normal((n, self.latent_dim)).astype(None))', DECODE_CASTS),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_109':
+        ('d_out = _scale(d_out, -a[..., None], (k * N, -2))        # d loss / d(decoder outputs)', RESHAPE),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_162':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_164':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_165':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_168':
+        ('rec, kl = -log_px_z.mean(axis=None), (log_qz_x - log_pz).mean(axis=0)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_169':
+        ('rec, kl = -log_px_z.mean(axis=1), (log_qz_x - log_pz).mean(axis=0)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_170':
+        ('rec, kl = -log_px_z.mean(axis=0), (log_qz_x - log_pz).mean(axis=None)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_172':
+        ('rec, kl = -log_px_z.mean(axis=0), (log_qz_x - log_pz).mean(axis=1)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_42':
+        ('out = _reshape(out, (k, N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_118':
+        ('self.dec_logits = Dense(H, D, init_rng, None, name="logits")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_132':
+        ('self.dec_mean = Dense(H, D, init_rng, None, name="mean")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_145':
+        ('self.dec_logvar = Dense(H, D, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_54':
+        ('self.encoder = MLP(D + C, hidden_dims, activation, init_rng, None, name="enc")   # q(z | x, y)', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_70':
+        ('self.enc_mu = Dense(H, K, init_rng, None, name="mu")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_83':
+        ('self.enc_logvar = Dense(H, K, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_97':
+        ('self.decoder = MLP(K + C, hidden_dims[::-1], activation, init_rng, None, name="dec")  # p(x | z, y)', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ_log_px_zy__mutmut_32':
+        ('out = _reshape(self._decode(z.reshape(L * N, K), np.tile(self.one_hot(y, N), (L, 1))), (L, N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁfrom_config__mutmut_6':
+        ('return super().from_config(config, input_dim, )', N_CLASSES_DEFAULT),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_100':
+        ('d_out = (tuple((scale * d).reshape(L * N, -2) for d in d_out) if isinstance(d_out, tuple)', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_108':
+        ('else (scale * d_out).reshape(L * N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_118':
+        ('dzy = self._decoder_backward(d_out).reshape(L, N, -2)                  # (L, N, K + C)', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_146':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_148':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_149':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_55':
+        ('out = _reshape(self._decoder_forward(zy.reshape(L * N, -2)), (L, N, -1))  # p sees [z, y]', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_57':
+        ('out = _reshape(self._decoder_forward(zy.reshape(L * N, -1)), (L, N, -2))  # p sees [z, y]', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_66':
+        ('rec = -np.mean(log_px_z, axis=None)                                       # (N,)', MEAN_ORDER),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_68':
+        ('rec = -np.mean(log_px_z, )                                       # (N,)', MEAN_ORDER),
     'scratchvae.chapters.estimators.x_compare_estimators__mutmut_2':
         ('chunk=10001):', CHUNK),
     'scratchvae.chapters.estimators.x_compare_estimators__mutmut_51':
