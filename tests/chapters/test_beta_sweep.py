@@ -361,3 +361,38 @@ def test_the_sweep_config_names_every_choice_of_the_demos_2d_model(monkeypatch):
     beta_sweep.sweep_config(0.5, 3, 7)
     assert calls == [dict(hidden=(400,), latent=2, activation="relu", likelihood="bernoulli", binarize="none",
                           beta=0.5, epochs=3, seed=7)]
+
+
+def test_the_command_prints_the_sweeps_table_and_saves_its_numbers(tmp_path, monkeypatch, capsys):
+    """`python -m scratchvae.chapters.beta_sweep` hands the splits, betas, epochs, seed and
+    binarisation to run_beta_sweep, prints table() of what it returns and writes those numbers
+    to beta_sweep.json (the sweep itself is the recorded stand-in here: no training)."""
+    import scratchvae.chapters.beta_sweep as beta_sweep
+    from helpers import write_dataset
+    written = write_dataset(tmp_path / "data", n_train=30, n_test=12)
+    seen = {}
+    results = [dict(beta=b, distortion=100 + b, rate=10 - b, nelbo=110.0, objective=110 + b * 0.5,
+                    active_units=2, inside=0.25 * b, seconds=1.5, code_mean=np.array([0.1, -0.2]),
+                    code_std=np.array([1.0 + b, 2.0])) for b in (0.0, 2.0)]
+
+    def sweep(train_images, test_images, test_labels, **kwargs):
+        seen.update(train=train_images, test=test_images, labels=test_labels, **kwargs)
+        return results
+
+    monkeypatch.setattr(beta_sweep, "run_beta_sweep", sweep)
+    argv = ["--data-dir", str(tmp_path / "data"), "--no-download", "--train-split", "train[:20]",
+            "--test-split", "test", "--betas", "0", "2", "--epochs", "3", "--seed", "7",
+            "--binarize", "dynamic", "--out", str(tmp_path / "out")]
+    assert beta_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(beta_sweep.table(results) + "\n")
+    assert "2 models, 3 epochs each, on 20 training and 12 test images, seed 7" in out
+    np.testing.assert_array_equal(seen["train"].reshape(20, 784), written["train"][0][:20])
+    np.testing.assert_array_equal(seen["test"].reshape(12, 784), written["test"][0])
+    np.testing.assert_array_equal(seen["labels"], written["test"][1])
+    assert (seen["betas"], seen["epochs"], seen["seed"], seen["binarize"]) == ([0.0, 2.0], 3, 7, "dynamic")
+    assert seen["figure_path"] == tmp_path / "out" / "11_beta_sweep.png"
+    saved = json.loads((tmp_path / "out" / "beta_sweep.json").read_text())
+    assert saved == [{**{k: r[k] for k in ("beta", "distortion", "rate", "nelbo", "objective", "active_units",
+                                          "inside", "seconds")},
+                      "code_mean": r["code_mean"].tolist(), "code_std": r["code_std"].tolist()} for r in results]
