@@ -532,14 +532,16 @@ def test_the_defaults_of_the_nelbo_and_of_the_autoencoders_loss(monkeypatch):
                                                                                       binarize="dynamic", seed=0)
 
 
-def test_the_autoencoders_loss_is_its_reconstruction_error_on_the_seeded_binarisation():
+def test_the_autoencoders_loss_is_its_reconstruction_error_on_the_seeded_binarisation(monkeypatch):
     """rec = mean_i -log p(x_i|z_i) on [u < pixels/255], u from substream 0 of the seed, images in
     their order (no shuffle), whatever the batch size; evaluate_losses passes seed, batch size, binarize."""
     ae, images = Autoencoder(16, [8], 2, seed=0), grey_images(23)
     expected = float(np.mean(ae.reconstruction_error(binarized(images, 7, 0)), dtype=np.float64))
     got = evaluate_reconstruction(ae, images, batch_size=4, seed=7, binarize="dynamic")
     assert got == {"rec": pytest.approx(expected, rel=1e-6), "n": 23}
+    batches = record_calls(monkeypatch, ae, "reconstruction_error")
     assert evaluate_losses(ae, images, batch_size=4, seed=7, binarize="dynamic") == got
+    assert batches == [4, 4, 4, 4, 4, 3]
     assert evaluate_losses(ae, images, labels=np.arange(23), batch_size=4, seed=7, binarize="dynamic") == got
 
 
