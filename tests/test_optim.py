@@ -321,3 +321,23 @@ def test_the_flush_interval_is_the_longest_in_which_decay_cannot_reach_tiny(beta
     assert beta ** (interval + 1) * optim.FLUSH_MARGIN < 1                 # one step more reaches below tiny
     assert beta ** interval * optim.FLUSH_MARGIN >= 1 or interval == 1     # and it is the longest such interval
     assert optim._flush_interval(0.0, 0.0) == 1
+
+
+@pytest.mark.parametrize("dtype, below", [(np.float32, 1.2e-35), (np.float64, 2.3e-305)])
+def test_the_flush_clears_moments_below_its_documented_threshold_every_65_steps(dtype, below):
+    """Adam's docstring: every flush_every steps (65 for beta1 = 0.9: 0.9^65 > 2^-10) entries
+    below 2^10 * tiny (1.2e-35 in float32, 2.3e-305 in float64) are set to 0, nothing larger."""
+    from scratchvae.optim import Adam
+    tiny = np.finfo(dtype).tiny
+    params, grads = np.zeros(4, dtype), np.zeros(4, dtype)
+    adam = Adam(params, grads)
+    assert adam.flush_every == 65 and 0.9 ** 65 > 2.0 ** -10 > 0.9 ** 66
+    assert 2 ** 10 * tiny == pytest.approx(below, rel=0.03)
+    kept, cleared = 1.5 * 2 ** 10 * tiny, 0.5 * 2 ** 10 * tiny            # after step 65's decay
+    adam.t = 64
+    adam.m_sum[...] = np.array([kept, cleared, 1.0, 0.0], dtype) / dtype(0.9)
+    adam.v_sum[...] = np.array([1.0, 1.0, kept, cleared], dtype) / dtype(0.999)
+    adam.step()                                                            # t = 65: a flush step
+    np.testing.assert_array_equal(adam.m_sum != 0, [True, False, True, False])
+    np.testing.assert_array_equal(adam.v_sum != 0, [True, True, True, False])
+    assert adam.m_sum[0] == pytest.approx(kept, rel=1e-6)

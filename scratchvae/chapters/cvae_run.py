@@ -37,7 +37,7 @@ from .judge import Judge, asked_for_rate, cross_validated_accuracy
 from ..machinery.runner import CHECKPOINT_NAME, ConfigError, TrainConfig, train
 
 
-EPOCHS = 30                # the default training: the judge reads 87 % of the drawn digits as asked (5 epochs: 71 %)
+EPOCHS = 30                # the default training: the judge reads 87 % of the drawn digits as the digit asked for (5 epochs: 71 %)
 
 
 def binarize(images_u8, rng):

@@ -272,3 +272,137 @@ def test_the_autoencoder_decodes_prior_samples_as_the_vae_does():
     z = np.random.default_rng(7).standard_normal((4, 2)).astype(np.float32)
     assert drawn.dtype == np.float32 and drawn.shape == (4, 6)
     np.testing.assert_array_equal(drawn, ae.decode_mean(z))
+
+
+def pytorch_style_draws(seed, shapes):
+    """The weights Dense draws, written out: W then b of each layer in turn, U(-1/sqrt(D_in), 1/sqrt(D_in)),
+    in float64, from child 0 of ``seed`` (as VAE(seed=seed) draws its own)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[0])
+    drawn = {}
+    for name, (d_in, d_out) in shapes:
+        bound = 1 / np.sqrt(d_in)
+        drawn[f"{name}.W"] = rng.uniform(-bound, bound, size=(d_in, d_out))
+        drawn[f"{name}.b"] = rng.uniform(-bound, bound, size=(d_out,))
+    return drawn
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_a_float64_autoencoder_draws_every_layer_in_float64_with_a_mirrored_decoder(likelihood):
+    """Autoencoder(6, [7, 5], 2) is the encoder 6 -> 7 -> 5 -> z (2) and the decoder it mirrors,
+    2 -> 5 -> 7 -> 6 (hidden sizes reversed); a float64 model draws each layer in float64 (not
+    float32 draws widened), so its weights are exactly the draws written out here."""
+    model = Autoencoder(6, [7, 5], 2, likelihood=likelihood, dtype=np.float64, seed=3)
+    heads = [("dec.logits", (7, 6))] if likelihood == "bernoulli" else [("dec.mean", (7, 6)), ("dec.logvar", (7, 6))]
+    shapes = [("enc.fc1", (6, 7)), ("enc.fc2", (7, 5)), ("enc.z", (5, 2)), ("dec.fc1", (2, 5)), ("dec.fc2", (5, 7)),
+              *heads]
+    drawn = pytorch_style_draws(3, shapes)
+    assert list(model.params) == list(drawn)
+    for name, p in model.params.items():
+        assert p.dtype == np.float64 and p.shape == drawn[name].shape, name
+        np.testing.assert_array_equal(p, drawn[name], err_msg=name)
+    assert Autoencoder.parameter_shapes(model.config()) == {k: v.shape for k, v in drawn.items()}
+
+
+def test_the_autoencoders_layers_have_the_names_its_parameters_and_messages_use():
+    model = Autoencoder(6, [5], 2, likelihood="gaussian", seed=0)
+    assert repr(model.encoder) == "MLP('enc', [Dense('fc1'), ReLU('relu1')])"
+    assert repr(model.decoder) == "MLP('dec', [Dense('fc1'), ReLU('relu1')])"
+    assert [repr(d) for d in (model.enc_z, *model.dec_heads)] == ["Dense('z')", "Dense('mean')", "Dense('logvar')"]
+    with pytest.raises(RuntimeError, match="^Dense 'z': backward"):
+        model.enc_z.backward(np.zeros((1, 2), np.float32))
+
+
+def test_a_float32_autoencoder_keeps_its_gradients_in_float32():
+    """flat_grads, and every gradient view into it, are in the model's dtype (what Adam reads)."""
+    model = Autoencoder(6, [5], 2, seed=0)
+    model.loss_and_grads(np.random.default_rng(0).random((3, 6)).astype(np.float32))
+    assert model.flat_grads.dtype == np.float32
+    assert all(g.dtype == np.float32 and np.shares_memory(g, model.flat_grads) for g in model.grads.values())
+
+
+def _refusal(call, message):
+    with pytest.raises(ValueError) as refused:
+        call()
+    assert str(refused.value) == message
+
+
+def test_bad_inputs_are_refused_with_the_message_that_names_them():
+    """What a user meets: each entry point refuses x (the data) and z (the codes) with the one
+    check of every model, which names the input, its shape letters and the data's rules."""
+    ae, rng = Autoencoder(6, [5], 2, seed=0), np.random.default_rng(0)
+    for method in (ae.encode, ae.loss_and_grads, ae.reconstruction_error, ae.reconstruct):
+        _refusal(lambda: method(np.zeros((3, 5))),
+                 "x must have shape (N, 6) (one flattened datapoint per row), got shape (3, 5)")
+        _refusal(lambda: method(np.zeros((0, 6))), "x holds no datapoints (shape (0, 6)); it needs N >= 1")
+        _refusal(lambda: method(np.full((2, 6), 255, np.uint8)),
+                 "x holds uint8 values up to 255, like pixels 0..255: divide uint8 images by 255 "
+                 "(data.iterate_batches does) to get values in [0, 1]")
+        _refusal(lambda: method(np.linspace(-1, 2, 12).reshape(2, 6)),
+                 "x holds values in [-1, 2], but the Bernoulli likelihood needs x in [0, 1] (grey levels or "
+                 "0/1 pixels); rescale x, or use likelihood='gaussian' for real-valued data")
+    for method in (ae.decode, ae.decode_mean):
+        _refusal(lambda: method(np.zeros((3, 3))), "z must have shape (M, 2), got shape (3, 3)")
+        _refusal(lambda: method(np.zeros((0, 2))), "z holds no codes (shape (0, 2)); it needs M >= 1")
+    _refusal(lambda: ae.sample(0, rng), "n, the number of images to generate, must be an integer >= 1, got 0")
+    vae = VAE(6, [5], 2, seed=0)
+    _refusal(lambda: compare_with_vae(ae, vae, rng.random((4, 6)), np.arange(4), rng, n_samples=0),
+             "n_samples must be an integer >= 1, got 0")
+
+
+def test_empty_prior_fraction_counts_by_hand():
+    """Four codes on a line, 0.25, 0.25, 0.5, 1.75 from their nearest other code: at quantile 0.5
+    r = 0.375. Five prior samples: 0.35 from code 0 (inside; 0.43 from any other code), exactly r
+    from code 0 (inside: empty means farther than r), 2.5 away, 0.05 away, 0.75 away -> 2 of 5.
+    Every square and root here is exact in binary, so the count is exact."""
+    codes = np.array([[0, 0], [0.25, 0], [0.75, 0], [2.5, 0]])
+    prior = np.array([[0, 0.35], [0, 0.375], [5, 0], [0.75, 0.05], [1.5, 0]])
+    assert empty_prior_fraction(codes, prior, quantile=0.5) == 2 / 5
+    # the default quantile 0.99: r = 0.5 + 0.97 * 1.25 = 1.7125, only the sample 2.5 away is empty
+    assert empty_prior_fraction(codes, prior) == 1 / 5
+    # the same codes and samples moved and turned: the same counts
+    turn = np.array([[0.6, 0.8], [-0.8, 0.6]])
+    assert empty_prior_fraction(codes @ turn + [3, -1], prior @ turn + [3, -1], quantile=0.5) == 2 / 5
+
+
+def test_empty_prior_fraction_of_float32_codes_far_from_the_origin_against_brute_force():
+    """Float32 codes and samples packed near (100, 100), 0.005 apart: the expanded |a|^2 - 2 a.b + |b|^2
+    cancels 4e4 down to 1e-5, so it must run in float64 (in float32 it is noise); the fraction is
+    the one of the distances taken directly, and the one of the same points moved to the origin."""
+    rng = np.random.default_rng(0)
+    codes = (100 + 0.05 * rng.standard_normal((200, 2))).astype(np.float32)
+    prior = (100 + 0.08 * rng.standard_normal((400, 2))).astype(np.float32)
+    c, p = codes.astype(np.float64), prior.astype(np.float64)
+    spacing = np.linalg.norm(c[:, None] - c[None], axis=2)
+    np.fill_diagonal(spacing, np.inf)
+    r = np.quantile(spacing.min(axis=1), 0.99)
+    far = np.linalg.norm(p[:, None] - c[None], axis=2).min(axis=1) > r
+    assert 0.05 < far.mean() < 0.95                                   # a fraction that can go wrong both ways
+    assert empty_prior_fraction(codes, prior) == far.mean()
+    assert empty_prior_fraction(c - 100, p - 100) == far.mean()
+
+
+def test_compare_with_vae_counts_a_code_on_the_95_circle_as_outside_it():
+    """inside = |code| < r, strictly, r = sqrt(-2 ln 0.05) (P(|z| < r) = 1 - exp(-r^2/2) = 0.95 in 2-D):
+    three codes exactly on the circle (float64 models, so the codes are exactly r) and one inside."""
+    r = np.sqrt(-2 * np.log(0.05))
+    known = np.array([[r, 0], [0, -r], [-r, 0], [0.5, 0.5]])
+    images = np.eye(4, 6)
+    ae, vae = Autoencoder(6, [], 2, dtype=np.float64, seed=1), VAE(6, [], 2, dtype=np.float64, seed=2)
+    ae.params["enc.z.W"][...], ae.params["enc.z.b"][...] = np.vstack([known, np.zeros((2, 2))]), 0
+    vae.params["enc.mu.W"][...], vae.params["enc.mu.b"][...] = np.vstack([known, np.zeros((2, 2))]), 0
+    codes, _, numbers = compare_with_vae(ae, vae, images, np.arange(4), np.random.default_rng(0), n_samples=4)
+    for name in ("autoencoder", "VAE"):
+        np.testing.assert_array_equal(np.linalg.norm(codes[name], axis=1)[:3], r)
+        assert numbers[name]["inside"] == 0.25
+
+
+def test_compare_with_vae_gives_both_decoders_the_same_z_when_their_dtypes_differ():
+    """The same z for both models: drawn, cast once to the autoencoder's dtype (float32 here), and
+    that z decoded by the float64 VAE too."""
+    ae, vae = Autoencoder(16, [8], 2, seed=1), VAE(16, [8], 2, dtype=np.float64, seed=2)
+    images = np.random.default_rng(0).random((30, 16)).astype(np.float32)
+    _, samples, _ = compare_with_vae(ae, vae, images, np.arange(30) % 10, np.random.default_rng(3), n_samples=9)
+    z = np.random.default_rng(3).standard_normal((9, 2)).astype(np.float32)
+    np.testing.assert_array_equal(samples["autoencoder"], ae.decode_mean(z))
+    np.testing.assert_array_equal(samples["VAE"], vae.decode_mean(z.astype(np.float64)))
+    assert samples["VAE"].dtype == np.float64

@@ -312,16 +312,52 @@ def test_the_table_is_the_one_in_the_results_and_its_rows_say_the_numbers():
 
 def test_measure_encodes_the_images_as_its_evaluation_sees_them():
     """With dynamic binarisation the codes are those of the very 0/1 draws evaluate_nelbo scores
-    (substream 0 of the run's evaluation stream), in float64, in the images' order."""
+    (substream 0 of the run's evaluation stream), in float64, in the images' order. The images
+    are grey (pixels 0 and 178), so that a draw from another stream, or no draw at all, gives
+    other 0/1 images and other codes."""
     from scratchvae.machinery.data import iterate_batches
     from scratchvae.machinery.evaluate import substream
     from scratchvae.machinery.runner import derive_streams
     model = VAE(36, [8], 2, seed=3)
-    images = IMAGES[:40]
+    images = (IMAGES[:40] * 0.7).astype(np.uint8)                      # 0 or 178: p = 0.7 of a 1
     numbers = measure(model, images, seed=5, binarize="dynamic")
-    rng = np.random.default_rng(substream(derive_streams(5)["eval"], 0))
-    x = next(iterate_batches(images, 40, rng, binarize="dynamic", shuffle=False))
+    eval_seed = derive_streams(5)["eval"]
+    draws = lambda i: next(iterate_batches(images, 40, np.random.default_rng(substream(eval_seed, i)),
+                                           binarize="dynamic", shuffle=False))
+    x = draws(0)
     assert numbers["codes"].dtype == np.float64
     np.testing.assert_array_equal(numbers["codes"], model.encode(x)[0].astype(np.float64))
     grey = measure(model, images, seed=5)                               # binarize "none" by default
     np.testing.assert_array_equal(grey["codes"], model.encode(images / np.float32(255))[0].astype(np.float64))
+    for other in (draws(1), images / np.float32(255)):                  # the eps stream's draws; no draws
+        assert not np.array_equal(x, other)
+        assert np.abs(model.encode(other)[0] - numbers["codes"]).max() > 1e-3
+
+
+def test_a_code_exactly_on_the_95_percent_circle_is_not_inside():
+    """inside = mean(|mu| < r95), the open disc, as autoencoder.compare_with_vae counts for figure 10
+    (so the two figures' percentages are the same statistic). A float64 linear model puts one code
+    exactly on the circle, |(r95, 0)| = r95 to the last bit, and one just inside it."""
+    codes = np.array([[CIRCLE_95, 0.0], [np.nextafter(CIRCLE_95, 0), 0.0], [0.0, 3.0], [0.5, 0.5]])
+    D = len(codes) + 2
+    model = VAE(D, [], 2, dtype=np.float64, seed=0)
+    model.params["enc.mu.W"][...] = 0.0
+    model.params["enc.mu.W"][:len(codes)] = codes
+    model.params["enc.mu.b"][...] = 0.0
+    images = (np.eye(len(codes), D) * 255).astype(np.uint8)
+    numbers = measure(model, images, seed=1)
+    np.testing.assert_array_equal(numbers["codes"], codes)
+    assert np.linalg.norm(numbers["codes"][0]) == CIRCLE_95
+    assert numbers["inside"] == 2 / 4                                   # the one just inside, and (0.5, 0.5)
+
+
+def test_the_sweep_config_names_every_choice_of_the_demos_2d_model(monkeypatch):
+    """sweep_config passes each field of the demo's 2-D model itself (784-400-2, ReLU, Bernoulli, grey
+    levels) rather than leaning on TrainConfig's defaults, which are the main model's (latent 20) and
+    may change: the TrainConfig call is recorded."""
+    from scratchvae.chapters import beta_sweep
+    calls = []
+    monkeypatch.setattr(beta_sweep, "TrainConfig", lambda **kw: calls.append(kw) or kw)
+    beta_sweep.sweep_config(0.5, 3, 7)
+    assert calls == [dict(hidden=(400,), latent=2, activation="relu", likelihood="bernoulli", binarize="none",
+                          beta=0.5, epochs=3, seed=7)]

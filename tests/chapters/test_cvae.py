@@ -313,3 +313,75 @@ def test_cvae_run_that_diverges_is_one_line_and_exit_code_1(tmp_path, capsys):
     last = err.strip().splitlines()[-1]                                  # after the trainer's progress
     assert code == 1 and last.startswith(f"{CVAE_RUN}: error: ") and "learning rate" in last, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_a_float64_cvae_draws_every_layer_in_float64_with_a_mirrored_decoder(likelihood):
+    """CVAE(6, [7, 5], 2, n_classes=4): the encoder [x, y] (6 + 4) -> 7 -> 5 -> mu, logvar (2) and the
+    decoder [z, y] (2 + 4) -> 5 -> 7 -> 6 (hidden sizes reversed). A float64 model draws each layer in
+    float64 (not float32 draws widened), W then b, U(-1/sqrt(D_in), 1/sqrt(D_in)), from child 0 of its
+    seed, so its weights are exactly the draws written out here."""
+    model = CVAE(6, [7, 5], 2, n_classes=4, likelihood=likelihood, dtype=np.float64, seed=3)
+    heads = [("dec.logits", (7, 6))] if likelihood == "bernoulli" else [("dec.mean", (7, 6)), ("dec.logvar", (7, 6))]
+    shapes = [("enc.fc1", (10, 7)), ("enc.fc2", (7, 5)), ("enc.mu", (5, 2)), ("enc.logvar", (5, 2)),
+              ("dec.fc1", (6, 5)), ("dec.fc2", (5, 7)), *heads]
+    rng = np.random.default_rng(np.random.SeedSequence(3).spawn(2)[0])
+    drawn = {}
+    for name, (d_in, d_out) in shapes:
+        bound = 1 / np.sqrt(d_in)
+        drawn[f"{name}.W"] = rng.uniform(-bound, bound, size=(d_in, d_out))
+        drawn[f"{name}.b"] = rng.uniform(-bound, bound, size=(d_out,))
+    assert list(model.params) == list(drawn)
+    for name, p in model.params.items():
+        assert p.dtype == np.float64 and p.shape == drawn[name].shape, name
+        np.testing.assert_array_equal(p, drawn[name], err_msg=name)
+
+
+def test_the_cvaes_layers_have_the_names_its_parameters_and_messages_use():
+    model = CVAE(6, [5], 2, n_classes=4, likelihood="gaussian", seed=0)
+    assert repr(model.encoder) == "MLP('enc', [Dense('fc1'), ReLU('relu1')])"
+    assert repr(model.decoder) == "MLP('dec', [Dense('fc1'), ReLU('relu1')])"
+    assert [repr(d) for d in (model.enc_mu, model.enc_logvar, *model.dec_heads)] == \
+        ["Dense('mu')", "Dense('logvar')", "Dense('mean')", "Dense('logvar')"]
+    with pytest.raises(RuntimeError, match="^Dense 'logvar': backward"):
+        model.enc_logvar.backward(np.zeros((1, 2), np.float32))
+
+
+def test_the_defaults_and_the_refusals_of_the_constructor():
+    """CVAE(D, hidden, K) has 10 classes, one sample of eps, beta 1, float32 and seed 0; two classes
+    are the fewest it takes; a bad n_classes or beta is refused with a message naming it."""
+    model = CVAE(6, [5], 2)
+    assert (model.n_classes, model.n_samples, model.beta, model.dtype) == (10, 1, 1.0, np.float32)
+    assert model.params["enc.fc1.W"].shape == (16, 5)
+    np.testing.assert_array_equal(model.flat_params, CVAE(6, [5], 2, seed=0).flat_params)
+    assert not np.array_equal(model.flat_params, CVAE(6, [5], 2, seed=1).flat_params)
+    assert CVAE(6, [5], 2, n_classes=2).params["dec.fc1.W"].shape == (2 + 2, 5)
+    for bad in (1, 0, 2.5):
+        with pytest.raises(ValueError) as refused:
+            CVAE(6, [5], 2, n_classes=bad)
+        assert str(refused.value) == f"n_classes must be an integer >= 2, got {bad!r}"
+    for bad in (-0.5, float("nan")):
+        with pytest.raises(ValueError) as refused:
+            CVAE(6, [5], 2, beta=bad)
+        assert str(refused.value) == f"beta (the KL weight) must be a finite number >= 0, got {bad!r}"
+
+
+def test_the_one_hot_label_is_in_the_models_dtype_so_float32_stays_float32():
+    """one_hot(y) is rows of the identity in the model's dtype; a float32 model's encoder, decoder
+    and loss see [x, y] in float32 (a float64 one-hot would widen all of it)."""
+    model = CVAE(6, [5], 2, n_classes=4, seed=0)
+    y = np.array([2, 0, 3])
+    onehot = model.one_hot(y, 3)
+    assert onehot.dtype == np.float32
+    np.testing.assert_array_equal(onehot, [[0, 0, 1, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    x = np.random.default_rng(0).random((3, 6)).astype(np.float32)
+    mu, logvar = model.encode(x, y)
+    assert mu.dtype == logvar.dtype == np.float32
+    assert model.decode(mu, y).dtype == np.float32
+    eps = np.random.default_rng(1).standard_normal((1, 3, 2)).astype(np.float32)
+    loss, _ = model.loss_and_grads(x, y, eps)
+    assert model.flat_grads.dtype == np.float32
+    wide = CVAE(6, [5], 2, n_classes=4, dtype=np.float64, seed=0)
+    wide.flat_params[...] = model.flat_params
+    expected, _ = wide.loss_and_grads(x.astype(np.float64), y, eps.astype(np.float64))
+    assert loss == pytest.approx(expected, rel=1e-6) and loss != expected       # float32 arithmetic, not float64

@@ -285,3 +285,87 @@ def test_its_parts_are_the_monte_carlo_elbo_of_its_k_samples():
     assert parts["nelbo"] == pytest.approx(parts["rec"] + parts["kl"], rel=1e-12)
     assert parts["elbo"] == pytest.approx(model.log_weights(x, eps).mean(), rel=1e-12)
     assert parts["elbo"] == -parts["nelbo"] and parts["kl"] > 0.1
+
+
+def test_k_is_5_by_default_and_a_bad_k_is_refused_by_name():
+    model = IWAE(6, [5], 3, seed=0)
+    assert model.k == 5 and model.draw_eps(4).shape == (5, 4, 3) and model.loss_name == "the bound L_k, k = 5"
+    for bad in (0, 2.5, "3"):
+        with pytest.raises(ValueError) as refused:
+            IWAE(6, [5], 3, k=bad)
+        assert str(refused.value) == f"k, the number of importance samples, must be an integer >= 1, got {bad!r}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_datapoints_thousands_of_nats_apart_each_get_their_own_bound_and_gradient(dtype):
+    """A batch of one likely image (x = 0 under logits -600) and one about 20,000 nats less likely
+    (x = 1): beyond what exp can span even in float64, so each datapoint's log-sum-exp must be
+    shifted by its own largest log-weight. The batch's L_k is each one's alone, its loss their mean,
+    its gradient the mean of their gradients."""
+    model = IWAE(36, [8], 2, k=5, dtype=np.float64, seed=0)
+    model.params["dec.logits.b"][...] = -600.0
+    if dtype != np.float64:
+        same = IWAE(36, [8], 2, k=5, dtype=dtype, seed=0)
+        same.flat_params[...] = model.flat_params
+        model = same
+    x = np.stack([np.zeros(36), np.ones(36)]).astype(dtype)
+    eps = np.random.default_rng(0).standard_normal((5, 2, 2)).astype(dtype)
+    both = model.bound(x, eps)
+    alone = np.array([model.bound(x[i:i + 1], eps[:, i:i + 1])[0] for i in range(2)])
+    assert both[0] - both[1] > 10_000                                  # far beyond exp's range
+    np.testing.assert_allclose(both, alone, rtol=1e-12 if dtype == np.float64 else 1e-6)
+    grads = []
+    for i in range(2):
+        loss_i, _ = model.loss_and_grads(x[i:i + 1], eps[:, i:i + 1])
+        assert loss_i == pytest.approx(-alone[i], rel=1e-12 if dtype == np.float64 else 1e-6)
+        grads.append(model.flat_grads.astype(np.float64))
+    loss, parts = model.loss_and_grads(x, eps)
+    assert loss == pytest.approx(-alone.mean(), rel=1e-12 if dtype == np.float64 else 1e-6)
+    assert rel_error(model.flat_grads, (grads[0] + grads[1]) / 2) < (1e-12 if dtype == np.float64 else 1e-5)
+
+
+def one_tiny_weight(dtype, log_ratio, third_logit=None):
+    """k = 2 samples of one datapoint x = 0 (D = 1, K = 2) on a linear model with q = p = N(0, I),
+    so log w = log p(x|z) = -softplus(logit), logit = 1024 z_1. Sample 1 has logit -800 (log w = 0,
+    w~ = 1); sample 2 has logit ``log_ratio`` (log w = -log_ratio, w~ = exp(-log_ratio)) and z_2 = 1,
+    where sample 1 has z_2 = 0: the gradient of dec.logits.W[1, 0] is then w~_2 * (sigmoid - x) * z_2
+    = w~_2 exactly (sigmoid(logit) = 1 in floating point). ``third_logit``: a third sample (z_2 = 0)
+    whose weight adds to the normaliser. Returns (that gradient, w~_2 by hand without the third)."""
+    model = IWAE(1, [], 2, k=2 if third_logit is None else 3, dtype=dtype, seed=0)
+    model.flat_params[...] = 0
+    model.params["dec.logits.W"][0, 0] = 1024.0
+    eps = [[[-800 / 1024, 0.0]], [[log_ratio / 1024, 1.0]]] + ([] if third_logit is None else [[[third_logit, 0.0]]])
+    eps = np.array(eps, dtype=dtype)
+    model.loss_and_grads(np.zeros((1, 1), dtype), eps)
+    return model.grads["dec.logits.W"][1, 0], np.exp(-np.float64(eps[1, 0, 0]) * 1024)
+
+
+def test_normalised_weights_below_eps_squared_count_as_zero_and_the_others_exactly():
+    """w~ < eps^2 of the model's dtype (4.9e-32 in float64, 1.4e-14 in float32) is set to 0 before
+    the backward pass (it changes no sum, and would be subnormal further on); any larger w~ stays
+    what it is. Checked on one weight's gradient, which here is w~ itself."""
+    grad, w = one_tiny_weight(np.float64, 46.0)                       # w~ = 1e-20: above float64's eps^2
+    assert grad == pytest.approx(w, rel=1e-12) and 1e-21 < w < 1e-19
+    grad, w = one_tiny_weight(np.float64, 92.0)                       # w~ = 1e-40: below float64's eps^2
+    assert grad == 0 and 1e-41 < w < np.finfo(np.float64).eps ** 2
+    grad, w = one_tiny_weight(np.float32, 30.0)                       # w~ = 9e-14: above float32's eps^2
+    assert grad == pytest.approx(w, rel=1e-5) and np.finfo(np.float32).eps ** 2 < w
+    grad, w = one_tiny_weight(np.float32, 46.0)                       # w~ = 1e-20: below float32's eps^2
+    assert grad == 0
+
+
+def test_a_normalised_weight_of_exactly_eps_squared_is_kept():
+    """The rule is w~ < eps^2 -> 0, so w~ = eps^2 = 2^-104 (float64) itself stays. A third sample of
+    weight about 0.9 sets the normaliser 1 + u_3 (u_2 = 1.9 * 2^-104 adds nothing to it); as its
+    logit rises, w~_2 = u_2 / (1 + u_3) rises through 2^-104 in steps finer than the floats there, so
+    the first logit whose w~_2 reaches 2^-104 gives it exactly -- found by bisection on the floats."""
+    target = np.finfo(np.float64).eps ** 2
+    log_ratio = 104 * np.log(2) - np.log(1.9)
+    grad = lambda third: one_tiny_weight(np.float64, log_ratio, third)[0]
+    lo, hi = -2.5 / 1024, -1.9 / 1024                                 # u_3 from 0.92 down to 0.87
+    assert grad(lo) < target < grad(hi)
+    while np.nextafter(lo, hi) != hi:
+        mid = lo + (hi - lo) / 2
+        mid = np.nextafter(lo, hi) if mid == lo else mid
+        lo, hi = (mid, hi) if grad(mid) < target else (lo, mid)
+    assert grad(hi) == target and grad(lo) == 0                      # kept at eps^2; 0 just below

@@ -318,3 +318,138 @@ def test_logsumexp_keeps_the_other_axes_and_a_grid_needs_a_positive_width():
     np.testing.assert_allclose(got, np.log(np.exp(a).sum(axis=-1)), rtol=1e-14)
     with pytest.raises(ValueError, match="half_width must be positive"):
         square_grid((0, 0), 0.0, 5)
+
+
+# ------------------------------------------------------------------ the window, when the posterior decides it
+def with_a_pinpoint_q(model):
+    """The encoder set to q(z|x) = N(0, e^-20 I) for every x: its +-8 sigma box is 4e-4 wide and the
+    first coarse grid is [-5, 5]^2 (R = max(5, 8 sigma) = 5), so the window is the posterior's alone."""
+    for name in ("enc.mu.W", "enc.mu.b", "enc.logvar.W"):
+        model.params[name][...] = 0.0
+    model.params["enc.logvar.b"][...] = -20.0
+    return model
+
+
+def data_with_posterior_means(model, S, means):
+    """Datapoints x whose linear-Gaussian posterior mean m = S A^T Psi^-1 (x - b) is each of ``means``."""
+    A, b = model.params["dec.mean.W"].T, model.params["dec.mean.b"]
+    psi = np.exp(model.params["dec.logvar.b"])
+    return np.stack([b + psi * (A @ np.linalg.solve(A.T @ A, np.linalg.solve(S, m))) for m in np.asarray(means, float)])
+
+
+def coarse_masses(model, x, R=5.0, n=101):
+    """Each posterior's mass per cell of the n x n coarse grid over [-R, R]^2, written out (N, n, n)."""
+    grid = square_grid((0.0, 0.0), R, n)
+    log_joint = np.stack([log_p_x_and_z(model, xi, grid.points) for xi in x])
+    post = np.exp(log_joint - log_joint.max(axis=1, keepdims=True))
+    return (post / post.sum(axis=1, keepdims=True)).reshape(len(x), n, n)
+
+
+def test_the_edge_is_the_outermost_ring_of_coarse_cells_only():
+    """Two narrow posteriors (s.d. 0.08, a coarse cell 0.099 wide) set in opposite corners of [-5, 5]^2, so
+    that less than 1e-9 of either lies in the outermost ring of cells, yet more than 1e-9 in the next
+    row or column on each of the four sides: the window must stop at R = 5. A ring one cell too
+    thick on any side, or a sum over both datapoints, doubles R (and so changes the window)."""
+    model, _, _, posterior_mean, S = linear_gaussian(seed=12, decoder_logvar=-6.0)
+    with_a_pinpoint_q(model)
+    x = data_with_posterior_means(model, S, [(-4.38, -4.38), (4.38, 4.38)])
+    np.testing.assert_allclose(posterior_mean(x), [(-4.38, -4.38), (4.38, 4.38)], atol=1e-9)
+    mass = coarse_masses(model, x)
+    ring = mass.sum(axis=(1, 2)) - mass[:, 1:-1, 1:-1].sum(axis=(1, 2))
+    assert np.all(ring < 1e-10), ring
+    second = [mass[0, 1, 1:-1].sum(), mass[0, 1:-1, 1].sum(), mass[1, -2, 1:-1].sum(), mass[1, 1:-1, -2].sum()]
+    assert min(second) > 1e-8, second                      # rows and columns 1 and n - 2: inside the edge
+    centers, half_widths = posterior_window(model, x)
+    expected_centers, expected_half, R = window_by_its_docstring(model, x)
+    assert R == 5.0
+    np.testing.assert_allclose(centers, expected_centers, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(half_widths, expected_half, rtol=1e-12)
+
+
+def test_the_coarse_grid_doubles_from_5_to_max_radius_and_no_further(monkeypatch):
+    """A posterior far outside any window (near z = (300, 0)) next to one near 0: the coarse grid
+    doubles while either has mass on its edge, 5, 10, 20, 40, 80, and stops at max_radius = 80
+    (radius >= max_radius) though the far one is still cut; max_radius = 30 stops it at 40. The
+    radii of the coarse grids are recorded, and the window is the docstring's on the last one."""
+    from scratchvae.chapters import posterior
+    model, _, _, _, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    with_a_pinpoint_q(model)
+    x = data_with_posterior_means(model, S, [(0.3, -0.2), (300.0, 0.0)])
+    radii, log_joint = [], posterior.log_joint_on_grid
+    monkeypatch.setattr(posterior, "log_joint_on_grid",
+                        lambda m, xs, grid: radii.append(grid.z1[-1] + (grid.z1[1] - grid.z1[0]) / 2)
+                        or log_joint(m, xs, grid))
+    centers, half_widths = posterior_window(model, x)
+    np.testing.assert_allclose(radii, [5, 10, 20, 40, 80], rtol=1e-12)
+    expected_centers, expected_half, R = window_by_its_docstring(model, x)
+    assert R == 80
+    np.testing.assert_allclose(centers, expected_centers, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(half_widths, expected_half, rtol=1e-12)
+    radii.clear()
+    posterior_window(model, x, max_radius=30.0)
+    np.testing.assert_allclose(radii, [5, 10, 20, 40], rtol=1e-12)
+
+
+def test_the_window_is_the_box_of_the_cells_within_23_nats_of_the_peak():
+    """With q a pinpoint, the window is the posterior's bulk alone: the coarse cells within
+    ``threshold`` nats of the largest log p(x, z) (23 by default; 24 would give another box here),
+    grown by two cells, joined with q's box at 0. threshold = 0 keeps the peak cell itself (>=, not >:
+    the cells within 0 nats of the peak are the peak)."""
+    model, _, _, _, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    with_a_pinpoint_q(model)
+    x = data_with_posterior_means(model, S, [(0.3, -0.2), (-1.0, 0.5)])
+    for threshold in (23.0, 0.0):
+        want_centers, want_half, R = window_by_its_docstring(model, x, threshold=threshold)
+        got_centers, got_half = posterior_window(model, x) if threshold == 23 else posterior_window(model, x, threshold=0.0)
+        np.testing.assert_allclose(got_centers, want_centers, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got_half, want_half, rtol=1e-12)
+    h = 2 * R / 101
+    other = window_by_its_docstring(model, x, threshold=24.0)
+    assert np.all(np.abs(other[1] - window_by_its_docstring(model, x)[1]) > h / 4)   # the test has something to find
+
+
+def test_exact_gap_puts_its_fine_grid_in_the_window_of_its_coarse_grid():
+    """exact_gap's fine grids are square_grid(posterior_window(model, x, coarse_points)) with the
+    coarse_points given (101 by default); the windows of 101, 102 and 51 coarse points differ here."""
+    model, _, _, _, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    with_a_pinpoint_q(model)
+    x = data_with_posterior_means(model, S, [(0.3, -0.2), (-1.0, 0.5)])
+    windows = {n: posterior_window(model, x, n) for n in (101, 102, 51)}
+    assert not np.allclose(windows[101][1], windows[102][1]) and not np.allclose(windows[101][1], windows[51][1])
+    for n, gaps in ((101, exact_gap(model, x, points=21)), (51, exact_gap(model, x, points=21, coarse_points=51))):
+        centers, half_widths = windows[n]
+        for gap, c, w in zip(gaps, centers, half_widths):
+            np.testing.assert_array_equal(gap.grid.z1, square_grid(c, w, 21).z1)
+            np.testing.assert_array_equal(gap.grid.z2, square_grid(c, w, 21).z2)
+
+
+def test_the_fine_grids_are_decoded_chunk_points_at_a_time(monkeypatch):
+    """``chunk`` bounds the decoder's batch (memory): variational_gap and exact_gap pass it on to
+    log_joint_on_grid. The sizes of the decoder's calls are recorded: 81 points in chunks of 20."""
+    model, _, _, _, S = linear_gaussian(seed=12, decoder_logvar=-3.0)
+    with_a_pinpoint_q(model)
+    x = data_with_posterior_means(model, S, [(0.3, -0.2)])
+    sizes, decode = [], model.decode
+    monkeypatch.setattr(model, "decode", lambda z: sizes.append(len(z)) or decode(z))
+    variational_gap(model, x, square_grid((0.0, 0.0), 2.0, 9), chunk=20)
+    assert sizes == [20, 20, 20, 20, 1]
+    sizes.clear()
+    exact_gap(model, x, points=9, coarse_points=11, chunk=20)
+    assert sizes == [121, 20, 20, 20, 20, 1]                 # the coarse grid in one piece, then the fine one
+
+
+def test_a_grid_refuses_one_point_a_side_in_one_line_that_names_it():
+    with pytest.raises(ValueError) as refused:
+        square_grid((0, 0), 1.0, 1)
+    assert str(refused.value) == "points must be an integer >= 2 (a grid needs at least 2 points a side), got 1"
+
+
+def test_a_float32_center_gives_the_float64_grid_of_its_value():
+    """The centres lo + (i + 1/2) h are computed in float64 from the center's value (a float32 model's
+    mu as a center does not make c - half_width a float32 subtraction)."""
+    center = np.float32([0.1, -0.7])
+    grid = square_grid(center, 1 / 3, 5)
+    h = 2 / 3 / 5
+    for axis, c in zip((grid.z1, grid.z2), center.astype(np.float64)):
+        assert axis.dtype == np.float64
+        np.testing.assert_array_equal(axis, c - 1 / 3 + (np.arange(5) + 0.5) * h)

@@ -28,6 +28,15 @@ REL_ERROR_DTYPE = ('only one of a, b stays in its own dtype; a - b and |a| + |b|
 DIVIDE = ("no model's loss_and_grads divides by zero (its logs are of numbers >= 1, its divisions by L "
           "N >= 1), so np.errstate's divide setting is never consulted")
 
+AE_N_SAMPLES = ('the autoencoder passes a sample count only so that the shared check of the VAE\'s arguments '
+                'has one: it draws no samples, and 1 and 2 both pass the check')
+SPAWN = ("child 0 of a SeedSequence is the same whatever the number of children spawned (its spawn key is "
+         "(0,)), so the weights are the same draws")
+FALSY = "None is falsy as False is: `if exclude_self:` takes the same branch"
+MEAN_ORDER = ('the mean of the same L x N numbers taken in another order (over samples then datapoints, the '
+              'other way round, or all at once: every row holds as many): the same mean, only the order of '
+              'the additions differs')
+N_CLASSES_DEFAULT = "CVAE's n_classes defaults to N_CLASSES, the value from_config passes"
 CHUNK = ('how many samples f and grad_f get per call: the same draws in the same order (the noise is '
          'drawn up front, the reference stream chunk by chunk), so the same per-sample terms; only the '
          'grouping of a float sum, or the height of a matrix product, changes, at the last bit')
@@ -35,8 +44,14 @@ REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and writte
                     '(time, not numbers)')
 DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
 EMPTY_F64 = "np.empty's dtype defaults to float64, the dtype it spells out"
-SHUFFLE_NONE = ("iterate_batches reads shuffle as a truth value (``if shuffle``, ``shuffle or ...``): None is "
-                'falsy like False, so the images keep their order and the rng draws only the binarisation')
+SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
+                'the images in their order and draws no permutation')
+AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
+EINSUM_CASE = ('einsum subscripts are labels: "NG,NGI,NGJ->NIJ" names the same axes, in the same roles, as '
+               '"ng,ngi,ngj->nij"')
+EDGE_BITS = ('edge = (a posterior total, ~1) - (its interior sum, ~1) is a multiple of 2^-53 whenever it is '
+             'below 0.5, and 1e-9 is not one (1e-9 * 2^53 = 9007199.25...): edge == 1e-9 never happens, so '
+             '< and <= decide alike')
 
 EQUIVALENT = {
     'scratchvae.layers.x__numpy_runs_avx512__mutmut_1':
@@ -153,6 +168,88 @@ EQUIVALENT = {
         ('a = a.astype(model.dtype, )', COPY),
     'scratchvae.vae.x_check_input__mutmut_73':
         ('a = a.astype(model.dtype, copy=True)', COPY),
+    'scratchvae.chapters.autoencoder.x_empty_prior_fraction__mutmut_50':
+        ('return float(np.mean(nearest(z_prior, codes, None) > r))', FALSY),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_109':
+        ('self.dec_heads = [Dense(H, D, init_rng, dtype, name="mean"), Dense(H, D, init_rng, None, name="logvar")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_19':
+        ('hidden_dims, dtype = _check_architecture(input_dim, hidden_dims, latent_dim, likelihood, 2, dtype)', AE_N_SAMPLES),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_28':
+        ('init_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[0])   # as VAE(seed=seed)', SPAWN),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_36':
+        ('self.encoder = MLP(D, hidden_dims, activation, init_rng, None, name="enc")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_50':
+        ('self.enc_z = Dense(self.encoder.out_dim, K, init_rng, None, name="z")        # one head: z itself', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_64':
+        ('self.decoder = MLP(K, hidden_dims[::-1], activation, init_rng, None, name="dec")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_84':
+        ('self.dec_heads = [Dense(H, D, init_rng, None, name="logits")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁ__init____mutmut_97':
+        ('self.dec_heads = [Dense(H, D, init_rng, None, name="mean"), Dense(H, D, init_rng, dtype, name="logvar")]', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_65':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_67':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁloss_and_grads__mutmut_68':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.autoencoder.xǁAutoencoderǁsample__mutmut_8':
+        ('return self.decode_mean(_need_generator(rng).standard_normal((n, self.latent_dim)).astype(None))', DECODE_CASTS),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_109':
+        ('d_out = _scale(d_out, -a[..., None], (k * N, -2))        # d loss / d(decoder outputs)', RESHAPE),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_162':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_164':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_165':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_168':
+        ('rec, kl = -log_px_z.mean(axis=None), (log_qz_x - log_pz).mean(axis=0)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_169':
+        ('rec, kl = -log_px_z.mean(axis=1), (log_qz_x - log_pz).mean(axis=0)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_170':
+        ('rec, kl = -log_px_z.mean(axis=0), (log_qz_x - log_pz).mean(axis=None)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_172':
+        ('rec, kl = -log_px_z.mean(axis=0), (log_qz_x - log_pz).mean(axis=1)', MEAN_ORDER),
+    'scratchvae.chapters.iwae.xǁIWAEǁloss_and_grads__mutmut_42':
+        ('out = _reshape(out, (k, N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_118':
+        ('self.dec_logits = Dense(H, D, init_rng, None, name="logits")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_132':
+        ('self.dec_mean = Dense(H, D, init_rng, None, name="mean")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_145':
+        ('self.dec_logvar = Dense(H, D, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_54':
+        ('self.encoder = MLP(D + C, hidden_dims, activation, init_rng, None, name="enc")   # q(z | x, y)', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_70':
+        ('self.enc_mu = Dense(H, K, init_rng, None, name="mu")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_83':
+        ('self.enc_logvar = Dense(H, K, init_rng, None, name="logvar")', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ__init____mutmut_97':
+        ('self.decoder = MLP(K + C, hidden_dims[::-1], activation, init_rng, None, name="dec")  # p(x | z, y)', DENSE_DTYPE_NONE),
+    'scratchvae.chapters.cvae.xǁCVAEǁ_log_px_zy__mutmut_32':
+        ('out = _reshape(self._decode(z.reshape(L * N, K), np.tile(self.one_hot(y, N), (L, 1))), (L, N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁfrom_config__mutmut_6':
+        ('return super().from_config(config, input_dim, )', N_CLASSES_DEFAULT),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_100':
+        ('d_out = (tuple((scale * d).reshape(L * N, -2) for d in d_out) if isinstance(d_out, tuple)', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_108':
+        ('else (scale * d_out).reshape(L * N, -2))', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_118':
+        ('dzy = self._decoder_backward(d_out).reshape(L, N, -2)                  # (L, N, K + C)', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_146':
+        ('self.encoder.backward(dh, need_dx=None)', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_148':
+        ('self.encoder.backward(dh, )', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_149':
+        ('self.encoder.backward(dh, need_dx=True)', NEED_DX),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_55':
+        ('out = _reshape(self._decoder_forward(zy.reshape(L * N, -2)), (L, N, -1))  # p sees [z, y]', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_57':
+        ('out = _reshape(self._decoder_forward(zy.reshape(L * N, -1)), (L, N, -2))  # p sees [z, y]', RESHAPE),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_66':
+        ('rec = -np.mean(log_px_z, axis=None)                                       # (N,)', MEAN_ORDER),
+    'scratchvae.chapters.cvae.xǁCVAEǁloss_and_grads__mutmut_68':
+        ('rec = -np.mean(log_px_z, )                                       # (N,)', MEAN_ORDER),
     'scratchvae.chapters.estimators.x_compare_estimators__mutmut_2':
         ('chunk=10001):', CHUNK),
     'scratchvae.chapters.estimators.x_compare_estimators__mutmut_51':
@@ -183,4 +280,24 @@ EQUIVALENT = {
         ('for x in iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=None):', SHUFFLE_NONE),
     'scratchvae.machinery.evaluate.x_evaluate__mutmut_148':
         ('binarize=binarize, shuffle=None)))', SHUFFLE_NONE),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
+        ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
+    'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
+        ('codes = model.encode(x)[0].astype(None)                        # E_q[z] = mu', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_16':
+        ('log_px = logsumexp(log_joint, ) + np.log(area)               # (N,)', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_22':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))       # (N, 2) each', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_variational_gap__mutmut_64':
+        ('posterior_mass = exp_no_subnormal(log_posterior + np.log(area)).reshape(-2, *grid.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_6':
+        ('mu, logvar = (a.astype(None) for a in model.encode(x))', DTYPE_NONE_F64),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_44':
+        ('log_post = log_joint - logsumexp(log_joint, )[:, None]', AXIS_LAST),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_52':
+        ('mass = exp_no_subnormal(log_post).reshape(-2, *coarse.shape)', RESHAPE),
+    'scratchvae.chapters.posterior.x_posterior_window__mutmut_69':
+        ('if np.all(edge <= 1e-9) or radius >= max_radius:', EDGE_BITS),
+    'scratchvae.chapters.posterior.xǁGapOnGridǁposterior_moments__mutmut_17':
+        ('return mean, np.einsum("NG,NGI,NGJ->NIJ", mass, d, d)', EINSUM_CASE),
 }
