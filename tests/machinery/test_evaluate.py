@@ -51,6 +51,11 @@ def binary_images(n, D=16, seed=0):
     return ((rng.random((n, D)) < 0.3) * 255).astype(np.uint8)
 
 
+def grey_images(n, D=16, seed=0):
+    """Pixels anywhere in 0..255: their dynamic binarisation depends on the draws (binary images' does not)."""
+    return np.random.default_rng(seed).integers(0, 256, (n, D), dtype=np.uint8)
+
+
 # ------------------------------------------------------------------ importance sampling
 def test_estimate_approaches_the_exact_log_px():
     model, x, log_px, _ = linear_gaussian(N=8)
@@ -339,7 +344,7 @@ def test_the_report_is_its_two_measures_on_their_own_streams_with_its_defaults()
     """evaluate = evaluate_nelbo(seed) on every image + importance_sampled_nll on the first
     is_limit images (binarised from substream 2, eps from substream 3, batches of is_batch); its
     defaults are k = 1000 on the first 1,000 images, batches of 1,000 and 100."""
-    model, images = small_bernoulli_model(), binary_images(12)
+    model, images = small_bernoulli_model(), grey_images(12)
     report = evaluate(model, images, is_k=7, is_limit=5, seed=4, binarize="dynamic", is_batch=3)
     bound = evaluate_nelbo(model, images, seed=4, binarize="dynamic")
     x = (np.random.default_rng(substream(4, 2)).random((5, 16), dtype=np.float32) < images[:5] / np.float32(255))
@@ -449,7 +454,7 @@ def test_a_conditional_models_labels_follow_their_images_through_the_batches():
 
 
 def test_the_autoencoders_loss_is_its_mean_reconstruction_error_over_every_batch():
-    ae, images = Autoencoder(16, [8], 2, seed=0), binary_images(7)
+    ae, images = Autoencoder(16, [8], 2, seed=0), grey_images(7)
     got = evaluate_reconstruction(ae, images, batch_size=3, seed=5, binarize="dynamic")
     x = (np.random.default_rng(substream(5, 0)).random((7, 16), dtype=np.float32) < images / np.float32(255))
     assert got == {"rec": pytest.approx(ae.reconstruction_error(x.astype(np.float32)).mean(), rel=1e-6), "n": 7}
@@ -474,3 +479,218 @@ def test_active_units_are_measured_in_float64():
     count, activity = active_units(mu)
     assert activity.dtype == np.float64 and count == 1
     np.testing.assert_allclose(activity, [np.var([0.0, 0.2, 0.4]), 0.0], rtol=1e-7)
+
+
+# ------------------------------------------------------------------ streams, defaults and calls, exactly
+def binarized(images, seed, stream):
+    """The dynamic binarisation written out: x_bin = [u < pixels / 255], u ~ U[0, 1) float32 from
+    substream ``stream`` of ``seed``, drawn in image order (what iterate_batches draws, batch after batch)."""
+    u = np.random.default_rng(substream(seed, stream)).random(images.shape, dtype=np.float32)
+    return (u < images / np.float32(255)).astype(np.float32)
+
+
+def record_calls(monkeypatch, model, method):
+    """Replace model.METHOD by a wrapper that records the first argument's length of every call."""
+    sizes, original = [], getattr(model, method)
+
+    def recording(*args, **kwargs):
+        sizes.append(len(args[0]))
+        return original(*args, **kwargs)
+    monkeypatch.setattr(model, method, recording)
+    return sizes
+
+
+def test_the_nelbo_binarises_from_substream_0_and_draws_eps_from_substream_1_in_image_order():
+    """-ELBO with dynamic binarisation = model.loss on [u < pixels/255] (u from substream 0) with eps
+    from substream 1, every image in its place: batches of 10 give the numbers of one batch of 37."""
+    model, images = small_bernoulli_model(), grey_images(37)
+    result = evaluate_nelbo(model, images, batch_size=10, seed=4, binarize="dynamic")
+    eps = np.random.default_rng(substream(4, 1)).standard_normal((37, 1, 2), dtype=np.float32)
+    _, parts = model.loss(binarized(images, 4, 0), eps.transpose(1, 0, 2))
+    np.testing.assert_allclose([result["rec"], result["kl"]], [parts["rec"], parts["kl"]], rtol=1e-5)
+    assert evaluate_losses(model, images, batch_size=10, seed=4, binarize="dynamic") == result
+
+
+def test_the_defaults_of_the_nelbo_and_of_the_autoencoders_loss(monkeypatch):
+    """evaluate_nelbo, evaluate_reconstruction and evaluate_losses default to seed 0, no binarisation
+    and batches of 1,000 images (1,500 images: an encoder pass of 1,000, then 500)."""
+    model, ae, images = small_bernoulli_model(), Autoencoder(16, [8], 2, seed=0), grey_images(1500)
+    vae_batches, ae_batches = record_calls(monkeypatch, model, "encode"), record_calls(monkeypatch, ae,
+                                                                                     "reconstruction_error")
+    nelbo = evaluate_nelbo(model, images)
+    assert vae_batches == [1000, 500]
+    assert nelbo == evaluate_nelbo(model, images, batch_size=1000, seed=0, binarize="none", n_samples=1)
+    assert evaluate_losses(model, images) == nelbo and vae_batches[-2:] == [1000, 500]
+    rec = evaluate_reconstruction(ae, images)
+    assert ae_batches == [1000, 500]
+    assert evaluate_losses(ae, images) == rec and ae_batches[-2:] == [1000, 500]
+    dynamic = evaluate_reconstruction(ae, images, binarize="dynamic")
+    assert dynamic == evaluate_reconstruction(ae, images, binarize="dynamic", seed=0)
+    assert evaluate_losses(ae, images, binarize="dynamic") == dynamic
+    assert dynamic != evaluate_reconstruction(ae, images, binarize="dynamic", seed=1)
+    assert evaluate_losses(model, images[:50], binarize="dynamic") == evaluate_nelbo(model, images[:50],
+                                                                                      binarize="dynamic", seed=0)
+
+
+def test_the_autoencoders_loss_is_its_reconstruction_error_on_the_seeded_binarisation(monkeypatch):
+    """rec = mean_i -log p(x_i|z_i) on [u < pixels/255], u from substream 0 of the seed, images in
+    their order (no shuffle), whatever the batch size; evaluate_losses passes seed, batch size, binarize."""
+    ae, images = Autoencoder(16, [8], 2, seed=0), grey_images(23)
+    expected = float(np.mean(ae.reconstruction_error(binarized(images, 7, 0)), dtype=np.float64))
+    got = evaluate_reconstruction(ae, images, batch_size=4, seed=7, binarize="dynamic")
+    assert got == {"rec": pytest.approx(expected, rel=1e-6), "n": 23}
+    batches = record_calls(monkeypatch, ae, "reconstruction_error")
+    assert evaluate_losses(ae, images, batch_size=4, seed=7, binarize="dynamic") == got
+    assert batches == [4, 4, 4, 4, 4, 3]
+    assert evaluate_losses(ae, images, labels=np.arange(23), batch_size=4, seed=7, binarize="dynamic") == got
+
+
+def test_evaluate_losses_gives_labels_to_a_conditional_model_only():
+    """The trainer passes every kind its split's labels; a model that is not conditional is measured
+    without them (as evaluate_nelbo would refuse them), a conditional one with them."""
+    model, images, labels = small_bernoulli_model(), grey_images(9), np.arange(9) % 4
+    assert evaluate_losses(model, images, labels=labels, seed=2) == evaluate_nelbo(model, images, seed=2)
+    cvae = CVAE(16, [8], 2, n_classes=4, seed=1)
+    assert evaluate_losses(cvae, images, labels=labels, seed=2) == evaluate_nelbo(cvae, images, labels=labels,
+                                                                                  seed=2)
+
+
+def test_each_batch_is_encoded_once(monkeypatch):
+    """q(z|x) = (mu, logvar) is computed once per batch and handed to the loss and to every chunk's
+    log weights: 3 batches -> 3 encoder passes for the -ELBO; 2 batches x 3 chunks -> 2 passes."""
+    model = small_bernoulli_model()
+    calls = record_calls(monkeypatch, model, "encode")
+    evaluate_nelbo(model, grey_images(25), batch_size=10)
+    assert calls == [10, 10, 5]
+    calls.clear()
+    x = binary_images(10).astype(np.float32) / 255
+    importance_sampled_nll(model, x, 30, rng=np.random.default_rng(0), chunk=10, batch_size=5)
+    assert calls == [5, 5]
+
+
+def test_importance_sampled_nll_defaults_to_chunks_of_10_samples_for_100_datapoints(monkeypatch):
+    """150 datapoints, k = 25: batches of 100 and 50, each in chunks of 10, 10 and 5 samples."""
+    model = small_bernoulli_model()
+    shapes, original = [], model.log_weights
+    monkeypatch.setattr(model, "log_weights", lambda xb, eps, q=None: shapes.append(eps.shape[:2])
+                        or original(xb, eps, q=q))
+    importance_sampled_nll(model, binary_images(150).astype(np.float32) / 255, 25, rng=np.random.default_rng(0))
+    assert shapes == [(10, 100), (10, 100), (5, 100), (10, 50), (10, 50), (5, 50)]
+
+
+def test_given_log_weights_are_the_ones_summed():
+    """log_weights=f: the estimate is -(logsumexp_l f(x, eps_l, q) - log k), with q the encoder's
+    (mu, logvar) of the batch and eps the draws, and model.log_weights is not asked."""
+    model = small_bernoulli_model()
+    x = binary_images(4).astype(np.float32) / 255
+    seen = []
+
+    def f(xb, eps, q):
+        np.testing.assert_array_equal(q[0], model.encode(xb)[0])
+        seen.append(eps)
+        return -0.5 * (eps.astype(np.float64) ** 2).sum(axis=-1) + 3.0 * np.arange(len(xb))   # (c, n)
+    nll = importance_sampled_nll(model, x, 12, rng=np.random.default_rng(2), chunk=5, log_weights=f)
+    log_w = -0.5 * (np.concatenate(seen).astype(np.float64) ** 2).sum(axis=-1) + 3.0 * np.arange(4)   # (12, 4)
+    m = log_w.max(axis=0)
+    np.testing.assert_allclose(nll, -(m + np.log(np.exp(log_w - m).sum(axis=0)) - np.log(12)), rtol=1e-12)
+    eps = np.random.default_rng(2).standard_normal((5, 4, 2), dtype=np.float32)
+    np.testing.assert_array_equal(seen[0], eps)                    # the estimator's own draws
+
+
+def test_the_reports_defaults_and_its_calls_of_the_estimator(monkeypatch):
+    """Defaults: -ELBO in batches of 1,000; the estimate on the first 1,000 images, in batches of
+    100 with chunks of 10 samples, k = 1000; progress counts every datapoint-sample."""
+    model, images = small_bernoulli_model(), grey_images(1500)
+    encoded = record_calls(monkeypatch, model, "encode")
+    shapes, original = [], model.log_weights
+    monkeypatch.setattr(model, "log_weights", lambda xb, eps, q=None: shapes.append(eps.shape[:2])
+                        or original(xb, eps, q=q))
+    progress = []
+    report = evaluate(model, images, is_k=12, progress=lambda done, total: progress.append((done, total)))
+    assert encoded == [1000, 500] + [100] * 10 and report["is_n"] == 1000
+    assert shapes == [(10, 100), (2, 100)] * 10
+    assert progress[-1] == (12_000, 12_000) and len(progress) == 20
+    shapes.clear()
+    evaluate(model, images[:3], is_k=7, is_chunk=3)
+    assert shapes == [(3, 3), (3, 3), (1, 3)]
+    shapes.clear()
+    report = evaluate(model, images[:2])
+    assert (report["is_k"], report["estimator"]) == (1000, f"{ESTIMATOR}, k=1000")
+    assert shapes == [(10, 2)] * 100
+
+
+def test_the_fused_engine_computes_every_chunks_weights(monkeypatch):
+    """engine="fused": each chunk's log w comes from FastLogWeights, none from model.log_weights."""
+    import scratchvae.machinery.evaluate as evaluate_module
+    calls = []
+
+    class Recording(evaluate_module.FastLogWeights):
+        def __call__(self, x, eps, q):
+            calls.append(eps.shape[:2])
+            return super().__call__(x, eps, q)
+    monkeypatch.setattr(evaluate_module, "FastLogWeights", Recording)
+    model, images = small_bernoulli_model(), binary_images(6)
+    monkeypatch.setattr(model, "log_weights", lambda *args, **kwargs: pytest.fail("model.log_weights was asked"))
+    report = evaluate(model, images, is_k=7, is_limit=4, is_chunk=3, engine="fused")
+    assert calls == [(3, 4), (3, 4), (1, 4)] and report["is_n"] == 4
+
+
+def test_the_fused_engine_refuses_a_model_it_cannot_compute_before_any_work(monkeypatch):
+    """An engine that cannot evaluate the model is bad input: refused before the -ELBO's pass over
+    every image (no encoder call), and whether or not the estimate is asked for (is_k = 0)."""
+    tanh = VAE(16, [8], 2, activation="tanh", seed=0)
+    cvae = CVAE(16, [8], 2, n_classes=4, seed=1)
+    for model, labels in ((tanh, None), (cvae, np.zeros(6, np.int64))):
+        calls = record_calls(monkeypatch, model, "encode")
+        for is_k in (0, 5):
+            with pytest.raises(ValueError, match="the fused evaluation cannot evaluate this model"):
+                evaluate(model, binary_images(6), labels=labels, is_k=is_k, engine="fused")
+        assert calls == []
+
+
+def test_images_that_are_not_a_uint8_matrix_are_refused_saying_what_they_are():
+    model = small_bernoulli_model()
+    cases = [(np.zeros((3, 16), np.float32), "got float32 (3, 16)"), (np.zeros(16, np.uint8), "got uint8 (16,)"),
+             (np.zeros((2, 3, 16), np.uint8), "got uint8 (2, 3, 16)"), ([[0] * 16] * 3, "got list $")]
+    for images, says in cases:
+        for call in (evaluate_nelbo, evaluate, evaluate_losses):
+            with pytest.raises(ValueError, match=r"^images_u8 must be a uint8 array \(N, D\) of pixels 0\.\.255, "
+                                                 + says.replace("(", r"\(").replace(")", r"\)")):
+                call(model, images)
+        with pytest.raises(ValueError, match="^images_u8 must be a uint8 array"):
+            evaluate_reconstruction(Autoencoder(16, [8], 2, seed=0), images)
+
+
+def test_the_autoencoders_batch_size_is_a_count_refused_by_name():
+    ae = Autoencoder(16, [8], 2, seed=0)
+    for value in (0, 2.5, True, None):
+        with pytest.raises(ValueError, match=r"^batch_size must be an integer >= 1, got"):
+            evaluate_reconstruction(ae, binary_images(3), batch_size=value)
+
+
+def test_a_diverged_autoencoders_nan_is_reported_without_a_numpy_warning():
+    """Infinite decoder weights: 0 * inf in the matmul is nan (an 'invalid' operation), reported as is."""
+    import warnings
+    ae = Autoencoder(16, [8], 2, seed=0)
+    ae.params["dec.logits.W"][...] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(evaluate_reconstruction(ae, binary_images(4))["rec"])
+
+
+def test_a_unit_exactly_at_the_threshold_is_not_active():
+    """Active means Var_x(mu_u) > threshold, strictly (Burda et al. 2016: A_u > 0.01): mu_u in {0, 1}
+    has variance 1/4 exactly, not above a threshold of 1/4."""
+    mu = np.array([[0.0, 0.0], [1.0, 2.0]])
+    assert active_units(mu, threshold=0.25) == (1, pytest.approx([0.25, 1.0]))
+    assert active_units(mu, threshold=0.2499)[0] == 2
+
+
+def test_substream_is_the_spawned_child_for_any_seed_sequence():
+    """substream(seed, i) = SeedSequence(seed).spawn(i + 1)[i], pool size and all, every time."""
+    for seed in (3, np.random.SeedSequence(11, pool_size=8), np.random.SeedSequence(5, spawn_key=(2,))):
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        child = np.random.SeedSequence(ss.entropy, spawn_key=ss.spawn_key, pool_size=ss.pool_size).spawn(3)[2]
+        for _ in range(2):
+            np.testing.assert_array_equal(substream(seed, 2).generate_state(8), child.generate_state(8))
+        assert substream(seed, 2).pool_size == ss.pool_size

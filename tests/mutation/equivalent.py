@@ -50,6 +50,7 @@ CHUNK = ('how many samples f and grad_f get per call: the same draws in the same
 REPEAT_ONCE_MORE = ('each repeat computed again by the next iteration and written over with the same values '
                     '(time, not numbers)')
 DECODE_CASTS = "decode casts z to the model's dtype itself (check_input), so the same float32 values reach the decoder"
+EMPTY_F64 = "np.empty's dtype defaults to float64, the dtype it spells out"
 SHUFFLE_NONE = ("iterate_batches reads shuffle only as a truth value ('if shuffle'): None, like False, keeps "
                 'the images in their order and draws no permutation')
 AXIS_LAST = "logsumexp's default axis is -1, which for the (N, G) array of log p(x, z_g) is axis 1"
@@ -290,6 +291,20 @@ EQUIVALENT = {
         ('dz = model._decoder_backward(_reshape(d_out, (S * N, -2)))         # (S*N, K)', RESHAPE),
     'scratchvae.chapters.estimators.x_decoder_log_likelihood__mutmut_6':
         ('out = model.decode(z.reshape(S * N, K).astype(None))', DECODE_CASTS),
+    'scratchvae.machinery.evaluate.x_evaluate_nelbo__mutmut_73':
+        ('means.append(q[0].astype(None))                      # E_q[z] = mu, for active_units', DTYPE_NONE_F64),
+    'scratchvae.machinery.evaluate.x_importance_sampled_nll__mutmut_37':
+        ('nll = np.empty(N, dtype=None)', DTYPE_NONE_F64),
+    'scratchvae.machinery.evaluate.x_importance_sampled_nll__mutmut_39':
+        ('nll = np.empty(N, )', EMPTY_F64),
+    'scratchvae.machinery.evaluate.x_importance_sampled_nll__mutmut_88':
+        ('else log_weights(xb, eps, q)).astype(None)', DTYPE_NONE_F64),
+    'scratchvae.machinery.evaluate.x_evaluate_nelbo__mutmut_52':
+        ('batches = iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=None,', SHUFFLE_NONE),
+    'scratchvae.machinery.evaluate.x_evaluate_reconstruction__mutmut_31':
+        ('for x in iterate_batches(images_u8, batch_size, binarize_rng, binarize=binarize, shuffle=None):', SHUFFLE_NONE),
+    'scratchvae.machinery.evaluate.x_evaluate__mutmut_148':
+        ('binarize=binarize, shuffle=None)))', SHUFFLE_NONE),
     'scratchvae.chapters.beta_sweep.x_measure__mutmut_22':
         ('binarize=binarize, shuffle=None))          # pixels / 255, or 0/1 draws', SHUFFLE_NONE),
     'scratchvae.chapters.beta_sweep.x_measure__mutmut_36':
