@@ -14,8 +14,9 @@ Gradients (the softmax and the log cancel, as the Bernoulli likelihood's do in l
     db      = sum_i dlogits_i                        (C,)
 
 The loss is convex, so the optimum does not depend on the start: W = 0, b = 0, then full-batch
-Adam (optim.py). It shares no weights, code path or training data with the VAE it judges when
-it is trained on digits the VAE never saw (cvae_run.py trains it on the test split).
+Adam (optim.py). It shares no weights or code path with the VAE it judges: cvae_run.py trains one
+judge on the model's training digits and, as a cross-check, one on the test split, digits the
+model never saw (``cvae_run.judge_the_drawn_digits`` says why both are fair).
 
 Shapes: x (N, D) pixels in [0, 1], y (N,) integer labels 0..C-1.
 """

@@ -312,7 +312,7 @@ def mass_levels(density, cell_area, masses=(0.99, 0.9, 0.5)):
     return np.sort(d[index])
 
 
-def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is_k=5000, title=None, dpi=DPI):
+def plot_variational_gap(gaps, images, path, is_runs=None, is_k=5000, title=None, dpi=DPI):
     """Figure 7: the true posterior p(z|x) beside the encoder's q(z|x), and log p(x) checked twice.
 
     One panel per datapoint: filled contours of p(z|x) (computed exactly on a grid), red
@@ -323,9 +323,8 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
     along the posterior's long axis, broader for some digits; docs/results.md measures it).
     Below each panel: log p(x) on the grid and, as an independent check of it, importance
     sampling: ``is_runs`` (n, R) gives R independent estimates per datapoint, each with
-    ``is_k`` samples (``figures.importance_sampled_runs``), shown as their range; or
-    ``is_estimates``, pairs (estimate, standard error) (``figures.importance_sampled_log_px``),
-    whose standard error misleads when the weights are heavy-tailed (see
+    ``is_k`` samples (``figures.importance_sampled_runs``), shown as their range rather than
+    one estimate's standard error, which misleads when the weights are heavy-tailed (see
     ``importance_sampled_runs``). Then the ELBO and the gap log p(x) - ELBO = KL(q || p(z|x))
     (on the grid this identity holds by construction, so it is stated once, not checked).
     ``gaps`` is a list of ``posterior.GapOnGrid``, one datapoint each (``exact_gap``).
@@ -334,8 +333,6 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
     images = _as_images("images", images)
     if len(gaps) != len(images) or not gaps:
         raise ValueError(f"need one image per posterior, got {len(gaps)} posteriors and {len(images)} images")
-    if is_estimates is not None and len(is_estimates) != len(gaps):
-        raise ValueError(f"need one importance-sampled estimate per posterior, got {len(is_estimates)}")
     if is_runs is not None and (np.ndim(is_runs) != 2 or len(is_runs) != len(gaps) or np.shape(is_runs)[1] < 2):
         raise ValueError(f"is_runs must be (n, R) with n = {len(gaps)} posteriors and R >= 2 estimates each, "
                          f"got shape {np.shape(is_runs)}")
@@ -358,9 +355,6 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
         inset = ax.inset_axes([0.0, 0.74, 0.26, 0.26])
         _show_mosaic(inset, mosaic(image[None, None]))
         text = f"log p(x), grid     = {g.log_px[0]:8.2f}\n"
-        if is_estimates is not None:
-            estimate, stderr = is_estimates[i]
-            text += f"log p(x), IS       = {estimate:8.2f} +- {stderr:.2f}\n"
         if is_runs is not None:
             text += f"log p(x), IS runs  = {np.min(is_runs[i]):8.2f} to {np.max(is_runs[i]):.2f}\n"
         text += (f"ELBO               = {g.elbo[0]:8.2f}\n"
@@ -375,8 +369,6 @@ def plot_variational_gap(gaps, images, path, is_estimates=None, is_runs=None, is
     if is_runs is not None:
         check = (f"IS runs: the range of {np.shape(is_runs)[1]} independent importance-sampled estimates "
                  f"of log p(x), k = {is_k:,} each (heavy-tailed weights: a standard error would mislead)")
-    elif is_estimates is not None:
-        check = "the grid's log p(x) is checked against importance sampling (IS, +- its standard error)"
     else:
         check = "log p(x) by the midpoint rule on the grid"
     fig.suptitle(title or "The encoder's q(z|x) is offset from the true posterior, the wrong width, and unable to "

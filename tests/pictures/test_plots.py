@@ -200,11 +200,11 @@ def test_variational_gap(tmp_path, rng, monkeypatch):
     model = VAE(D, [8], 2, seed=1)
     x = rng.random((2, D))
     gaps = exact_gap(model, x, points=41, coarse_points=21)
-    checks = [(-12.345, 0.012), (-6.789, 0.034)]
-    assert_png(plots.plot_variational_gap(gaps, x, tmp_path / "g.png", is_estimates=checks), (3.4 * 2, 4.6))
+    assert_png(plots.plot_variational_gap(gaps, x, tmp_path / "g.png"), (3.4 * 2, 4.6))
     text = " ".join(t.get_text() for t in figures[0].texts)
-    assert "log p(x), IS       =   -12.35 +- 0.01" in text and "-6.79 +- 0.03" in text
-    assert f"log p(x), grid     = {gaps[0].log_px[0]:8.2f}" in text
+    assert "IS" not in text and "midpoint rule on the grid" in figures[0]._suptitle.get_text()   # no check, none shown
+    for g in gaps:
+        assert f"log p(x), grid     = {g.log_px[0]:8.2f}" in text and f"KL(q || p(z|x))    = {g.kl[0]:8.3f}" in text
 
 
 def test_the_importance_sampled_check_agrees_with_the_grid():
